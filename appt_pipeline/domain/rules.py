@@ -1,0 +1,81 @@
+"""Side-effect rules of SPEC §3 (lead status), §4.3 (reschedule heuristic) and §4.4 (follow-up tasks).
+
+Pure: no I/O. The write path evaluates the same rules set-based in SQL; these functions are the
+documented reference and are used where a single value is needed (task messages).
+"""
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from appt_pipeline.domain.vocab import Status
+
+#: Window of the reschedule heuristic, used only when the provider gives no link (SPEC §4.3).
+RESCHEDULE_LINK_WINDOW = timedelta(hours=6)
+
+#: Lead statuses that a new CONFIRMED primary never overrides (SPEC §3).
+STATUS_PROTECTED_FROM_BOOKING: frozenset[str] = frozenset({"unqualified", "blacklisted"})
+
+TASK_MEETING_CANCELED = "meeting-canceled"
+TASK_MEETING_RESCHEDULED = "meeting-rescheduled"
+
+
+def within_reschedule_window(canceled_at: datetime, booked_at: datetime) -> bool:
+    """True when a booking and a cancellation are at most 6 hours apart, in either order (SPEC §4.3)."""
+    return abs(booked_at - canceled_at) <= RESCHEDULE_LINK_WINDOW
+
+
+def next_lead_status(
+    current: str, new_primary_status: Status | None, has_confirmed: bool
+) -> str | None:
+    """Lead ``status`` after the primary changed, or ``None`` for "unchanged" (SPEC §3).
+
+    New primary CONFIRMED → ``meeting-booked`` unless the lead is ``unqualified``/``blacklisted``;
+    primary CANCELED/RESCHEDULED with no CONFIRMED row left and lead ``meeting-booked`` → ``qualified``.
+    """
+    if new_primary_status is Status.CONFIRMED:
+        if current in STATUS_PROTECTED_FROM_BOOKING or current == "meeting-booked":
+            return None
+        return "meeting-booked"
+    if new_primary_status in (Status.CANCELED, Status.RESCHEDULED) and not has_confirmed:
+        return "qualified" if current == "meeting-booked" else None
+    return None
+
+
+def resolve_timezone(*candidates: str | None) -> ZoneInfo:
+    """First valid IANA zone among ``candidates`` (lead, then workspace), else UTC (SPEC §4.4)."""
+    for name in candidates:
+        if name:
+            try:
+                return ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
+    return ZoneInfo("UTC")
+
+
+def format_meeting_time(start_at: datetime, zone: ZoneInfo) -> str:
+    """``Tue, Jan 6, 4:00 PM EST``: US English short form in ``zone`` with its abbreviation."""
+    local = start_at.astimezone(zone)
+    hour = local.hour % 12 or 12
+    return f"{local:%a, %b} {local.day}, {hour}:{local:%M} {'AM' if local.hour < 12 else 'PM'} {local:%Z}"
+
+
+def task_message(task_type: str, start_at: datetime | None, zone: ZoneInfo) -> str:
+    """Suggested message of a follow-up task (reference peer-behaviour §9, timezone fixed per SPEC §4.4)."""
+    if task_type == TASK_MEETING_RESCHEDULED:
+        if start_at is None:
+            return "Meeting was rescheduled. Review and confirm the new time with the lead."
+        return (
+            f"Meeting originally scheduled for {format_meeting_time(start_at, zone)} was rescheduled. "
+            "Review and confirm the new time with the lead."
+        )
+    if start_at is None:
+        return "Meeting was canceled. Follow up to reschedule."
+    return (
+        f"Meeting originally scheduled for {format_meeting_time(start_at, zone)} was canceled. "
+        "Follow up to reschedule."
+    )
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)

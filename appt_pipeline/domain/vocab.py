@@ -1,0 +1,105 @@
+"""Vocabularies and the one status mapping (SPEC §1 enums, §2 mappings).
+
+Pure: no I/O. Every writer (migration, reconciliation, webhooks, booking) maps provider or legacy
+status strings through :func:`map_status`; unknown strings are errors, never guessed (SPEC §2).
+"""
+
+from enum import StrEnum
+
+
+class Provider(StrEnum):
+    """``meeting_booking_provider`` enum (SPEC §1)."""
+
+    GHL = "GHL"
+    CALENDLY = "CALENDLY"
+
+
+class Status(StrEnum):
+    """``appointment_status`` enum (SPEC §1)."""
+
+    CONFIRMED = "CONFIRMED"
+    CANCELED = "CANCELED"
+    RESCHEDULED = "RESCHEDULED"
+    SHOWED = "SHOWED"
+    NO_SHOW = "NO_SHOW"
+
+    @property
+    def rollup(self) -> str:
+        """Lowercase lead rollup string (SPEC §2), e.g. ``"no_show"``."""
+        return self.value.lower()
+
+
+class Source(StrEnum):
+    """``appointment_source`` enum (SPEC §1)."""
+
+    WEBHOOK = "WEBHOOK"
+    RECONCILE_CRON = "RECONCILE_CRON"
+    BACKFILL = "BACKFILL"
+    AUTO_BOOK = "AUTO_BOOK"
+    MANUAL = "MANUAL"
+    MIGRATION = "MIGRATION"
+
+    @property
+    def rollup(self) -> str:
+        """Lowercase lead rollup string (SPEC §2), e.g. ``"reconcile_cron"``."""
+        return self.value.lower()
+
+    @property
+    def has_side_effects(self) -> bool:
+        """False for MIGRATION and BACKFILL: they never change lead status or create tasks (SPEC §3, §4.4)."""
+        return self not in (Source.MIGRATION, Source.BACKFILL)
+
+
+#: Statuses that end a Calendly invitee's life: Calendly never reactivates one (SPEC §4.1).
+CALENDLY_TERMINAL: frozenset[Status] = frozenset({Status.CANCELED, Status.RESCHEDULED})
+
+#: Legacy/provider status string (trimmed, lowercased) → status. The only mapping (SPEC §2).
+STATUS_SYNONYMS: dict[str, Status] = {
+    "confirmed": Status.CONFIRMED,
+    "booked": Status.CONFIRMED,
+    "new": Status.CONFIRMED,
+    "active": Status.CONFIRMED,
+    "canceled": Status.CANCELED,
+    "cancelled": Status.CANCELED,
+    "invalid": Status.CANCELED,
+    "rescheduled": Status.RESCHEDULED,
+    "showed": Status.SHOWED,
+    "completed": Status.SHOWED,
+    "no_show": Status.NO_SHOW,
+    "noshow": Status.NO_SHOW,
+    "no-show": Status.NO_SHOW,
+}
+
+
+class UnknownStatusError(ValueError):
+    """A status string outside SPEC §2's vocabulary. ``kind`` is the counted error kind."""
+
+    kind = "unknown_status"
+
+    def __init__(self, value: str) -> None:
+        super().__init__(f"unknown appointment status {value!r}")
+        self.value = value
+
+
+def normalise_status_key(raw: str) -> str:
+    """The lookup key of a status string: trimmed and lowercased (SPEC §2)."""
+    return raw.strip().lower()
+
+
+def map_status(raw: str | None, *, has_provider_id: bool = True) -> Status:
+    """Map a legacy or provider status string to :class:`Status` (SPEC §2).
+
+    ``None`` or blank maps to CONFIRMED when the record carries a provider id (pre-rollup legacy
+    data); anything else outside :data:`STATUS_SYNONYMS` raises :class:`UnknownStatusError`.
+
+    Raises:
+        UnknownStatusError: the string is not in the vocabulary, or blank without a provider id.
+    """
+    if raw is None or not raw.strip():
+        if has_provider_id:
+            return Status.CONFIRMED
+        raise UnknownStatusError("" if raw is None else raw)
+    try:
+        return STATUS_SYNONYMS[normalise_status_key(raw)]
+    except KeyError:
+        raise UnknownStatusError(raw) from None

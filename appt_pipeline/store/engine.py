@@ -1,0 +1,28 @@
+"""SQLAlchemy engines for the app database (psycopg 3 driver)."""
+
+import functools
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+
+def app_url(url: str) -> str:
+    """``url`` with the psycopg 3 driver spelled out (``postgresql+psycopg://``).
+
+    Raises ``ValueError`` for a non-PostgreSQL URL.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"APPT_DATABASE_URL must be a PostgreSQL URL, got backend {parsed.get_backend_name()!r}")
+    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+@functools.lru_cache(maxsize=16)
+def get_engine(url: str) -> sa.Engine:
+    """A pooled engine for ``url`` (cached per URL within the process)."""
+    return sa.create_engine(app_url(url), pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password masked, for logs and messages (SPEC §11)."""
+    return make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,75 @@
+"""Small helpers for tests: seed workspaces and leads, read rows back."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from appt_pipeline.domain.observation import Observation
+from appt_pipeline.domain.vocab import Provider, Source, Status
+
+REF = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def at(text: str) -> datetime:
+    """UTC datetime from ``YYYY-MM-DDTHH:MM`` shorthand."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def seed(engine: sa.Engine, workspace_id: str = "ws1", leads: int | list[str] = 3, **ws: Any) -> list[str]:
+    """Insert a workspace and leads ``<ws>_lead<i>``; returns the lead ids."""
+    ids = leads if isinstance(leads, list) else [f"{workspace_id}_lead{i}" for i in range(leads)]
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO workspaces (id, name, timezone) VALUES (:id, :name, :tz) ON CONFLICT DO NOTHING"),
+            {"id": workspace_id, "name": f"Workspace {workspace_id}", "tz": ws.get("timezone")},
+        )
+        conn.execute(
+            sa.text("INSERT INTO leads (id, workspace_id, status, timezone) VALUES (:id, :ws, :status, :tz)"),
+            [{"id": i, "ws": workspace_id, "status": ws.get("status", "qualified"), "tz": ws.get("lead_tz")}
+             for i in ids],
+        )
+    return ids
+
+
+def ghl(lead: str, appt: str, status: Status = Status.CONFIRMED, source: Source = Source.RECONCILE_CRON,
+        ws: str = "ws1", **kw: Any) -> Observation:
+    return Observation(workspace_id=ws, lead_id=lead, provider=Provider.GHL, status=status, source=source,
+                       ghl_appointment_id=appt, **kw)
+
+
+def calendly(lead: str, invitee: str, status: Status = Status.CONFIRMED, source: Source = Source.WEBHOOK,
+             ws: str = "ws1", event: str | None = None, **kw: Any) -> Observation:
+    inv = f"https://api.calendly.com/scheduled_events/{event or 'ev-' + invitee}/invitees/{invitee}"
+    ev = f"https://api.calendly.com/scheduled_events/{event or 'ev-' + invitee}"
+    return Observation(workspace_id=ws, lead_id=lead, provider=Provider.CALENDLY, status=status, source=source,
+                       calendly_invitee_uri=inv, calendly_scheduled_event_uri=ev,
+                       provider_links_reschedules=True, **kw)
+
+
+def rows(engine: sa.Engine, sql: str, **params: Any) -> list[sa.Row[Any]]:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.text(sql), params))
+
+
+def lead(engine: sa.Engine, lead_id: str) -> sa.Row[Any]:
+    return rows(engine, "SELECT * FROM leads WHERE id = :id", id=lead_id)[0]
+
+
+def snapshot(engine: sa.Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every app table's domain content (excluding write clocks), for idempotence comparisons."""
+    queries = {
+        "appointments": "SELECT id, workspace_id, lead_id, provider, ghl_appointment_id, calendly_invitee_uri, "
+        "calendly_scheduled_event_uri, ghl_calendar_id, calendly_event_type_uri, start_at, end_at, timezone, status, "
+        "status_changed_at, canceled_at, cancel_reason, rescheduled_from_id, source, provider_updated_at, "
+        "legacy_lead_key, created_at FROM appointments ORDER BY id",
+        "leads": "SELECT id, status, ghl_appointment_id, calendly_invitee_uri, calendly_scheduled_event_uri, "
+        "appointment_booked_at, appointment_start_at, appointment_end_at, appointment_status, "
+        "appointment_canceled_at, appointment_provider, appointment_source, booked_slot FROM leads ORDER BY id",
+        "status_changes": "SELECT appointment_id, from_status, to_status, source FROM appointment_status_changes "
+        "ORDER BY id",
+        "tasks": "SELECT lead_id, appointment_id, type, status, suggested_message FROM follow_up_tasks "
+        "ORDER BY lead_id, type, status",
+    }
+    with engine.connect() as conn:
+        return {name: [tuple(r) for r in conn.execute(sa.text(q))] for name, q in queries.items()}
