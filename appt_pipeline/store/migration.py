@@ -1,0 +1,267 @@
+"""Migration of legacy lead rollups into the appointment history (SPEC §5), set-based and resumable.
+
+Leads are processed in id order, in chunks; each chunk is one transaction that stages one
+observation per lead into ``appt_obs`` with a single ``INSERT … SELECT`` from ``leads`` and applies
+it through the one write path (:func:`appt_pipeline.store.write_path.apply_staged`), then records
+the resume point. A crash loses at most the chunk in flight; a rerun (with or without ``resume``)
+ends with the same tables, because every lead is keyed by ``legacy_lead_key`` = lead id.
+
+Outcome per scanned lead (counters ``scanned = created + exists + skipped + errors``):
+
+* ``created`` — a row was (or, in a dry-run, would be) created;
+* ``exists`` — the lead was migrated before, or its provider key already belongs to it;
+* ``skipped`` — the lead has no provider id (nothing to migrate);
+* ``errors`` by kind — ``unknown_status`` (SPEC §2, the value is reported) and
+  ``duplicate_provider_id``: several leads claim one provider id. **The winner is the lead with the
+  smallest id** (the first one the migration reaches, which keeps the outcome identical across
+  chunking, resumes and reruns); every other claimant is reported naming the owner and keeps its
+  legacy rollup untouched. A key already owned by a lead of another workspace is the same conflict.
+
+Warnings (row still created): ``unparseable_booked_slot`` — ``booked_slot`` is not ISO-8601 and no
+``appointment_start_at`` exists, so ``start_at`` is NULL (SPEC §5).
+"""
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from appt_pipeline.domain.rules import utc_now
+from appt_pipeline.domain.vocab import STATUS_SYNONYMS
+from appt_pipeline.store.write_path import apply_staged, ensure_stage
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_SIZE = 50_000
+MAX_ERROR_SAMPLES = 50
+
+
+class UnknownWorkspaceError(LookupError):
+    """The workspace id does not exist in ``workspaces``."""
+
+
+@dataclass
+class MigrationReport:
+    """Counters of one migration run of one workspace (SPEC §5). ``duration_s`` in seconds."""
+
+    workspace_id: str
+    apply: bool
+    scanned: int = 0
+    created: int = 0
+    exists: int = 0
+    skipped: int = 0
+    errors: int = 0
+    errors_by_kind: dict[str, int] = field(default_factory=dict)
+    warnings_by_kind: dict[str, int] = field(default_factory=dict)
+    error_samples: list[dict[str, str]] = field(default_factory=list)
+    rollups_changed: int = 0
+    status_changes: int = 0
+    resumed_after: str | None = None
+    last_lead_id: str | None = None
+    chunks: int = 0
+    duration_s: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+# Status mapping injected as data from the one Python mapping (SPEC §2): no second copy in SQL.
+def _status_values() -> tuple[str, dict[str, str]]:
+    params: dict[str, str] = {}
+    rows = []
+    for i, (raw, status) in enumerate(sorted(STATUS_SYNONYMS.items())):
+        params[f"sk{i}"], params[f"sv{i}"] = raw, status.value
+        rows.append(f"(:sk{i}, CAST(:sv{i} AS appointment_status))")
+    return "VALUES " + ", ".join(rows), params
+
+
+_STATUS_VALUES, _STATUS_PARAMS = _status_values()
+
+_CHUNK_BOUNDS = """
+SELECT max(id), count(*) FROM (
+    SELECT id FROM leads WHERE workspace_id = :ws AND (CAST(:after AS text) IS NULL OR id > :after)
+    ORDER BY id LIMIT :limit
+) c
+"""
+
+_CHUNK_LEADS = "workspace_id = :ws AND (CAST(:after AS text) IS NULL OR l.id > :after) AND l.id <= :upto"
+
+_STAGE = f"""
+INSERT INTO appt_obs (ord, round, workspace_id, lead_id, provider, status, source, ghl_appointment_id,
+    calendly_invitee_uri, calendly_scheduled_event_uri, start_at, end_at, booked_at, canceled_at,
+    status_changed_at, legacy_lead_key, error_kind)
+SELECT row_number() OVER (ORDER BY l.id), 0, l.workspace_id, l.id, x.provider, coalesce(m.status, 'CONFIRMED'),
+    'MIGRATION',
+    CASE WHEN x.provider = 'GHL' THEN l.ghl_appointment_id END,
+    CASE WHEN x.provider = 'CALENDLY' THEN l.calendly_invitee_uri END,
+    CASE WHEN x.provider = 'CALENDLY' THEN l.calendly_scheduled_event_uri END,
+    coalesce(l.appointment_start_at, appt_parse_legacy_timestamp(l.booked_slot)),
+    l.appointment_end_at, l.appointment_booked_at,
+    CASE WHEN m.status IN ('CANCELED', 'RESCHEDULED') THEN coalesce(l.appointment_canceled_at, :now) END,
+    coalesce(l.appointment_canceled_at, l.appointment_booked_at, :now),
+    l.id,
+    CASE WHEN m.status IS NULL AND nullif(btrim(l.appointment_status), '') IS NOT NULL THEN 'unknown_status' END
+FROM leads l
+CROSS JOIN LATERAL (SELECT CASE WHEN l.ghl_appointment_id IS NOT NULL THEN 'GHL'
+                               ELSE 'CALENDLY' END::meeting_booking_provider AS provider) x
+LEFT JOIN ({_STATUS_VALUES}) m(raw, status) ON m.raw = lower(btrim(l.appointment_status))
+WHERE {_CHUNK_LEADS}
+  AND (l.ghl_appointment_id IS NOT NULL OR l.calendly_invitee_uri IS NOT NULL
+       OR l.calendly_scheduled_event_uri IS NOT NULL)
+"""
+
+_SKIPPED = f"""
+SELECT count(*) FROM leads l WHERE {_CHUNK_LEADS}
+  AND l.ghl_appointment_id IS NULL AND l.calendly_invitee_uri IS NULL AND l.calendly_scheduled_event_uri IS NULL
+"""
+
+# Already migrated (legacy key present), or key already owned: by this lead → exists, else a conflict.
+_MARK_EXISTING = """
+UPDATE appt_obs o SET error_kind = CASE WHEN a.lead_id = o.lead_id THEN 'exists' ELSE 'duplicate_provider_id' END,
+                      prev_lead_id = a.lead_id
+FROM appointments a
+WHERE o.error_kind IS DISTINCT FROM 'exists' AND (
+    a.legacy_lead_key = o.lead_id
+    OR (o.provider = 'GHL' AND a.ghl_appointment_id = o.ghl_appointment_id)
+    OR (o.provider = 'CALENDLY' AND a.calendly_invitee_uri = o.calendly_invitee_uri))
+"""
+
+# Several leads of the chunk claim one provider id: the smallest lead id wins.
+_MARK_DUPLICATES = """
+UPDATE appt_obs o SET error_kind = 'duplicate_provider_id', prev_lead_id = d.winner
+FROM (
+    SELECT ord, first_value(lead_id) OVER w AS winner, row_number() OVER w AS n
+    FROM appt_obs
+    WHERE error_kind IS NULL AND coalesce(ghl_appointment_id, calendly_invitee_uri) IS NOT NULL
+    WINDOW w AS (PARTITION BY provider, coalesce(ghl_appointment_id, calendly_invitee_uri) ORDER BY lead_id)
+) d
+WHERE o.ord = d.ord AND d.n > 1
+"""
+
+_WARNINGS = f"""
+SELECT count(*) FROM leads l
+WHERE {_CHUNK_LEADS} AND l.appointment_start_at IS NULL AND nullif(btrim(l.booked_slot), '') IS NOT NULL
+  AND appt_parse_legacy_timestamp(l.booked_slot) IS NULL
+  AND (l.ghl_appointment_id IS NOT NULL OR l.calendly_invitee_uri IS NOT NULL
+       OR l.calendly_scheduled_event_uri IS NOT NULL)
+"""
+
+_OUTCOMES = """
+SELECT coalesce(error_kind, 'created'), count(*) FROM appt_obs GROUP BY 1
+"""
+
+_ERROR_SAMPLES = """
+SELECT lead_id, error_kind,
+       CASE error_kind
+         WHEN 'duplicate_provider_id' THEN 'provider id already claimed by lead ' || prev_lead_id
+         ELSE '' END
+FROM appt_obs WHERE error_kind NOT IN ('exists') ORDER BY lead_id LIMIT :limit
+"""
+
+_UNKNOWN_STATUS_SAMPLES = """
+SELECT o.lead_id, l.appointment_status FROM appt_obs o JOIN leads l ON l.id = o.lead_id
+WHERE o.error_kind = 'unknown_status' ORDER BY o.lead_id LIMIT :limit
+"""
+
+_SAVE_PROGRESS = """
+INSERT INTO migration_progress (workspace_id, last_lead_id) VALUES (:ws, :upto)
+ON CONFLICT (workspace_id) DO UPDATE SET last_lead_id = EXCLUDED.last_lead_id, updated_at = now()
+"""
+
+
+def migrate_workspace(
+    engine: sa.Engine,
+    workspace_id: str,
+    *,
+    apply: bool = False,
+    resume: bool = False,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    now: datetime | None = None,
+    on_chunk: Callable[[MigrationReport], None] | None = None,
+) -> MigrationReport:
+    """Migrate one workspace's legacy rollups (SPEC §5); dry-run unless ``apply``.
+
+    ``resume`` starts after the last committed chunk of an earlier ``apply`` run (a dry-run never
+    moves the resume point). ``on_chunk`` is called with the running report after each chunk.
+    No follow-up tasks and no lead status change (source MIGRATION); rollups are recomputed.
+
+    Raises:
+        UnknownWorkspaceError: ``workspace_id`` does not exist.
+        ValueError: ``chunk_size`` < 1.
+    """
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+    started = time.monotonic()
+    report = MigrationReport(workspace_id=workspace_id, apply=apply)
+    kinds: Counter[str] = Counter()
+    warnings: Counter[str] = Counter()
+    with engine.connect() as conn:
+        exists = conn.execute(sa.text("SELECT 1 FROM workspaces WHERE id = :ws"), {"ws": workspace_id}).first()
+        if not exists:
+            raise UnknownWorkspaceError(f"workspace {workspace_id!r} does not exist")
+        after: str | None = None
+        if resume:
+            after = conn.execute(
+                sa.text("SELECT last_lead_id FROM migration_progress WHERE workspace_id = :ws"), {"ws": workspace_id}
+            ).scalar_one_or_none()
+            report.resumed_after = after
+        conn.commit()
+        ensure_stage(conn)
+        conn.commit()
+        while True:
+            run_now = now or utc_now()
+            with conn.begin() as tx:
+                params = {"ws": workspace_id, "after": after, "limit": chunk_size, "now": run_now, **_STATUS_PARAMS}
+                upto, n_leads = conn.execute(sa.text(_CHUNK_BOUNDS), params).one()
+                if not n_leads:
+                    tx.rollback()
+                    break
+                params["upto"] = upto
+                conn.execute(sa.text(_STAGE), params)
+                conn.exec_driver_sql(_MARK_EXISTING)
+                conn.exec_driver_sql(_MARK_DUPLICATES)
+                skipped = int(conn.execute(sa.text(_SKIPPED), params).scalar_one())
+                outcome = dict(conn.exec_driver_sql(_OUTCOMES).all())
+                warn = int(conn.execute(sa.text(_WARNINGS), params).scalar_one())
+                _collect_samples(conn, report)
+                if apply:
+                    summary = apply_staged(conn, now=run_now)
+                    report.rollups_changed += summary.rollups_changed
+                    report.status_changes += summary.status_changes
+                    conn.execute(sa.text(_SAVE_PROGRESS), params)
+                    tx.commit()
+                else:
+                    tx.rollback()
+            report.chunks += 1
+            report.skipped += skipped
+            report.created += int(outcome.pop("created", 0))
+            report.exists += int(outcome.pop("exists", 0))
+            kinds.update({k: int(v) for k, v in outcome.items()})
+            if warn:
+                warnings["unparseable_booked_slot"] += warn
+            report.errors = sum(kinds.values())
+            report.errors_by_kind = dict(sorted(kinds.items()))
+            report.warnings_by_kind = dict(sorted(warnings.items()))
+            report.scanned = report.created + report.exists + report.skipped + report.errors
+            report.last_lead_id = upto
+            report.duration_s = time.monotonic() - started
+            after = upto
+            if on_chunk:
+                on_chunk(report)
+    report.duration_s = time.monotonic() - started
+    return report
+
+
+def _collect_samples(conn: sa.Connection, report: MigrationReport) -> None:
+    room = MAX_ERROR_SAMPLES - len(report.error_samples)
+    if room <= 0:
+        return
+    statuses = dict(conn.execute(sa.text(_UNKNOWN_STATUS_SAMPLES), {"limit": room}).all())
+    for lead_id, kind, detail in conn.execute(sa.text(_ERROR_SAMPLES), {"limit": room}):
+        if kind == "unknown_status":
+            detail = f"unknown appointment status {statuses.get(lead_id)!r}"
+        report.error_samples.append({"lead_id": lead_id, "kind": kind, "detail": detail})

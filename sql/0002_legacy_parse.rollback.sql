@@ -1,0 +1,1 @@
+DROP FUNCTION IF EXISTS appt_parse_legacy_timestamp(text);
