@@ -4,7 +4,7 @@ Pure data, no I/O. Every writer builds observations and hands them to the one wr
 (``appt_pipeline.store.write_path.apply_observations``).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from appt_pipeline.domain.vocab import Provider, Source, Status
@@ -71,11 +71,15 @@ class Observation:
         raise InvalidObservationError("missing_provider_key", "observation has no provider key")
 
     def validate(self) -> "Observation":
-        """Check SPEC §1's key rules; return ``self`` with empty attribution strings made ``None``.
+        """Check SPEC §1's key rules; return ``self`` with empty optional strings (ids, URIs, attribution) made ``None``.
 
         Raises:
             InvalidObservationError: no provider key, or ids of the other provider.
         """
+        empty = {name: None for name in _OPTIONAL_TEXT if getattr(self, name) == ""}
+        if empty:
+            # "" is "not known": it must neither count as an id nor reach a CHECK constraint
+            return replace(self, **empty).validate()
         if self.provider is Provider.GHL:
             if not self.ghl_appointment_id:
                 raise InvalidObservationError("missing_provider_key", "GHL observation without ghl_appointment_id")
@@ -88,15 +92,18 @@ class Observation:
                 raise InvalidObservationError(
                     "missing_provider_key", "Calendly observation without calendly_invitee_uri"
                 )
-        for when in (self.start_at, self.end_at, self.booked_at, self.provider_updated_at, self.canceled_at):
+        for when in (
+            self.start_at, self.end_at, self.booked_at, self.provider_updated_at, self.canceled_at,
+            self.status_changed_at,
+        ):
             if when is not None and when.tzinfo is None:
                 raise InvalidObservationError("naive_datetime", "observation times must be timezone-aware")
-        if self.ghl_calendar_id == "" or self.calendly_event_type_uri == "":
-            from dataclasses import replace
-
-            return replace(
-                self,
-                ghl_calendar_id=self.ghl_calendar_id or None,
-                calendly_event_type_uri=self.calendly_event_type_uri or None,
-            )
         return self
+
+
+#: Optional text fields where an empty string means "not known" (SPEC §4: None never clears a value).
+_OPTIONAL_TEXT: tuple[str, ...] = (
+    "ghl_appointment_id", "calendly_invitee_uri", "calendly_scheduled_event_uri", "ghl_calendar_id",
+    "calendly_event_type_uri", "timezone", "cancel_reason", "rescheduled_from_invitee_uri",
+    "rescheduled_to_invitee_uri", "legacy_lead_key",
+)

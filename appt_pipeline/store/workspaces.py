@@ -1,0 +1,105 @@
+"""Workspace rows and their encrypted secrets (SPEC §1, §11, §12 ``workspace set`` / ``secrets set``)."""
+
+from typing import Any
+
+import sqlalchemy as sa
+from cryptography.fernet import Fernet, InvalidToken
+
+#: Workspace columns an operator may set (every SPEC §1 column but the id and write clocks).
+WORKSPACE_SETTABLE: tuple[str, ...] = (
+    "name", "meeting_booking_provider", "ghl_location_id", "ghl_default_calendar_id", "ghl_direct_book_calendar_id",
+    "calendly_organization_uri", "calendly_user_uri", "calendly_event_type_uri",
+    "calendly_direct_book_event_type_uri", "meeting_duration_minutes", "timezone", "auto_book_meetings",
+    "ghl_api_base_url", "calendly_api_base_url",
+)
+
+#: Secret names of SPEC §1 (stored encrypted in ``workspace_secrets``).
+SECRET_NAMES: tuple[str, ...] = (
+    "ghl_private_token", "calendly_access_token", "calendly_webhook_signing_key", "ghl_webhook_public_key",
+)
+
+
+class SecretKeyError(ValueError):
+    """``APPT_SECRET_KEY`` is missing or not a Fernet key, or a stored secret cannot be decrypted with it."""
+
+
+def set_workspace(engine: sa.Engine, workspace_id: str, values: dict[str, Any]) -> bool:
+    """Create or update workspace ``workspace_id`` with ``values`` (keys from :data:`WORKSPACE_SETTABLE`).
+
+    Returns True when the row was created. Raises ``ValueError`` for an unknown column or empty id;
+    database constraint violations (e.g. a provider outside GHL/CALENDLY) surface as
+    ``sqlalchemy.exc.DBAPIError``.
+    """
+    workspace_id = workspace_id.strip()
+    if not workspace_id:
+        raise ValueError("workspace id must not be empty")
+    unknown = sorted(set(values) - set(WORKSPACE_SETTABLE))
+    if unknown:
+        raise ValueError(f"unknown workspace column(s): {unknown}")
+    cols = ["id", *values]
+    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in values) or "id = EXCLUDED.id"
+    sql = (
+        f"INSERT INTO workspaces ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)}) "
+        f"ON CONFLICT (id) DO UPDATE SET {sets}, updated_at = now() RETURNING (xmax = 0)"
+    )
+    with engine.begin() as conn:
+        return bool(conn.execute(sa.text(sql), {"id": workspace_id, **values}).scalar_one())
+
+
+def workspace_ids(engine: sa.Engine) -> list[str]:
+    """All workspace ids, sorted."""
+    with engine.connect() as conn:
+        return [r[0] for r in conn.execute(sa.text("SELECT id FROM workspaces ORDER BY id"))]
+
+
+def _fernet(key: str | None) -> Fernet:
+    if not key:
+        raise SecretKeyError(
+            "APPT_SECRET_KEY is not set; generate one with "
+            "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`"
+        )
+    try:
+        return Fernet(key.strip().encode())
+    except ValueError:
+        raise SecretKeyError("APPT_SECRET_KEY is not a valid Fernet key (32 url-safe base64 bytes)") from None
+
+
+def set_secret(engine: sa.Engine, workspace_id: str, name: str, value: str, key: str | None) -> None:
+    """Encrypt ``value`` (trimmed, SPEC §1) with ``key`` and store it as secret ``name`` of the workspace.
+
+    Raises ``ValueError`` for an unknown name, empty value or unknown workspace, :class:`SecretKeyError`
+    for a bad key. The value never appears in messages.
+    """
+    if name not in SECRET_NAMES:
+        raise ValueError(f"unknown secret name {name!r}; expected one of {list(SECRET_NAMES)}")
+    value = value.strip()
+    if not value:
+        raise ValueError("secret value is empty")
+    token = _fernet(key).encrypt(value.encode())
+    with engine.begin() as conn:
+        if not conn.execute(sa.text("SELECT 1 FROM workspaces WHERE id = :id"), {"id": workspace_id}).first():
+            raise ValueError(f"workspace {workspace_id!r} does not exist")
+        conn.execute(
+            sa.text(
+                "INSERT INTO workspace_secrets (workspace_id, name, ciphertext) VALUES (:ws, :name, :ct) "
+                "ON CONFLICT (workspace_id, name) DO UPDATE SET ciphertext = EXCLUDED.ciphertext, updated_at = now()"
+            ),
+            {"ws": workspace_id, "name": name, "ct": token},
+        )
+
+
+def get_secret(engine: sa.Engine, workspace_id: str, name: str, key: str | None) -> str | None:
+    """The decrypted secret, or None when not set. Raises :class:`SecretKeyError` when ``key`` cannot decrypt it."""
+    with engine.connect() as conn:
+        token = conn.execute(
+            sa.text("SELECT ciphertext FROM workspace_secrets WHERE workspace_id = :ws AND name = :name"),
+            {"ws": workspace_id, "name": name},
+        ).scalar_one_or_none()
+    if token is None:
+        return None
+    try:
+        return _fernet(key).decrypt(bytes(token)).decode()
+    except InvalidToken:
+        raise SecretKeyError(
+            f"secret {name!r} of workspace {workspace_id!r} cannot be decrypted with this key"
+        ) from None
