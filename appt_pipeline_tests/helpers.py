@@ -24,6 +24,8 @@ def seed(engine: sa.Engine, workspace_id: str = "ws1", leads: int | list[str] = 
             sa.text("INSERT INTO workspaces (id, name, timezone) VALUES (:id, :name, :tz) ON CONFLICT DO NOTHING"),
             {"id": workspace_id, "name": f"Workspace {workspace_id}", "tz": ws.get("timezone")},
         )
+        if not ids:
+            return ids
         conn.execute(
             sa.text("INSERT INTO leads (id, workspace_id, status, timezone) VALUES (:id, :ws, :status, :tz)"),
             [{"id": i, "ws": workspace_id, "status": ws.get("status", "qualified"), "tz": ws.get("lead_tz")}

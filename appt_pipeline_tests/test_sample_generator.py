@@ -18,8 +18,9 @@ from appt_pipeline.sample.generator import (
     generate_legacy,
     main,
 )
+from appt_pipeline.settings import PROJECT_ROOT
 
-FIXTURE_DIR = Path(os.environ.get("APPT_FIXTURES_DIR", "/work/shared/fixtures")) / "legacy"
+FIXTURE_DIR = Path(os.environ.get("APPT_FIXTURES_DIR", PROJECT_ROOT.parent / "shared" / "fixtures")) / "legacy"
 
 # Literal copies of the fixture's header rows (checked against the fixture files when present).
 WORKSPACES_HEADER = [
