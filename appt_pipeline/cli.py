@@ -319,3 +319,7 @@ def dev(host: str, port: int) -> None:
         sys.exit(EXIT_WORK_FAILED)
 
 
+
+
+if __name__ == "__main__":
+    main()

@@ -437,7 +437,7 @@ def test_calendly_without_link_is_not_linked_heuristically(db: sa.Engine) -> Non
 
 
 def test_ghl_heuristic_cancel_first(db: sa.Engine) -> None:
-    l0, l1, l2 = seed(db)
+    l0, l1, l2, l3 = seed(db, leads=4)
     t = NOW
     for lead_id, key in ((l0, "a1"), (l1, "b1"), (l2, "c1")):
         write(db, ghl(lead_id, key, start_at=t + D), now=t - D)
@@ -448,9 +448,11 @@ def test_ghl_heuristic_cancel_first(db: sa.Engine) -> None:
     assert appt(db, "a2").rescheduled_from_id == appt(db, "a1").id
     assert appt(db, "b2").rescheduled_from_id is None
     assert appt(db, "x9").rescheduled_from_id is None
-    # another lead's booking within the window is not linked
-    write(db, ghl(l1, "b3", start_at=t + 2 * D), now=t + H)
-    assert appt(db, "b3").rescheduled_from_id is None
+    # another lead's booking within the window is not linked; the lead's own is, whenever it arrives
+    write(db, ghl(l3, "d1", start_at=t + 2 * D), now=t + H)
+    assert appt(db, "d1").rescheduled_from_id is None
+    write(db, ghl(l1, "b3", start_at=t + 2 * D, booked_at=t + H), now=t + 8 * H)
+    assert appt(db, "b3").rescheduled_from_id == appt(db, "b1").id
     assert appt(db, "c1").rescheduled_from_id is None
 
 
@@ -569,27 +571,31 @@ def test_dry_run_writes_nothing(db: sa.Engine) -> None:
 
 
 def test_lead_status_side_effects(db: sa.Engine) -> None:
-    leads = seed(db, leads=6)
-    q, unq, bl, new, two, cal = leads
+    leads = seed(db, leads=7)
+    q, unq, bl, new, two, cal, shw = leads
     with db.begin() as conn:
         for lead_id, status in ((unq, "unqualified"), (bl, "blacklisted"), (new, "new")):
             conn.execute(sa.text("UPDATE leads SET status = :s WHERE id = :l"), {"s": status, "l": lead_id})
     write(db, *(ghl(lead_id, f"g-{lead_id}", start_at=NOW + D) for lead_id in leads[:5]),
-          ghl(two, "g-two-b", start_at=NOW + 2 * D), calendly(cal, "c1", start_at=NOW + D))
+          ghl(two, "g-two-b", start_at=NOW + 2 * D), calendly(cal, "c1", start_at=NOW + D), ghl(shw, "g-shw"))
     assert [lead(db, lead_id).status for lead_id in leads] == [
-        "meeting-booked", "unqualified", "blacklisted", "meeting-booked", "meeting-booked", "meeting-booked"]
+        "meeting-booked", "unqualified", "blacklisted", "meeting-booked", "meeting-booked", "meeting-booked",
+        "meeting-booked"]
     write(db, *(ghl(lead_id, f"g-{lead_id}", X) for lead_id in leads[:5]), calendly(cal, "c1", R), now=NOW + H)
     # back to qualified when no CONFIRMED is left; protected statuses untouched; two still has a booking
     assert [lead(db, lead_id).status for lead_id in leads] == [
-        "qualified", "unqualified", "blacklisted", "qualified", "meeting-booked", "qualified"]
+        "qualified", "unqualified", "blacklisted", "qualified", "meeting-booked", "qualified", "meeting-booked"]
     # a canceled row never moves a qualified lead, a new confirmed booking does
     write(db, ghl(q, "g-q2", X, start_at=NOW + D), now=NOW + 2 * H)
     assert lead(db, q).status == "qualified"
     write(db, ghl(q, "g-q3", start_at=NOW + 3 * D), now=NOW + 3 * H)
     assert lead(db, q).status == "meeting-booked"
     # SHOWED as the new primary changes nothing
+    write(db, ghl(shw, "g-shw", S), now=NOW + 4 * H)
+    assert (lead(db, shw).status, lead(db, shw).appointment_status) == ("meeting-booked", "showed")
+    # but a SHOWED row loses to an older CANCELED one (§3 rule 4 before 5): the primary becomes CANCELED
     write(db, ghl(q, "g-q3", S), now=NOW + 4 * H)
-    assert lead(db, q).status == "meeting-booked"
+    assert (lead(db, q).status, lead(db, q).appointment_status) == ("qualified", "canceled")
 
 
 def test_status_change_audit_rows(db: sa.Engine) -> None:

@@ -90,7 +90,8 @@ CREATE TEMP TABLE IF NOT EXISTS appt_obs (
     prev_lead_id                  text,
     prev_status                   appointment_status,
     is_new                        boolean,
-    new_status                    appointment_status
+    new_status                    appointment_status,
+    primary_changed               boolean
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS appt_obs_leads (
     lead_id             text PRIMARY KEY,
@@ -322,18 +323,32 @@ WHERE round = :round AND error_kind IS NULL AND (is_new OR prev_status IS DISTIN
 ORDER BY ord
 """
 
+
+def _no_cycle(new_id: str, old_id: str) -> str:
+    """True unless linking ``new_id`` → ``old_id`` closes a reschedule cycle (``new_id`` is ``old_id`` or an ancestor)."""
+    return f"""NOT EXISTS (
+    WITH RECURSIVE up(id) AS (
+        SELECT {old_id}
+        UNION
+        SELECT x.rescheduled_from_id FROM appointments x JOIN up ON x.id = up.id WHERE x.rescheduled_from_id IS NOT NULL
+    )
+    SELECT 1 FROM up WHERE up.id = {new_id})"""
+
+
 # Exact links from the provider (Calendly old_invitee / new_invitee), either arrival order (SPEC §4.3).
-_LINK_FROM_OLD = """
+# Contradictory hints never close a cycle (reschedule chains stay acyclic).
+_LINK_FROM_OLD = f"""
 UPDATE appointments n SET rescheduled_from_id = old.id, updated_at = now()
 FROM appt_obs o JOIN appointments old ON old.calendly_invitee_uri = o.rescheduled_from_invitee_uri
 WHERE o.round = :round AND o.error_kind IS NULL AND n.id = o.appointment_id
-  AND old.id <> n.id AND n.rescheduled_from_id IS DISTINCT FROM old.id
+  AND old.id <> n.id AND n.rescheduled_from_id IS DISTINCT FROM old.id AND {_no_cycle("n.id", "old.id")}
 """
-_LINK_TO_NEW = """
+_LINK_TO_NEW = f"""
 UPDATE appointments n SET rescheduled_from_id = o.appointment_id, updated_at = now()
 FROM appt_obs o
 WHERE o.round = :round AND o.error_kind IS NULL AND n.calendly_invitee_uri = o.rescheduled_to_invitee_uri
   AND n.id <> o.appointment_id AND n.rescheduled_from_id IS DISTINCT FROM o.appointment_id
+  AND {_no_cycle("n.id", "o.appointment_id")}
 """
 
 # The seed's heuristic, only when the provider gives no link: a new CONFIRMED row of the same lead and
@@ -367,6 +382,7 @@ free AS (
     JOIN appointments c ON c.id = p.old_id
     WHERE n.rescheduled_from_id IS NULL AND c.rescheduled_from_id IS DISTINCT FROM n.id
       AND NOT EXISTS (SELECT 1 FROM appointments s WHERE s.rescheduled_from_id = p.old_id)
+      AND {_no_cycle("p.new_id", "p.old_id")}
 ),
 best_per_new AS (SELECT DISTINCT ON (new_id) * FROM free ORDER BY new_id, gap, old_id),
 best AS (SELECT DISTINCT ON (old_id) * FROM best_per_new ORDER BY old_id, gap, new_id)
@@ -382,6 +398,14 @@ FROM (
     ORDER BY a.lead_id, {PRIMARY_ORDER}
 ) p
 WHERE p.lead_id = f.lead_id
+"""
+
+# appt_obs_leads holds only the current round: note each observation's flag before the next round.
+_NOTE_PRIMARY_CHANGED = """
+UPDATE appt_obs o SET primary_changed =
+    ROW(f.old_primary_id, f.old_primary_status) IS DISTINCT FROM ROW(f.new_primary_id, f.new_primary_status)
+FROM appt_obs_leads f
+WHERE o.round = :round AND o.error_kind IS NULL AND f.lead_id = o.lead_id
 """
 
 _ROLLUPS = rollup_update_sql("SELECT lead_id FROM appt_obs_leads")
@@ -467,6 +491,7 @@ def apply_staged(conn: sa.Connection, *, now: datetime | None = None) -> StagedS
         conn.execute(sa.text(_LINK_TO_NEW), p)
         conn.execute(sa.text(_HEURISTIC_LINK), p)
         conn.execute(sa.text(_NOTE_NEW_PRIMARY), p)
+        conn.execute(sa.text(_NOTE_PRIMARY_CHANGED), p)
         totals["rollups_changed"] += len(conn.execute(sa.text(_ROLLUPS), p).all())
         totals["leads_status_changed"] += conn.execute(sa.text(_LEAD_STATUS), p).rowcount
         totals["tasks_completed"] += conn.execute(sa.text(_COMPLETE_TASKS), p).rowcount
@@ -546,13 +571,15 @@ def apply_observations(
     }
     flags = conn.exec_driver_sql(
         """
-        SELECT o.ord, o.appointment_id, coalesce(o.is_new, false), o.prev_status, o.new_status, o.error_kind,
-               coalesce(ROW(f.old_primary_id, f.old_primary_status)
-                        IS DISTINCT FROM ROW(f.new_primary_id, f.new_primary_status), false)
-        FROM appt_obs o LEFT JOIN appt_obs_leads f ON f.lead_id = o.lead_id
+        SELECT ord, appointment_id, coalesce(is_new, false), prev_status, new_status, error_kind,
+               coalesce(primary_changed, false)
+        FROM appt_obs
         """
     )
     for index, appointment_id, is_new, prev, new, error_kind, primary_changed in flags:
+        if error_kind is not None:
+            results[index] = WriteResult(index, None, False, False, None, None, False, error_kind)
+            continue
         previous = Status(prev) if prev else None
         status = Status(new) if new else None
         results[index] = WriteResult(
@@ -562,8 +589,8 @@ def apply_observations(
             status_changed=previous is not None and status is not None and previous is not status,
             previous_status=previous,
             status=status,
-            primary_changed=bool(primary_changed) and error_kind is None,
-            error_kind=error_kind,
+            primary_changed=bool(primary_changed),
+            error_kind=None,
         )
     return [results[i] for i in range(len(observations))]
 

@@ -1,0 +1,128 @@
+"""Few, focused end-to-end tests of the running system: the README's main command on the embedded
+default, and `appt-pipeline dev` serving the Dagster UI over the runs the CLI made."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+import sqlalchemy as sa
+
+from appt_pipeline.store.embedded import dagster_url_for
+
+CLI = [sys.executable, "-m", "appt_pipeline.cli"]
+
+
+def _cli(args: list[str], env: dict[str, str], timeout: int = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _postgres_serving(data_dir: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if proc.info["name"] == "postgres" and str(data_dir) in cmdline:
+            found.append(proc)
+    return found
+
+
+def test_demo_on_the_embedded_default_runs_twice_and_creates_nothing_the_second_time(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("APPT_DATABASE_URL", "APPT_DAGSTER_PG_URL",
+                                                           "DAGSTER_HOME")}
+    env["APPT_HOME"] = str(tmp_path / "appt")
+    first = _cli(["demo"], env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "embedded PostgreSQL" in first.stderr
+    lines = {line.split()[0]: line.split() for line in first.stdout.splitlines() if line.startswith("ws_")}
+    assert set(lines) == {"ws_7_0", "ws_7_1", "ws_7_2"}
+    created_first = {ws: int(cols[2]) for ws, cols in lines.items()}
+    assert all(n > 600 for n in created_first.values())
+    assert all(cols[6] == "passed" and cols[8] == "ok" for cols in lines.values())
+    # the server is stopped cleanly when the command exits, and its data folder is reused next time
+    time.sleep(1)
+    assert not _postgres_serving(tmp_path / "appt" / "pg")
+    second = _cli(["demo"], env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    again = {line.split()[0]: line.split() for line in second.stdout.splitlines() if line.startswith("ws_")}
+    assert {ws: int(cols[2]) for ws, cols in again.items()} == dict.fromkeys(created_first, 0)
+    assert {ws: int(cols[3]) for ws, cols in again.items()} == created_first
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture()
+def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(APPT_DATABASE_URL=database_url, APPT_HOME=str(tmp_path / "appt"))
+    env.pop("DAGSTER_HOME", None)
+    env.pop("APPT_DAGSTER_PG_URL", None)
+    return env
+
+
+def test_dev_serves_the_ui_over_the_cli_runs_and_stops_on_sigint(db: sa.Engine, cli_env: dict[str, str]) -> None:
+    # a fresh Dagster storage database for this test
+    dagster_db = sa.make_url(dagster_url_for(cli_env["APPT_DATABASE_URL"])).database
+    with sa.create_engine(sa.make_url(cli_env["APPT_DATABASE_URL"]).set(database="postgres"),
+                          isolation_level="AUTOCOMMIT").connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{dagster_db}" WITH (FORCE)')
+    sample = Path(__file__).resolve().parents[1] / "appt_pipeline" / "sample" / "legacy"
+    assert _cli(["import-legacy", str(sample)], cli_env).returncode == 0
+    ran = _cli(["run", "migration_job", "--workspace", "ws_7_1"], cli_env)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    run_id = ran.stdout.strip()
+    assert len(run_id) == 36
+
+    port = _free_port()
+    proc = subprocess.Popen([*CLI, "dev", "--port", str(port)], env=cli_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}/graphql"
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                if httpx.post(url, json={"query": "{ version }"}, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "Dagster UI did not come up within 90 s"
+            time.sleep(0.5)
+        query = """{ runsOrError { ... on Runs { results { runId status jobName tags { key value } } } }
+                     sensorsOrError: workspaceOrError { __typename } }"""
+        data = httpx.post(url, json={"query": query}, timeout=10).json()["data"]
+        runs = {r["runId"]: r for r in data["runsOrError"]["results"]}
+        assert runs[run_id]["status"] == "SUCCESS"
+        assert runs[run_id]["jobName"] == "migration_job"
+        assert {"key": "dagster/partition", "value": "ws_7_1"} in runs[run_id]["tags"]
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
+        assert page.status_code == 200 and "Dagster" in page.text
+    finally:
+        os.kill(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    assert proc.returncode in (0, 1, -signal.SIGINT, 130), proc.returncode
+    # nothing of the stack is left behind
+    time.sleep(1)
+    leftovers = [p for p in psutil.process_iter(["cmdline"])
+                 if "dagster" in " ".join(p.info["cmdline"] or []) and str(port) in " ".join(p.info["cmdline"] or [])]
+    assert not leftovers
+
+
+def test_run_refuses_an_unknown_job_and_workspace(db: sa.Engine, cli_env: dict[str, str]) -> None:
+    bad_job = _cli(["run", "nope_job", "--workspace", "x"], cli_env)
+    assert bad_job.returncode == 2 and "unknown job" in bad_job.stderr
+    bad_ws = _cli(["run", "migration_job", "--workspace", "missing"], cli_env)
+    assert bad_ws.returncode == 2 and "does not exist" in bad_ws.stderr
