@@ -1,0 +1,316 @@
+"""The part of a simulator that is the same for every provider: the request gate and admin basics.
+
+Every API request (anything not under ``/_admin``) passes, in this order:
+
+1. authentication (``Authorization: Bearer``) → the provider's 401 when the token is unknown;
+2. an injected 429 burst, if one is active for the account (consumes no quota);
+3. the rate limiter (``limits`` moving window per account) → the provider's 429 when exhausted;
+   from here on the request is *accepted* and counted in :class:`~.common.Accounting`;
+4. injected latency / timeout stall;
+5. an injected 5xx (before the handler runs, or after it, see ``FaultSettings.error_phase``);
+6. provider pre-checks (GHL ``Version`` header) and the route handler.
+
+The provider's rate-limit headers are added to every response after step 3.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from appt_pipeline.sandbox.common import (
+    Accounting,
+    AccountLimiter,
+    ApiError,
+    Clock,
+    EventLog,
+    FaultInjector,
+    FaultSettings,
+    IdFactory,
+    ProviderEvent,
+    Quota,
+    QuotaState,
+    RequestRecord,
+    SimulatorError,
+    Stopper,
+    gateway_html,
+    utc_now,
+)
+
+CallNext = Callable[[Request], Awaitable[Response]]
+
+
+class SimulatorBase:
+    """State-holding simulator object; subclasses add the provider's data, routes and shapes."""
+
+    provider = "base"
+
+    def __init__(self, *, id_seed: int | str = 0, faults: FaultSettings | None = None, clock: Clock = utc_now):
+        self._lock = threading.RLock()
+        self.id_seed = id_seed
+        self.ids = IdFactory(id_seed)
+        self.clock = clock
+        self.limiter = AccountLimiter()
+        self.accounting = Accounting()
+        self.faults = FaultInjector(faults)
+        self.emitted = EventLog()
+        self.stopper = Stopper()
+
+    # ------------------------------------------------------------------ hooks for subclasses
+
+    def _authenticate(self, request: Request) -> tuple[str, Any] | None:
+        raise NotImplementedError
+
+    def _quotas(self, principal: Any, request: Request) -> dict[str, Quota]:
+        raise NotImplementedError
+
+    def _rate_headers(self, principal: Any, states: dict[str, QuotaState], limited: bool) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _unauthenticated(self, request: Request) -> Response:
+        raise NotImplementedError
+
+    def _rate_limited(self, request: Request, principal: Any, headers: dict[str, str], reset_in: float) -> Response:
+        raise NotImplementedError
+
+    def _burst_headers(self, principal: Any, reset_in: float) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _error_body(self, request: Request, status: int, body: dict[str, Any]) -> dict[str, Any]:
+        return body
+
+    def _server_error_body(self, request: Request) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _not_found_body(self, request: Request, status: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _validation_body(self, request: Request, exc: RequestValidationError) -> tuple[int, dict[str, Any]]:
+        raise NotImplementedError
+
+    def _precheck(self, request: Request, principal: Any) -> Response | None:
+        return None
+
+    def _add_routes(self, app: FastAPI) -> None:
+        raise NotImplementedError
+
+    def _add_admin_routes(self, app: FastAPI) -> None:
+        raise NotImplementedError
+
+    def reset(self, seed: Any = None) -> None:
+        raise NotImplementedError
+
+    def load(self, seed: Any) -> None:
+        raise NotImplementedError
+
+    def configure(self, **changes: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def snapshot(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared helpers
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def seed_epoch(self) -> datetime:
+        """Now, truncated to the UTC day: the anchor of generated seed timestamps (``dateAdded``,
+        ``created_at`` …) so the same seed gives the same data all day long."""
+        return self.clock().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+    def _emit(self, name: str, payload: dict[str, Any], account: str) -> None:
+        self.emitted.emit(ProviderEvent(name, payload, account, self.now()))
+
+    def max_requests_in_window(self, account: str, seconds: float) -> int:
+        """Peak number of accepted requests of ``account`` in any ``seconds``-long window."""
+        return self.accounting.max_requests_in_window(account, seconds)
+
+    def clear_counters(self) -> None:
+        """Forget rate-limit windows, accounting and emitted events (state kept)."""
+        self.limiter.reset()
+        self.accounting.reset()
+        self.emitted.drain()
+
+    def server_error(self, request: Request, status: int) -> Response:
+        if status == 500:
+            return JSONResponse(self._server_error_body(request), status_code=500)
+        return HTMLResponse(gateway_html(status), status_code=status)
+
+    # ------------------------------------------------------------------ the gate
+
+    async def gate(self, request: Request, call_next: CallNext) -> Response:
+        method, path = request.method, request.url.path
+        auth = self._authenticate(request)
+        if auth is None:
+            response = self._unauthenticated(request)
+            self.accounting.record(
+                RequestRecord(time.time(), None, method, path, response.status_code, "unauthenticated")
+            )
+            return response
+        account, principal = auth
+        request.state.account = account
+        request.state.principal = principal
+
+        burst = self.faults.check_burst(account)
+        if burst is not None:
+            at = time.time()
+            self.accounting.record_limited(account, at)
+            response = self._rate_limited(request, principal, self._burst_headers(principal, burst), burst)
+            self.accounting.record(RequestRecord(at, account, method, path, response.status_code, "rate_limited"))
+            return response
+
+        allowed, states, at = self.limiter.acquire(account, self._quotas(principal, request))
+        if not allowed:
+            self.accounting.record_limited(account, at)
+            reset_in = max(s.reset_in for s in states.values() if not s.allowed)
+            response = self._rate_limited(request, principal, self._rate_headers(principal, states, True), reset_in)
+            self.accounting.record(RequestRecord(at, account, method, path, response.status_code, "rate_limited"))
+            return response
+        self.accounting.record_accepted(account, at)
+        headers = self._rate_headers(principal, states, False)
+
+        decision = self.faults.decide(path)
+        if decision.delay:
+            await self.stopper.sleep(decision.delay)
+        if decision.error_status is not None and decision.error_phase == "before":
+            response = self.server_error(request, decision.error_status)
+        else:
+            response = self._precheck(request, principal) or await call_next(request)
+            if decision.error_status is not None:
+                response = self.server_error(request, decision.error_status)
+        response.headers.update(headers)
+        self.accounting.record(RequestRecord(at, account, method, path, response.status_code, "accepted"))
+        return response
+
+    # ------------------------------------------------------------------ the app
+
+    def create_app(self) -> FastAPI:
+        """A FastAPI app serving the provider API and ``/_admin`` for this simulator object."""
+        app = FastAPI(title=f"{self.provider} simulator", docs_url=None, redoc_url=None, openapi_url=None)
+        sim = self
+
+        @app.middleware("http")
+        async def _gate(request: Request, call_next: CallNext) -> Response:
+            if request.url.path.startswith("/_admin"):
+                return await call_next(request)
+            return await sim.gate(request, call_next)
+
+        @app.exception_handler(ApiError)
+        async def _api_error(request: Request, exc: ApiError) -> Response:
+            return JSONResponse(sim._error_body(request, exc.status, exc.body), exc.status, headers=exc.headers)
+
+        @app.exception_handler(SimulatorError)
+        async def _sim_error(request: Request, exc: SimulatorError) -> Response:
+            if request.url.path.startswith("/_admin"):
+                return JSONResponse({"error": str(exc)}, status_code=400)
+            return JSONResponse(sim._error_body(request, 400, {"message": str(exc)}), status_code=400)
+
+        @app.exception_handler(StarletteHTTPException)
+        async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+            if request.url.path.startswith("/_admin"):
+                return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+            return JSONResponse(sim._not_found_body(request, exc.status_code), status_code=exc.status_code)
+
+        @app.exception_handler(RequestValidationError)
+        async def _validation(request: Request, exc: RequestValidationError) -> Response:
+            status, body = sim._validation_body(request, exc)
+            return JSONResponse(body, status_code=status)
+
+        self._add_common_admin_routes(app)
+        self._add_admin_routes(app)
+        self._add_routes(app)
+        return app
+
+    def _add_common_admin_routes(self, app: FastAPI) -> None:
+        sim = self
+
+        async def body_of(request: Request) -> dict[str, Any]:
+            raw = await request.body()
+            if not raw:
+                return {}
+            try:
+                data = await request.json()
+            except ValueError as exc:
+                raise SimulatorError("body is not JSON") from exc
+            if not isinstance(data, dict):
+                raise SimulatorError("body must be a JSON object")
+            return data
+
+        @app.post("/_admin/reset")
+        async def admin_reset(request: Request) -> dict[str, Any]:
+            """Back to the initial seed (or the seed in the body); counters, faults, events cleared."""
+            data = await body_of(request)
+            sim.reset(data.get("seed"))
+            return {"ok": True}
+
+        @app.post("/_admin/seed")
+        async def admin_seed(request: Request) -> dict[str, Any]:
+            """Replace the provider data with the seed in the body (counters kept)."""
+            data = await body_of(request)
+            sim.load(data.get("seed", data))
+            return {"ok": True}
+
+        @app.get("/_admin/state")
+        async def admin_state() -> dict[str, Any]:
+            return sim.snapshot()
+
+        @app.get("/_admin/config")
+        async def admin_config() -> dict[str, Any]:
+            return sim.config()
+
+        @app.put("/_admin/config")
+        async def admin_configure(request: Request) -> dict[str, Any]:
+            return sim.configure(**(await body_of(request)))
+
+        @app.get("/_admin/faults")
+        async def admin_faults() -> dict[str, Any]:
+            return {"settings": sim.faults.settings.to_dict(), "injected": dict(sim.faults.injected)}
+
+        @app.put("/_admin/faults")
+        async def admin_set_faults(request: Request) -> dict[str, Any]:
+            return sim.faults.configure(**(await body_of(request))).to_dict()
+
+        @app.delete("/_admin/faults")
+        async def admin_clear_faults() -> dict[str, Any]:
+            sim.faults.clear()
+            return {"ok": True}
+
+        @app.post("/_admin/faults/burst_429")
+        async def admin_burst(request: Request) -> dict[str, Any]:
+            data = await body_of(request)
+            sim.faults.burst_429(count=data.get("count"), seconds=data.get("seconds"), account=data.get("account"))
+            return {"ok": True}
+
+        @app.get("/_admin/accounting")
+        async def admin_accounting(account: str | None = None, window: float | None = None) -> dict[str, Any]:
+            return {"accounts": sim.accounting.summary(account, window)}
+
+        @app.post("/_admin/accounting/reset")
+        async def admin_accounting_reset() -> dict[str, Any]:
+            sim.limiter.reset()
+            sim.accounting.reset()
+            return {"ok": True}
+
+        @app.get("/_admin/emitted")
+        async def admin_emitted() -> dict[str, Any]:
+            return {"events": [_event_json(e) for e in sim.emitted.list()]}
+
+        @app.post("/_admin/emitted/drain")
+        async def admin_drain() -> dict[str, Any]:
+            return {"events": [_event_json(e) for e in sim.emitted.drain()]}
+
+
+def _event_json(event: ProviderEvent) -> dict[str, Any]:
+    return {"name": event.name, "account": event.account, "at": event.at.isoformat(), "payload": event.payload}
