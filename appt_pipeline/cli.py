@@ -77,6 +77,8 @@ def db_upgrade() -> None:
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
 def import_legacy_cmd(directory: str) -> None:
     """Load workspaces.csv and leads.csv from DIRECTORY (format of fixtures/legacy/)."""
+    from sqlalchemy.exc import IntegrityError
+
     from appt_pipeline.store.legacy_import import LegacyImportError, import_legacy
 
     with _runtime() as rt:
@@ -92,6 +94,9 @@ def import_legacy_cmd(directory: str) -> None:
             ) from None
         except FileNotFoundError as exc:
             raise BadInput(str(exc)) from None
+        except IntegrityError as exc:  # defence in depth: a constraint the row checks do not cover
+            raise BadInput(f"rejected by the database, nothing of that file was written: "
+                           f"{str(exc.orig).splitlines()[0]}") from None
     _err(f"imported {report.workspaces} workspace row(s) and {report.leads} lead row(s) from {directory}")
 
 

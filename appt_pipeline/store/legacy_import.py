@@ -125,16 +125,33 @@ DEFAULTED = {"status": "'new'", "meeting_booking_provider": "'GHL'", "meeting_du
              "calendly_api_base_url": "'https://api.calendly.com'"}
 
 
+def _bad_text(cells: list[str]) -> str | None:
+    """Why a row's raw text cannot be stored in PostgreSQL text columns, or None."""
+    text = "".join(cells)
+    if "\x00" in text:
+        return "contains a NUL byte"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from errors="surrogateescape"
+        return "not valid UTF-8"
+    return None
+
+
 def _read(path: Path, columns: dict[str, Parser], required: tuple[str, ...]) -> tuple[list[str], Iterator[
         tuple[int, list[object] | None, str | None]]]:
     """Header and a row iterator yielding (line, values or None, error or None)."""
-    fh = path.open(newline="", encoding="utf-8-sig")
+    # surrogateescape: invalid UTF-8 becomes lone surrogates, reported per row below instead of aborting
+    # the whole read with a UnicodeDecodeError at an imprecise position
+    fh = path.open(newline="", encoding="utf-8-sig", errors="surrogateescape")
     reader = csv.reader(fh)
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:
         fh.close()
         raise LegacyImportError(path.name, [RowError(path.name, 1, "empty file (no header row)")], 1) from None
+    except csv.Error as exc:
+        fh.close()
+        raise LegacyImportError(path.name, [RowError(path.name, 1, f"malformed CSV: {exc}")], 1) from None
     unknown = [h for h in header if h not in columns]
     missing = [c for c in required if c not in header]
     dupes = sorted({h for h in header if header.count(h) > 1})
@@ -152,12 +169,23 @@ def _read(path: Path, columns: dict[str, Parser], required: tuple[str, ...]) -> 
 
     def rows() -> Iterator[tuple[int, list[object] | None, str | None]]:
         with fh:
-            for raw in reader:
+            while True:
+                try:
+                    raw = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:  # e.g. a field over csv.field_size_limit(); the rest is unreadable
+                    yield reader.line_num, None, f"malformed CSV: {exc}"
+                    return
                 line = reader.line_num
                 if not raw or (len(raw) == 1 and not raw[0].strip()):
                     continue
                 if len(raw) != len(header):
                     yield line, None, f"expected {len(header)} fields, found {len(raw)}"
+                    continue
+                problem = _bad_text(raw)
+                if problem:
+                    yield line, None, problem
                     continue
                 values: list[object] = []
                 error = None
@@ -202,6 +230,10 @@ def _load(
             assert values is not None
             copy.write_row([line, *values])
     for sql, reason in checks:
+        if "{location}" in sql:  # only when the file sets ghl_location_id
+            if "ghl_location_id" not in header:
+                continue
+            sql = sql.replace("{location}", "ghl_location_id")
         for line, detail in conn.exec_driver_sql(sql.format(stage=stage)):
             total_errors += 1
             if len(errors) < MAX_REPORTED_ERRORS:
@@ -209,6 +241,13 @@ def _load(
     if total_errors:
         errors.sort(key=lambda e: e.line)
         raise LegacyImportError(path.name, errors, total_errors)
+    if table == "workspaces" and "ghl_location_id" in header:
+        # free the location ids that move within the file first, so that a row-by-row upsert cannot trip
+        # over the UNIQUE constraint midway (the checks above ruled out real clashes)
+        conn.exec_driver_sql(
+            f"UPDATE workspaces w SET ghl_location_id = NULL FROM {stage} s "
+            "WHERE s.id = w.id AND w.ghl_location_id IS DISTINCT FROM s.ghl_location_id"
+        )
     cols = ", ".join(header)
     select = ", ".join(f"coalesce({h}, {DEFAULTED[h]})" if h in DEFAULTED else h for h in header)
     result = conn.exec_driver_sql(
@@ -255,6 +294,17 @@ _DUPLICATE_IDS = (
     "SELECT min(line), string_agg(line::text, ', ' ORDER BY line) FROM {stage} GROUP BY id HAVING count(*) > 1",
     "id repeated on lines {detail}",
 )
+# ghl_location_id is UNIQUE: report clashes by line instead of failing the INSERT with a constraint violation
+_DUPLICATE_LOCATIONS = (
+    "SELECT min(line), {location} || ' on lines ' || string_agg(line::text, ', ' ORDER BY line) FROM {stage} "
+    "WHERE {location} IS NOT NULL GROUP BY {location} HAVING count(*) > 1",
+    "ghl_location_id repeated: {detail}",
+)
+_LOCATION_TAKEN = (
+    "SELECT s.line, w.id FROM {stage} s JOIN workspaces w ON w.ghl_location_id = s.{location} AND w.id <> s.id "
+    "WHERE NOT EXISTS (SELECT 1 FROM {stage} o WHERE o.id = w.id) ORDER BY s.line",
+    "ghl_location_id already belongs to workspace {detail!r}",
+)
 _UNKNOWN_WORKSPACE = (
     "SELECT s.line, s.workspace_id FROM {stage} s LEFT JOIN workspaces w ON w.id = s.workspace_id "
     "WHERE w.id IS NULL ORDER BY s.line",
@@ -281,7 +331,7 @@ def import_legacy(engine: sa.Engine, directory: str | Path) -> ImportReport:
     if ws_path.is_file():
         with engine.begin() as conn:
             report.workspaces = _load(conn, ws_path, "workspaces", WORKSPACE_COLUMNS, ("id",), _workspace_sets,
-                                      [_DUPLICATE_IDS])
+                                      [_DUPLICATE_IDS, _DUPLICATE_LOCATIONS, _LOCATION_TAKEN])
         report.files.append(ws_path.name)
     if leads_path.is_file():
         with engine.begin() as conn:

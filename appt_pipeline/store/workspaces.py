@@ -1,6 +1,8 @@
 """Workspace rows and their encrypted secrets (SPEC §1, §11, §12 ``workspace set`` / ``secrets set``)."""
 
 from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from cryptography.fernet import Fernet, InvalidToken
@@ -26,7 +28,8 @@ class SecretKeyError(ValueError):
 def set_workspace(engine: sa.Engine, workspace_id: str, values: dict[str, Any]) -> bool:
     """Create or update workspace ``workspace_id`` with ``values`` (keys from :data:`WORKSPACE_SETTABLE`).
 
-    Returns True when the row was created. Raises ``ValueError`` for an unknown column or empty id;
+    Returns True when the row was created. Raises ``ValueError`` for an unknown column, empty id, a
+    timezone that is not an IANA zone or an API base URL that is not http(s);
     database constraint violations (e.g. a provider outside GHL/CALENDLY) surface as
     ``sqlalchemy.exc.DBAPIError``.
     """
@@ -36,6 +39,7 @@ def set_workspace(engine: sa.Engine, workspace_id: str, values: dict[str, Any]) 
     unknown = sorted(set(values) - set(WORKSPACE_SETTABLE))
     if unknown:
         raise ValueError(f"unknown workspace column(s): {unknown}")
+    _validate(values)
     cols = ["id", *values]
     sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in values) or "id = EXCLUDED.id"
     sql = (
@@ -44,6 +48,22 @@ def set_workspace(engine: sa.Engine, workspace_id: str, values: dict[str, Any]) 
     )
     with engine.begin() as conn:
         return bool(conn.execute(sa.text(sql), {"id": workspace_id, **values}).scalar_one())
+
+
+def _validate(values: dict[str, Any]) -> None:
+    """Refuse values the database would accept but every later reader would trip over (SPEC §12: exit 2)."""
+    zone = values.get("timezone")
+    if zone is not None:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone {zone!r} is not an IANA time zone (e.g. America/New_York)") from None
+    for column in ("ghl_api_base_url", "calendly_api_base_url"):
+        url = values.get(column)
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{column} must be an http(s) URL, got {url!r}")
 
 
 def workspace_ids(engine: sa.Engine) -> list[str]:

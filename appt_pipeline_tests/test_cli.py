@@ -1,0 +1,385 @@
+"""The operator command line (SPEC §12), run as a real subprocess (console script ``appt-pipeline``) against the
+test database: ``--json`` contract, exit codes 0 / 1 / 2, ``import-legacy`` errors, ``workspace set``,
+``secrets set`` (ciphertext only, nothing leaked), ``rollups`` drift and repair, ``db upgrade`` idempotence.
+
+The child gets ``APPT_DATABASE_URL`` = the test database and ``APPT_HOME`` = a temp folder; the CLI creates
+``<testdb>_dagster`` beside it, which this module drops at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from cryptography.fernet import Fernet
+
+from appt_pipeline.sample import SAMPLE_DIR
+from appt_pipeline.sample.generator import LEADS_HEADER
+from appt_pipeline.store.embedded import ensure_database
+from appt_pipeline.store.legacy_import import import_legacy
+from appt_pipeline.store.migration import migrate_workspace
+from appt_pipeline.store.workspaces import SecretKeyError, get_secret, set_workspace
+from appt_pipeline_tests.helpers import lead, rows
+from appt_pipeline_tests.test_legacy_import import GOOD_LEADS, lead_row, write_csv, write_legacy, ws_row
+
+CLI = Path(sys.executable).with_name("appt-pipeline")
+COUNTER_KEYS = {"scanned", "created", "exists", "skipped", "errors", "errors_by_kind"}
+CLI_TIMEOUT = 60
+
+# ----------------------------------------------------------------------------------------- helpers
+# (imported by test_migration.py)
+
+
+def cli_env(home: Path, database_url: str, **extra: str) -> dict[str, str]:
+    """Child environment: the test database, a private APPT_HOME, derived Dagster settings, no secret key."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DAGSTER_HOME", "APPT_DAGSTER_PG_URL", "APPT_SECRET_KEY")}
+    env.update(APPT_DATABASE_URL=database_url, APPT_HOME=str(home), PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def run_cli(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(CLI), *args], env=env, input=stdin if stdin is not None else "",
+                          capture_output=True, text=True, timeout=CLI_TIMEOUT, check=False)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    admin = sa.make_url(server_url).set(drivername="postgresql", database="postgres")
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def drop_dagster_database(database_url: str) -> None:
+    """Drop ``<db>_dagster``, which the CLI creates beside the app database."""
+    drop_database(database_url, f"{sa.make_url(database_url).database}_dagster")
+
+
+def one_json(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The single JSON object that makes up stdout (fails when stdout holds anything else)."""
+    out = proc.stdout.strip()
+    assert out.count("\n") == 0, f"stdout must be one JSON object, got:\n{proc.stdout}"
+    value = json.loads(out)
+    assert isinstance(value, dict)
+    return value
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_dagster_db(database_url: str) -> Iterator[None]:
+    yield
+    drop_dagster_database(database_url)
+
+
+@pytest.fixture()
+def env(tmp_path: Path, database_url: str) -> dict[str, str]:
+    return cli_env(tmp_path / "appt_home", database_url)
+
+
+@pytest.fixture()
+def sample(db: sa.Engine) -> sa.Engine:
+    """The shipped export imported (3 workspaces, 3000 leads, no defects)."""
+    import_legacy(db, SAMPLE_DIR)
+    return db
+
+
+# ---------------------------------------------------------------------------------------- migrate
+
+
+def test_migrate_json_prints_one_object_and_exits_0(sample: sa.Engine, env: dict[str, str]) -> None:
+    dry = run_cli(env, "migrate", "--workspace", "ws_7_0", "--json")
+    assert dry.returncode == 0, dry.stderr
+    report = one_json(dry)
+    assert set(report) >= COUNTER_KEYS
+    assert report["scanned"] == 1000 and report["created"] > 0 and report["errors"] == 0
+    assert report["errors_by_kind"] == {}
+    assert report["scanned"] == report["created"] + report["exists"] + report["skipped"] + report["errors"]
+    assert "[migrate] ws_7_0: scanned=1000" in dry.stderr  # progress on stderr
+    assert rows(sample, "SELECT count(*) FROM appointments")[0][0] == 0
+
+    applied = run_cli(env, "migrate", "--workspace", "ws_7_0", "--apply", "--json", "--chunk-size", "400")
+    assert applied.returncode == 0, applied.stderr
+    done = one_json(applied)
+    assert (done["created"], done["exists"], done["skipped"]) == (report["created"], 0, report["skipped"])
+    assert applied.stderr.count("[migrate] ws_7_0: scanned=") == 3  # one progress line per chunk
+    assert rows(sample, "SELECT count(*) FROM appointments")[0][0] == report["created"]
+
+    again = one_json(run_cli(env, "migrate", "--workspace", "ws_7_0", "--apply", "--json"))
+    assert (again["created"], again["exists"]) == (0, report["created"])
+
+
+def test_migrate_human_output_goes_to_stderr(sample: sa.Engine, env: dict[str, str]) -> None:
+    proc = run_cli(env, "migrate", "--workspace", "ws_7_1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+    assert "dry-run" in proc.stderr and "created=" in proc.stderr
+
+
+def test_migrate_exits_1_when_errors(db: sa.Engine, tmp_path: Path, env: dict[str, str]) -> None:
+    write_legacy(tmp_path / "in", workspaces=[ws_row("ws_a")],
+                 leads=[lead_row("l1", ghl_appointment_id="g1", appointment_status="tentative"),
+                        lead_row("l2", ghl_appointment_id="g2", appointment_status="confirmed")])
+    import_legacy(db, tmp_path / "in")
+    proc = run_cli(env, "migrate", "--workspace", "ws_a", "--apply", "--json")
+    assert proc.returncode == 1, proc.stderr
+    report = one_json(proc)
+    assert (report["created"], report["errors"], report["errors_by_kind"]) == (1, 1, {"unknown_status": 1})
+    assert any("tentative" in s["detail"] for s in report["error_samples"])
+    human = run_cli(env, "migrate", "--workspace", "ws_a")
+    assert human.returncode == 1
+    assert "unknown_status" in human.stderr and "tentative" in human.stderr
+
+
+def test_migrate_unknown_workspace_exits_2(sample: sa.Engine, env: dict[str, str]) -> None:
+    proc = run_cli(env, "migrate", "--workspace", "ws_nope", "--json")
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert "ws_nope" in proc.stderr and "does not exist" in proc.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["migrate"],  # --workspace is required
+    ["migrate", "--workspace", "ws_7_0", "--chunk-size", "0"],
+    ["migrate", "--workspace", "ws_7_0", "--bogus"],
+], ids=["missing-workspace", "chunk-size-0", "unknown-option"])
+def test_bad_usage_exits_2(db: sa.Engine, env: dict[str, str], args: list[str]) -> None:
+    proc = run_cli(env, *args)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+
+
+# ---------------------------------------------------------------------------------- import-legacy
+
+
+def test_import_legacy_loads_the_sample(db: sa.Engine, env: dict[str, str]) -> None:
+    proc = run_cli(env, "import-legacy", str(SAMPLE_DIR))
+    assert proc.returncode == 0, proc.stderr
+    assert "3 workspace row(s) and 3000 lead row(s)" in proc.stderr
+    assert rows(db, "SELECT count(*) FROM leads")[0][0] == 3000
+
+
+def test_import_legacy_malformed_file_exits_2_naming_line(db: sa.Engine, tmp_path: Path,
+                                                          env: dict[str, str]) -> None:
+    write_legacy(tmp_path / "base", workspaces=[ws_row("ws_a")], leads=[lead_row("l1")])
+    import_legacy(db, tmp_path / "base")
+    records: list[Any] = [lead_row(f"lead_{i:04d}") for i in range(GOOD_LEADS)]
+    records.append(lead_row("lead_bad", appointment_start_at="tomorrow 3pm"))
+    write_csv(tmp_path / "bad" / "leads.csv", LEADS_HEADER, records)
+    proc = run_cli(env, "import-legacy", str(tmp_path / "bad"))
+    assert proc.returncode == 2, proc.stderr
+    assert f"leads.csv:{GOOD_LEADS + 2}: column appointment_start_at" in proc.stderr
+    assert "tomorrow 3pm" in proc.stderr
+    assert "nothing of that file was written" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert [r[0] for r in rows(db, "SELECT id FROM leads")] == ["l1"]
+
+
+def test_import_legacy_undecodable_file_exits_2(db: sa.Engine, tmp_path: Path, env: dict[str, str]) -> None:
+    write_legacy(tmp_path / "base", workspaces=[ws_row("ws_a")])
+    import_legacy(db, tmp_path / "base")
+    write_csv(tmp_path / "bad" / "leads.csv", LEADS_HEADER, [lead_row("l1"), lead_row("l2", email="XX")])
+    path = tmp_path / "bad" / "leads.csv"
+    path.write_bytes(path.read_bytes().replace(b"XX", b"\xff\x00"))
+    proc = run_cli(env, "import-legacy", str(tmp_path / "bad"))
+    assert proc.returncode == 2, proc.stderr
+    assert "leads.csv:3: " in proc.stderr and "Traceback" not in proc.stderr
+    assert rows(db, "SELECT count(*) FROM leads")[0][0] == 0
+
+
+def test_import_legacy_missing_folder_or_files_exits_2(db: sa.Engine, tmp_path: Path, env: dict[str, str]) -> None:
+    assert run_cli(env, "import-legacy", str(tmp_path / "nope")).returncode == 2
+    (tmp_path / "empty").mkdir()
+    proc = run_cli(env, "import-legacy", str(tmp_path / "empty"))
+    assert proc.returncode == 2 and "no workspaces.csv or leads.csv" in proc.stderr
+
+
+# -------------------------------------------------------------------------------------- workspace
+
+
+def _workspace(engine: sa.Engine, ws_id: str) -> Any:
+    found = rows(engine, "SELECT * FROM workspaces WHERE id = :id", id=ws_id)
+    return found[0] if found else None
+
+
+def test_workspace_set_creates_then_updates(db: sa.Engine, env: dict[str, str]) -> None:
+    created = run_cli(env, "workspace", "set", "ws", "--ghl-api-base-url", "http://127.0.0.1:9",
+                      "--meeting-duration-minutes", "45")
+    assert created.returncode == 0, created.stderr
+    assert "created" in created.stderr
+    ws = _workspace(db, "ws")
+    assert (ws.ghl_api_base_url, ws.meeting_duration_minutes) == ("http://127.0.0.1:9", 45)
+    assert ws.calendly_api_base_url == "https://api.calendly.com"  # untouched columns keep their defaults
+
+    updated = run_cli(env, "workspace", "set", "ws", "--meeting-duration-minutes", "60", "--name", "Acme",
+                      "--meeting-booking-provider", "calendly", "--auto-book-meetings", "true",
+                      "--calendly-event-type-uri", "https://api.calendly.com/event_types/et1",
+                      "--timezone", "Europe/London")
+    assert updated.returncode == 0, updated.stderr
+    assert "updated" in updated.stderr
+    ws = _workspace(db, "ws")
+    assert (ws.meeting_duration_minutes, ws.name, ws.meeting_booking_provider, ws.auto_book_meetings) \
+        == (60, "Acme", "CALENDLY", True)
+    assert ws.ghl_api_base_url == "http://127.0.0.1:9"  # not given: kept
+    assert (ws.calendly_event_type_uri, ws.timezone) == ("https://api.calendly.com/event_types/et1", "Europe/London")
+    assert rows(db, "SELECT count(*) FROM workspaces")[0][0] == 1
+
+
+@pytest.mark.parametrize("option,value", [
+    ("--meeting-duration-minutes", "0"),
+    ("--meeting-duration-minutes", "abc"),
+    ("--meeting-booking-provider", "ZOOM"),
+    ("--auto-book-meetings", "maybe"),
+    ("--timezone", "Mars/Olympus_Mons"),
+    ("--ghl-api-base-url", "127.0.0.1:9"),
+    ("--calendly-api-base-url", "ftp://calendly.example"),
+])
+def test_workspace_set_invalid_value_exits_2(db: sa.Engine, env: dict[str, str], option: str, value: str) -> None:
+    set_workspace(db, "ws", {"meeting_duration_minutes": 45, "timezone": "Asia/Dubai"})
+    before = _workspace(db, "ws")
+    proc = run_cli(env, "workspace", "set", "ws", option, value)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert _workspace(db, "ws") == before
+
+
+def test_workspace_set_invalid_value_creates_nothing(db: sa.Engine, env: dict[str, str]) -> None:
+    proc = run_cli(env, "workspace", "set", "ws_new", "--name", "New", "--timezone", "Nowhere/Special")
+    assert proc.returncode == 2 and "Nowhere/Special" in proc.stderr
+    assert _workspace(db, "ws_new") is None
+
+
+def test_workspace_set_conflicting_location_id_exits_2(db: sa.Engine, env: dict[str, str]) -> None:
+    assert run_cli(env, "workspace", "set", "ws1", "--ghl-location-id", "loc1").returncode == 0
+    proc = run_cli(env, "workspace", "set", "ws2", "--ghl-location-id", "loc1")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert _workspace(db, "ws2") is None
+
+
+def test_workspace_set_blank_id_exits_2(db: sa.Engine, env: dict[str, str]) -> None:
+    assert run_cli(env, "workspace", "set", "  ").returncode == 2
+    assert rows(db, "SELECT count(*) FROM workspaces")[0][0] == 0
+
+
+# ---------------------------------------------------------------------------------------- secrets
+
+TOKEN = "pit-" + "7f3a9c" * 6  # a recognisable plaintext
+
+
+def test_secrets_set_stores_ciphertext_only(db: sa.Engine, env: dict[str, str]) -> None:
+    set_workspace(db, "ws", {})
+    key = Fernet.generate_key().decode()
+    proc = run_cli({**env, "APPT_SECRET_KEY": key}, "-v", "secrets", "set", "ws", "ghl_private_token",
+                   stdin=TOKEN + "\n")
+    assert proc.returncode == 0, proc.stderr
+    assert TOKEN not in proc.stdout + proc.stderr
+    stored = rows(db, "SELECT workspace_id, name, ciphertext FROM workspace_secrets")
+    assert [(r[0], r[1]) for r in stored] == [("ws", "ghl_private_token")]
+    ciphertext = bytes(stored[0][2])
+    assert TOKEN.encode() not in ciphertext
+    assert get_secret(db, "ws", "ghl_private_token", key) == TOKEN  # trimmed of the newline
+    with pytest.raises(SecretKeyError):
+        get_secret(db, "ws", "ghl_private_token", Fernet.generate_key().decode())
+    # nowhere else in the database either
+    dump = rows(db, "SELECT string_agg(w::text, '') FROM workspaces w")[0][0]
+    assert TOKEN not in dump
+
+    # setting it again replaces the value (still one row)
+    again = run_cli({**env, "APPT_SECRET_KEY": key}, "secrets", "set", "ws", "ghl_private_token", stdin="other")
+    assert again.returncode == 0
+    assert get_secret(db, "ws", "ghl_private_token", key) == "other"
+    assert rows(db, "SELECT count(*) FROM workspace_secrets")[0][0] == 1
+
+
+@pytest.mark.parametrize("key", [None, "not-a-fernet-key"], ids=["no-key", "bad-key"])
+def test_secrets_set_without_valid_key_exits_2_and_leaks_nothing(db: sa.Engine, env: dict[str, str],
+                                                                 key: str | None) -> None:
+    set_workspace(db, "ws", {})
+    child = env if key is None else {**env, "APPT_SECRET_KEY": key}
+    proc = run_cli(child, "-v", "secrets", "set", "ws", "ghl_private_token", stdin=TOKEN)
+    assert proc.returncode == 2
+    assert "APPT_SECRET_KEY" in proc.stderr
+    assert TOKEN not in proc.stdout + proc.stderr
+    assert rows(db, "SELECT count(*) FROM workspace_secrets")[0][0] == 0
+
+
+@pytest.mark.parametrize("args,stdin", [
+    (["secrets", "set", "ws_nope", "ghl_private_token"], TOKEN),
+    (["secrets", "set", "ws", "no_such_secret"], TOKEN),
+    (["secrets", "set", "ws", "ghl_private_token"], "  \n"),
+], ids=["unknown-workspace", "unknown-name", "empty-value"])
+def test_secrets_set_bad_input_exits_2(db: sa.Engine, env: dict[str, str], args: list[str], stdin: str) -> None:
+    set_workspace(db, "ws", {})
+    proc = run_cli({**env, "APPT_SECRET_KEY": Fernet.generate_key().decode()}, *args, stdin=stdin)
+    assert proc.returncode == 2
+    assert TOKEN not in proc.stdout + proc.stderr
+    assert rows(db, "SELECT count(*) FROM workspace_secrets")[0][0] == 0
+
+
+# ---------------------------------------------------------------------------------------- rollups
+
+
+def test_rollups_report_drift_and_repair(sample: sa.Engine, env: dict[str, str]) -> None:
+    migrate_workspace(sample, "ws_7_2", apply=True)
+    clean = run_cli(env, "rollups", "--workspace", "ws_7_2", "--json")
+    assert clean.returncode == 0, clean.stderr
+    report = one_json(clean)
+    assert (report["drifted"], report["remaining"]) == (0, 0)
+    assert report["leads_with_rows"] == rows(sample, "SELECT count(*) FROM appointments")[0][0]
+
+    victim = rows(sample, "SELECT lead_id FROM appointments WHERE status = 'CONFIRMED' ORDER BY lead_id LIMIT 1")[0][0]
+    good = lead(sample, victim)
+    with sample.begin() as conn:
+        conn.execute(sa.text("UPDATE leads SET appointment_status = 'canceled', booked_slot = NULL WHERE id = :id"),
+                     {"id": victim})
+    drifted = run_cli(env, "rollups", "--workspace", "ws_7_2", "--json")
+    assert drifted.returncode == 1
+    report = one_json(drifted)
+    assert (report["drifted"], report["repaired"], report["remaining"]) == (1, 0, 1)
+    assert report["sample_lead_ids"] == [victim]
+
+    repaired = run_cli(env, "rollups", "--workspace", "ws_7_2", "--repair", "--json")
+    assert repaired.returncode == 0, repaired.stderr
+    report = one_json(repaired)
+    assert (report["drifted"], report["repaired"], report["remaining"]) == (1, 1, 0)
+    fixed = lead(sample, victim)
+    assert (fixed.appointment_status, fixed.booked_slot) == (good.appointment_status, good.booked_slot)
+    assert one_json(run_cli(env, "rollups", "--workspace", "ws_7_2", "--json"))["drifted"] == 0
+
+
+def test_rollups_unknown_workspace_exits_2(sample: sa.Engine, env: dict[str, str]) -> None:
+    proc = run_cli(env, "rollups", "--workspace", "ws_nope", "--json")
+    assert proc.returncode == 2 and proc.stdout == ""
+
+
+# ------------------------------------------------------------------------------------- db upgrade
+
+
+def test_db_upgrade_twice_applies_nothing_the_second_time(server_url: str, tmp_path: Path) -> None:
+    name = f"appt_cli_upgrade_{uuid.uuid4().hex[:8]}"
+    url = sa.make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    child = cli_env(tmp_path / "home", url)
+    try:
+        ensure_database(url, name)  # an empty database: nothing applied yet
+        first = run_cli(child, "db", "upgrade")
+        assert first.returncode == 0, first.stderr
+        applied_line = next(line for line in first.stderr.splitlines() if line.startswith("applied:"))
+        assert "0001_schema" in applied_line.split(";")[0]
+        second = run_cli(child, "db", "upgrade")
+        assert second.returncode == 0, second.stderr
+        assert "applied: nothing (up to date)" in second.stderr
+        engine = sa.create_engine(url)
+        try:
+            with engine.connect() as conn:
+                assert conn.execute(sa.text("SELECT count(*) FROM leads")).scalar_one() == 0
+        finally:
+            engine.dispose()
+    finally:
+        drop_database(server_url, name)
+        drop_database(server_url, f"{name}_dagster")
