@@ -4,20 +4,24 @@ Exit status: 0 success, 1 failure of the work, 2 bad usage or bad input. ``--jso
 one JSON object on stdout; human-readable progress goes to stderr.
 """
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import click
 from tabulate import tabulate
 
 from appt_pipeline.settings import PROJECT_ROOT, SECRET_KEY_ENV
 from appt_pipeline.store.workspaces import SECRET_NAMES, WORKSPACE_SETTABLE
+
+if TYPE_CHECKING:
+    from appt_pipeline.runtime import Runtime
 
 log = logging.getLogger("appt_pipeline")
 
@@ -48,10 +52,18 @@ def main(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _runtime():  # type: ignore[no-untyped-def]
+@contextlib.contextmanager
+def _runtime() -> Iterator["Runtime"]:
+    """The command's databases and Dagster home; an unreachable database is a work failure (exit 1)."""
     from appt_pipeline.runtime import app_environment
 
-    return app_environment()
+    with contextlib.ExitStack() as stack:
+        try:
+            runtime = stack.enter_context(app_environment())
+        except RuntimeError as exc:
+            _err(f"error: {exc}")
+            sys.exit(EXIT_WORK_FAILED)
+        yield runtime
 
 
 # --------------------------------------------------------------------------------------------------- db

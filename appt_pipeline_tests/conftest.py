@@ -59,6 +59,7 @@ def database_url(server_url: str) -> Iterator[str]:
     admin = sa.make_url(server_url).set(drivername="postgresql", database="postgres")
     with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}_dagster" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

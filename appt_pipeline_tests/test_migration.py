@@ -291,11 +291,6 @@ def test_statuses_map_by_spec(db: sa.Engine, tmp_path: Path) -> None:
     assert_rollups_follow_spec(db, ["ws_a", "ws_b"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG store/migration.py _STAGE: the SQL status join uses lower(btrim(appointment_status)), and btrim strips "
-    "only spaces, while the one mapping (vocab.normalise_status_key, str.strip) strips all whitespace; a legacy "
-    "value like '\\tcanceled\\n' is rejected as unknown_status by the migration but maps to CANCELED everywhere "
-    "else (SPEC §2: 'trimmed', 'one mapping for every path')"))
 def test_status_with_tab_or_newline_padding_maps_like_the_python_mapping(db: sa.Engine, tmp_path: Path) -> None:
     load(db, tmp_path, [ghl_lead("t1", "g1"), ghl_lead("t2", "g2")])
     with db.begin() as conn:
@@ -351,11 +346,6 @@ def test_unparseable_booked_slot_gives_null_start_and_a_warning(db: sa.Engine, t
     assert_rollups_follow_spec(db, ["ws_a", "ws_b"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG store/migration.py _WARNINGS: unparseable_booked_slot is counted for every lead of the chunk with an "
-    "unparseable booked_slot, including leads that get no row (unknown_status, duplicate_provider_id losers) "
-    "— the docstring says the warning means 'row still created … start_at is NULL'; the loser is re-counted on "
-    "every rerun"))
 def test_booked_slot_warning_only_for_rows_created(db: sa.Engine, tmp_path: Path) -> None:
     load(db, tmp_path, [
         ghl_lead("w1", "dup", appointment_status="confirmed", appointment_start_at="2026-05-01T10:00:00Z"),
@@ -471,11 +461,6 @@ def test_provider_id_owned_by_another_workspace_is_a_duplicate(db: sa.Engine, tm
     assert [tuple(r) for r in rows(db, "SELECT lead_id, workspace_id FROM appointments")] == [("a1", "ws_a")]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG store/migration.py: a dry-run rolls back every chunk, so a provider id claimed by leads in two different "
-    "chunks is not seen by _MARK_EXISTING in the later chunk; the dry-run then reports both claimants as created "
-    "(and 0 duplicate_provider_id) while --apply creates one and reports the other as a duplicate. The dry-run "
-    "prediction depends on --chunk-size (SPEC §5: dry-run reports what apply would do)"))
 def test_dry_run_predicts_apply_when_duplicates_span_chunks(db: sa.Engine, tmp_path: Path) -> None:
     leads = [ghl_lead(f"lead_{i:02d}", f"g{i}", appointment_status="confirmed") for i in range(10)]
     leads[5]["ghl_appointment_id"] = "g4"  # lead_04 (end of chunk 1) and lead_05 (start of chunk 2)

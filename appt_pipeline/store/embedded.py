@@ -19,6 +19,7 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from appt_pipeline.settings import DAGSTER_PG_URL_ENV, DATABASE_URL_ENV, appt_home
+from appt_pipeline.store.engine import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,13 @@ def _libpq_conninfo(url: str) -> str:
 
 
 def ensure_database(server_url: str, database: str) -> None:
-    """Create ``database`` on the server of ``server_url`` when it does not exist (needs CREATEDB)."""
+    """Create ``database`` on the server of ``server_url`` when it does not exist (needs CREATEDB).
+
+    Raises ``psycopg.Error`` when the server cannot be reached or the database cannot be created.
+    """
     admin = make_url(server_url).set(database="postgres")
-    with psycopg.connect(_libpq_conninfo(admin.render_as_string(hide_password=False)), autocommit=True) as conn:
+    with psycopg.connect(_libpq_conninfo(admin.render_as_string(hide_password=False)), autocommit=True,
+                         connect_timeout=10) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
         if not exists:
             with contextlib.suppress(psycopg.errors.DuplicateDatabase):
@@ -89,7 +94,8 @@ def resolve_database_urls(*, start: bool = True) -> DatabaseUrls:
     """App and Dagster URLs from the environment, starting the embedded server when none is set.
 
     With ``APPT_DATABASE_URL`` set the embedded server is never started. The Dagster database is
-    created when missing. Raises ``RuntimeError`` when no URL is set and ``start`` is false.
+    created when missing. Raises ``RuntimeError`` when no URL is set and ``start`` is false, or when
+    a database cannot be reached or created (message without password).
     """
     app_url = os.environ.get(DATABASE_URL_ENV)
     embedded = False
@@ -99,5 +105,10 @@ def resolve_database_urls(*, start: bool = True) -> DatabaseUrls:
         app_url = start_embedded()
         embedded = True
     dagster_url = os.environ.get(DAGSTER_PG_URL_ENV) or dagster_url_for(app_url)
-    ensure_database(dagster_url, make_url(dagster_url).database or "")
+    for url in (app_url, dagster_url):
+        try:
+            ensure_database(url, make_url(url).database or "")
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RuntimeError(f"cannot prepare database {redact_url(url)}: {reason}") from None
     return DatabaseUrls(app_url=app_url, dagster_url=dagster_url, embedded=embedded)

@@ -81,6 +81,10 @@ def _status_values() -> tuple[str, dict[str, str]]:
 
 _STATUS_VALUES, _STATUS_PARAMS = _status_values()
 
+#: Trim as Python's ``str.strip`` does (any whitespace, incl. tabs, newlines and no-break spaces), so the
+#: SQL lookup key equals ``domain.vocab.normalise_status_key``.
+_TRIM = "regexp_replace({}, '^[\\s\\u00a0]+|[\\s\\u00a0]+$', '', 'g')"
+
 _CHUNK_BOUNDS = """
 SELECT max(id), count(*) FROM (
     SELECT id FROM leads WHERE workspace_id = :ws AND (CAST(:after AS text) IS NULL OR id > :after)
@@ -104,11 +108,12 @@ SELECT row_number() OVER (ORDER BY l.id), 0, l.workspace_id, l.id, x.provider, c
     CASE WHEN m.status IN ('CANCELED', 'RESCHEDULED') THEN coalesce(l.appointment_canceled_at, :now) END,
     coalesce(l.appointment_canceled_at, l.appointment_booked_at, :now),
     l.id,
-    CASE WHEN m.status IS NULL AND nullif(btrim(l.appointment_status), '') IS NOT NULL THEN 'unknown_status' END
+    CASE WHEN m.status IS NULL AND nullif({_TRIM.format("l.appointment_status")}, '') IS NOT NULL
+         THEN 'unknown_status' END
 FROM leads l
 CROSS JOIN LATERAL (SELECT CASE WHEN l.ghl_appointment_id IS NOT NULL THEN 'GHL'
                                ELSE 'CALENDLY' END::meeting_booking_provider AS provider) x
-LEFT JOIN ({_STATUS_VALUES}) m(raw, status) ON m.raw = lower(btrim(l.appointment_status))
+LEFT JOIN ({_STATUS_VALUES}) m(raw, status) ON m.raw = lower({_TRIM.format("l.appointment_status")})
 WHERE {_CHUNK_LEADS}
   AND (l.ghl_appointment_id IS NOT NULL OR l.calendly_invitee_uri IS NOT NULL
        OR l.calendly_scheduled_event_uri IS NOT NULL)
@@ -142,12 +147,33 @@ FROM (
 WHERE o.ord = d.ord AND d.n > 1
 """
 
-_WARNINGS = f"""
-SELECT count(*) FROM leads l
-WHERE {_CHUNK_LEADS} AND l.appointment_start_at IS NULL AND nullif(btrim(l.booked_slot), '') IS NOT NULL
-  AND appt_parse_legacy_timestamp(l.booked_slot) IS NULL
-  AND (l.ghl_appointment_id IS NOT NULL OR l.calendly_invitee_uri IS NOT NULL
-       OR l.calendly_scheduled_event_uri IS NOT NULL)
+# Rows (to be) created without a start because booked_slot is not ISO-8601 (SPEC §5); leads that get no row
+# (errors, already migrated) are not counted.
+_WARNINGS = """
+SELECT count(*) FROM appt_obs o JOIN leads l ON l.id = o.lead_id
+WHERE o.error_kind IS NULL AND o.start_at IS NULL AND l.appointment_start_at IS NULL
+  AND nullif(btrim(l.booked_slot), '') IS NOT NULL
+"""
+
+# Dry-run only: provider ids claimed by earlier chunks of this run (their rows were never written), so that
+# a dry-run reports the same duplicates as --apply whatever the chunk size.
+_DRY_CLAIMS_CREATE = """
+CREATE TEMP TABLE IF NOT EXISTS appt_dry_claims (
+    provider meeting_booking_provider NOT NULL, key text NOT NULL, lead_id text NOT NULL,
+    PRIMARY KEY (provider, key)
+)
+"""
+_DRY_CLAIMS_MARK = """
+UPDATE appt_obs o SET error_kind = 'duplicate_provider_id', prev_lead_id = c.lead_id
+FROM appt_dry_claims c
+WHERE o.error_kind IS NULL AND c.provider = o.provider
+  AND c.key = coalesce(o.ghl_appointment_id, o.calendly_invitee_uri) AND c.lead_id <> o.lead_id
+"""
+_DRY_CLAIMS_ADD = """
+INSERT INTO appt_dry_claims (provider, key, lead_id)
+SELECT provider, coalesce(ghl_appointment_id, calendly_invitee_uri), lead_id FROM appt_obs
+WHERE error_kind IS NULL AND coalesce(ghl_appointment_id, calendly_invitee_uri) IS NOT NULL
+ON CONFLICT DO NOTHING
 """
 
 _OUTCOMES = """
@@ -211,6 +237,9 @@ def migrate_workspace(
             report.resumed_after = after
         conn.commit()
         ensure_stage(conn)
+        if not apply:
+            conn.exec_driver_sql(_DRY_CLAIMS_CREATE)
+            conn.exec_driver_sql("TRUNCATE appt_dry_claims")
         conn.commit()
         while True:
             run_now = now or utc_now()
@@ -224,9 +253,12 @@ def migrate_workspace(
                 conn.execute(sa.text(_STAGE), params)
                 conn.exec_driver_sql(_MARK_EXISTING)
                 conn.exec_driver_sql(_MARK_DUPLICATES)
+                if not apply:
+                    conn.exec_driver_sql(_DRY_CLAIMS_MARK)
+                    conn.exec_driver_sql(_DRY_CLAIMS_ADD)
                 skipped = int(conn.execute(sa.text(_SKIPPED), params).scalar_one())
                 outcome = dict(conn.exec_driver_sql(_OUTCOMES).all())
-                warn = int(conn.execute(sa.text(_WARNINGS), params).scalar_one())
+                warn = int(conn.exec_driver_sql(_WARNINGS).scalar_one())
                 _collect_samples(conn, report)
                 if apply:
                     summary = apply_staged(conn, now=run_now)
@@ -235,7 +267,9 @@ def migrate_workspace(
                     conn.execute(sa.text(_SAVE_PROGRESS), params)
                     tx.commit()
                 else:
-                    tx.rollback()
+                    # nothing persistent was written: committing only empties appt_obs (ON COMMIT DELETE
+                    # ROWS) and keeps this run's dry-run claims in the session's temp table
+                    tx.commit()
             report.chunks += 1
             report.skipped += skipped
             report.created += int(outcome.pop("created", 0))
