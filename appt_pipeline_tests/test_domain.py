@@ -87,8 +87,8 @@ PRIMARY_VECTORS: list[tuple[str, list[Row], str]] = [
                              row("B", C, created="2026-01-01T00:00", start_at="2025-01-01T00:00")], "B"),
     # extra: rescheduled is fallback only
     ("rescheduled-fallback", [row("A", R, created="2026-02-28T00:00"), row("B", X, created="2026-01-01T00:00")], "B"),
-    ("confirmed-untimed-latest-created", [row("A", C, created="2026-02-01T00:00"), row("B", C, created="2026-02-03T00:00")],
-     "B"),
+    ("confirmed-untimed-latest-created",
+     [row("A", C, created="2026-02-01T00:00"), row("B", C, created="2026-02-03T00:00")], "B"),
     # ties: created_at desc, then id desc
     ("tie-created-desc", [row("A", C, created="2026-02-01T00:00", start_at="2026-03-05T00:00"),
                           row("B", C, created="2026-02-02T00:00", start_at="2026-03-05T00:00")], "B"),
@@ -118,7 +118,7 @@ def test_no_rows_no_primary_and_empty_rollup() -> None:
     assert select_primary([], REF) is None
     assert build_rollup(None) == EMPTY_ROLLUP
     assert astuple(EMPTY_ROLLUP) == (None,) * 11
-    assert EMPTY_ROLLUP == LeadRollup()
+    assert LeadRollup() == EMPTY_ROLLUP
 
 
 def test_primary_ranks() -> None:
@@ -334,7 +334,8 @@ def test_task_message_timezones() -> None:
     assert lead_msg == "Meeting originally scheduled for Tue, Jan 6, 4:00 PM EST was canceled. Follow up to reschedule."
     assert ws_msg == "Meeting originally scheduled for Tue, Jan 6, 10:00 PM CET was canceled. Follow up to reschedule."
     assert utc_msg == "Meeting originally scheduled for Tue, Jan 6, 9:00 PM UTC was canceled. Follow up to reschedule."
-    assert task_message(TASK_MEETING_CANCELED, None, ZoneInfo("UTC")) == "Meeting was canceled. Follow up to reschedule."
+    assert task_message(TASK_MEETING_CANCELED, None, ZoneInfo("UTC")) == (
+        "Meeting was canceled. Follow up to reschedule.")
     assert task_message(TASK_MEETING_RESCHEDULED, None, ZoneInfo("UTC")) == (
         "Meeting was rescheduled. Review and confirm the new time with the lead."
     )
@@ -353,8 +354,11 @@ INSTANTS = [REF + timedelta(hours=h) for h in (-72, -24, -1, 0, 1, 24, 72)] + [R
 instants = st.sampled_from(INSTANTS)
 
 
+ANY_STATUS = st.sampled_from(list(Status))
+
+
 @st.composite
-def row_strategy(draw: st.DrawFn, status: st.SearchStrategy[Status] = st.sampled_from(list(Status))) -> Row:
+def row_strategy(draw: st.DrawFn, status: st.SearchStrategy[Status] = ANY_STATUS) -> Row:
     s = draw(status)
     return Row(
         id=draw(st.uuids()),

@@ -5,10 +5,11 @@ side effects, errors, idempotence; plus properties: SQL ``PRIMARY_ORDER`` ≡ Py
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections import Counter
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from appt_pipeline.domain.observation import Observation
 from appt_pipeline.domain.primary import EMPTY_ROLLUP, LeadRollup, build_rollup, select_primary
 from appt_pipeline.domain.vocab import CALENDLY_TERMINAL, Provider, Source, Status
 from appt_pipeline.store.rollups import ROLLUP_COLUMNS, drift_report, primary_rows_sql
-from appt_pipeline.store.write_path import WriteResult, write_observations
+from appt_pipeline.store.write_path import WriteResult, apply_observations, write_observations
 from appt_pipeline_tests.helpers import REF, at, calendly, ghl, lead, rows, seed, snapshot
 from appt_pipeline_tests.test_domain import PRIMARY_VECTORS
 
@@ -174,8 +175,9 @@ def test_sql_primary_order_matches_python(db: sa.Engine, specs: list[dict[str, A
     by_lead: dict[str, list[ApptRow]] = {}
     for r in stored:
         by_lead.setdefault(r.lead_id, []).append(r)
-    py_primary = {lead_id: select_primary(group, ref).id for lead_id, group in by_lead.items()}  # type: ignore[union-attr]
-    assert sql_primary == py_primary
+    py_primary = {lead_id: select_primary(group, ref) for lead_id, group in by_lead.items()}
+    assert sql_primary == {lead_id: p.id for lead_id, p in py_primary.items() if p is not None}
+    assert set(py_primary) == set(sql_primary)
 
 
 # ------------------------------------------------------------------------------------------- idempotence
@@ -436,6 +438,25 @@ def test_calendly_without_link_is_not_linked_heuristically(db: sa.Engine) -> Non
     assert appt(db, "b").rescheduled_from_id is None
 
 
+def test_contradictory_reschedule_hints_never_form_a_cycle(db: sa.Engine) -> None:
+    (l0,) = seed(db, leads=1)
+    # across batches: the guard refuses the closing link and keeps the first one
+    write(db, calendly(l0, "a", rescheduled_from_invitee_uri=inv("b")), calendly(l0, "b", R))
+    assert appt(db, "a").rescheduled_from_id == appt(db, "b").id
+    write(db, calendly(l0, "b", R, rescheduled_from_invitee_uri=inv("a")),
+          calendly(l0, "a", rescheduled_to_invitee_uri=inv("b")), now=NOW + H)
+    assert appt(db, "b").rescheduled_from_id is None and appt(db, "a").rescheduled_from_id == appt(db, "b").id
+    # within one statement: a 3-cycle of hints is cut at one link
+    write(db, calendly(l0, "x", rescheduled_from_invitee_uri=inv("y")),
+          calendly(l0, "y", rescheduled_from_invitee_uri=inv("z")),
+          calendly(l0, "z", rescheduled_from_invitee_uri=inv("x")), now=NOW + 2 * H)
+    write(db, calendly(l0, "x", rescheduled_from_invitee_uri=inv("y")),
+          calendly(l0, "y", rescheduled_from_invitee_uri=inv("z")),
+          calendly(l0, "z", rescheduled_from_invitee_uri=inv("x")), now=NOW + 3 * H)
+    links = [appt(db, k).rescheduled_from_id for k in "xyz"]
+    assert links.count(None) == 1
+
+
 def test_ghl_heuristic_cancel_first(db: sa.Engine) -> None:
     l0, l1, l2, l3 = seed(db, leads=4)
     t = NOW
@@ -524,6 +545,21 @@ def test_one_pending_task_per_lead_and_type_and_completion_by_new_booking(db: sa
         ("completed", appt(db, "g1").id), ("pending", appt(db, "g5").id)]
 
 
+def test_cancel_and_rebook_in_one_batch_as_if_applied_one_by_one(db: sa.Engine) -> None:
+    l0, l1 = seed(db, leads=2)
+    write(db, ghl(l0, "a1", start_at=NOW + D), ghl(l1, "b1", start_at=NOW + D))
+    # one reconciliation batch sees the old booking canceled and a new one booked (a GHL reschedule):
+    # the cancellation's task is completed by the booking that follows it, as with two separate writes
+    write(db, ghl(l0, "a1", X), ghl(l0, "a2", start_at=NOW + 2 * D), now=NOW + H)
+    assert [(t.type, t.status, t.appointment_id) for t in tasks(db, l0)] == [
+        ("meeting-canceled", "completed", appt(db, "a1").id)]
+    assert appt(db, "a2").rescheduled_from_id == appt(db, "a1").id
+    assert lead(db, l0).status == "meeting-booked"
+    # booking listed before the cancellation: the cancellation comes last and its task stays pending
+    write(db, ghl(l1, "b2", start_at=NOW + 2 * D), ghl(l1, "b1", X), now=NOW + H)
+    assert [(t.type, t.status) for t in tasks(db, l1)] == [("meeting-canceled", "pending")]
+
+
 def test_rescheduled_task_and_no_spurious_canceled_task(db: sa.Engine) -> None:
     l0, l1 = seed(db, leads=2)
     write(db, calendly(l0, "old", start_at=NOW + D), ghl(l1, "g1", start_at=NOW + D))
@@ -598,6 +634,20 @@ def test_lead_status_side_effects(db: sa.Engine) -> None:
     assert (lead(db, q).status, lead(db, q).appointment_status) == ("qualified", "canceled")
 
 
+def test_lead_status_of_the_lead_a_key_moved_away_from(db: sa.Engine) -> None:
+    l0, l1, l2 = seed(db)
+    write(db, ghl(l0, "g0", X, start_at=NOW + D), ghl(l0, "g1", start_at=NOW + 2 * D),
+          ghl(l2, "g2", start_at=NOW + 2 * D), ghl(l2, "g3", X, start_at=NOW + D))
+    assert lead(db, l0).status == "meeting-booked"
+    # l0's primary becomes its CANCELED row, no CONFIRMED left: back to qualified (§3), like any primary change
+    write(db, ghl(l1, "g1", start_at=NOW + 2 * D), now=NOW + H)
+    assert (lead(db, l0).status, lead(db, l0).appointment_status) == ("qualified", "canceled")
+    assert lead(db, l1).status == "meeting-booked"
+    # not from a backfill
+    write(db, ghl(l1, "g2", source=Source.BACKFILL), now=NOW + 2 * H)
+    assert (lead(db, l2).status, lead(db, l2).ghl_appointment_id) == ("meeting-booked", "g3")
+
+
 def test_status_change_audit_rows(db: sa.Engine) -> None:
     (l0,) = seed(db, leads=1)
     write(db, ghl(l0, "g1", start_at=NOW + D, webhook_event_id=7))
@@ -647,6 +697,25 @@ def test_calendly_invitee_upgrades_event_only_row(db: sa.Engine) -> None:
     assert lead(db, l0).calendly_invitee_uri == row.calendly_invitee_uri
     assert lead(db, l0).appointment_booked_at == NOW - D
     assert drifted(db, NOW + H) == 0
+
+
+def test_empty_batch(db: sa.Engine) -> None:
+    seed(db, leads=1)
+    assert write_observations(db, [], now=NOW) == []
+
+
+def test_apply_observations_twice_in_one_transaction(db: sa.Engine) -> None:
+    l0, l1 = seed(db, leads=2)
+    with db.begin() as conn:
+        first = apply_observations(conn, [ghl(l0, "g1", start_at=NOW + D), ghl(l1, "g2", start_at=NOW + D)], now=NOW)
+        second = apply_observations(conn, [ghl(l0, "g1", X)], now=NOW)
+    assert [(r.index, r.is_new, r.status) for r in first] == [(0, True, C), (1, True, C)]
+    assert [(r.index, r.is_new, r.previous_status, r.status, r.status_changed) for r in second] == [
+        (0, False, C, X, True)]
+    assert [c[:2] for c in changes(db, appt(db, "g1").id)] == [(None, "CONFIRMED"), ("CONFIRMED", "CANCELED")]
+    assert len(changes(db, appt(db, "g2").id)) == 1
+    assert [t.type for t in tasks(db)] == ["meeting-canceled"]
+    assert drifted(db) == 0
 
 
 # ------------------------------------------------------------- property: rollup = rollup(primary), model of §4.1
@@ -707,8 +776,9 @@ def apply_model(model: dict[str, Model], obs: Observation, now: datetime) -> Non
     ended = obs.status in CALENDLY_TERMINAL
     m = model.get(key)
     if m is None:
-        model[key] = Model(obs.lead_id, obs.status, obs.source, obs.start_at, (obs.canceled_at or now) if ended else None,
-                           _changed_at(obs, now), obs.provider_updated_at, obs.booked_at or now)
+        canceled_at = (obs.canceled_at or now) if ended else None
+        model[key] = Model(obs.lead_id, obs.status, obs.source, obs.start_at, canceled_at, _changed_at(obs, now),
+                           obs.provider_updated_at, obs.booked_at or now)
         return
     stale = obs.provider_updated_at is not None and m.provider_updated_at is not None and (
         obs.provider_updated_at < m.provider_updated_at)
@@ -792,7 +862,7 @@ def test_rollup_equals_rollup_of_primary_after_random_observations(
     for r in stored.values():
         chain = changes(engine, r.id)
         assert chain[0][0] is None and chain[-1][1] == r.status
-        assert all(a[1] == b[0] for a, b in zip(chain, chain[1:], strict=False))
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(chain))
     # reschedule links never form a cycle
     links = {r.id: r.rescheduled_from_id for r in stored.values()}
     for start in links:

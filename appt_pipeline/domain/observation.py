@@ -71,7 +71,7 @@ class Observation:
         raise InvalidObservationError("missing_provider_key", "observation has no provider key")
 
     def validate(self) -> "Observation":
-        """Check SPEC §1's key rules; return ``self`` with empty optional strings (ids, URIs, attribution) made ``None``.
+        """Check SPEC §1's key rules; return ``self`` with empty optional strings (ids, attribution) made ``None``.
 
         Raises:
             InvalidObservationError: no provider key, or ids of the other provider.

@@ -4,9 +4,10 @@ Every writer stages its observations in the per-connection temp table ``appt_obs
 (:func:`apply_observations`, via COPY) or from SQL (the migration's ``INSERT … SELECT``) — and calls
 :func:`apply_staged`, which, set-based and round by round:
 
-1. locks the existing rows of the staged provider keys (in id order), then every affected lead
-   (observed leads and the leads the keys currently belong to, in id order): deadlock-free with
-   other writers, and no concurrent write of those leads' rows until commit;
+1. locks every affected lead of the whole batch first (observed leads and the leads the keys
+   currently belong to, in id order), then the existing rows of the staged provider keys (in id
+   order): writers sharing a lead or a key queue on the lead locks before noting existing keys, and
+   no concurrent write of those leads' rows happens until commit;
 2. notes each lead's primary before the write;
 3. upserts with ``INSERT … ON CONFLICT (provider key) DO UPDATE`` honouring the monotonic rules of
    §4.1 (stale observations, terminal Calendly invitees, ``canceled_at`` never re-stamped,
@@ -286,6 +287,24 @@ FROM prev a
 WHERE o.round = :round AND o.error_kind IS NULL AND {_key_match("a")}
 """
 
+# Before any round, the leads of the whole batch are locked in one id-ordered pass: the observed leads and the
+# current owners of the staged keys. This precedes every snapshot that notes existing keys, so writers sharing a
+# lead or a key queue here (no lock-order deadlock, also across rounds) and then see every key the other
+# committed (no ConcurrentKeyInsert). See _lock_batch_leads for keys that move while we wait.
+_BATCH_LEADS = """
+SELECT l.id FROM leads l
+WHERE l.id IN (
+    SELECT lead_id FROM appt_obs WHERE error_kind IS NULL
+    UNION SELECT a.lead_id FROM appt_obs o JOIN appointments a ON a.ghl_appointment_id = o.ghl_appointment_id
+    WHERE o.error_kind IS NULL AND o.provider = 'GHL'
+    UNION SELECT a.lead_id FROM appt_obs o JOIN appointments a ON a.calendly_invitee_uri = o.calendly_invitee_uri
+    WHERE o.error_kind IS NULL AND o.provider = 'CALENDLY'
+    UNION SELECT a.lead_id FROM appt_obs o JOIN appointments a ON a.legacy_lead_key = o.legacy_lead_key
+    WHERE o.error_kind IS NULL AND o.provider = 'CALENDLY' AND o.calendly_invitee_uri IS NULL
+)
+"""
+_LOCK_BATCH_LEADS = _BATCH_LEADS + "ORDER BY l.id FOR UPDATE"
+
 _LOCK_LEADS = """
 SELECT l.id FROM leads l
 WHERE l.id IN (SELECT lead_id FROM appt_obs WHERE round = :round AND error_kind IS NULL
@@ -302,7 +321,8 @@ FROM (
         SELECT lead_id, source NOT IN ('MIGRATION', 'BACKFILL') AS side_effects
         FROM appt_obs WHERE round = :round AND error_kind IS NULL
         UNION ALL
-        SELECT prev_lead_id, false FROM appt_obs
+        -- the lead a key moves away from: its primary changes by this write too (SPEC §3, §4.2)
+        SELECT prev_lead_id, source NOT IN ('MIGRATION', 'BACKFILL') FROM appt_obs
         WHERE round = :round AND error_kind IS NULL AND prev_lead_id IS NOT NULL
     ) s GROUP BY lead_id
 ) f
@@ -325,7 +345,7 @@ ORDER BY ord
 
 
 def _no_cycle(new_id: str, old_id: str) -> str:
-    """True unless linking ``new_id`` → ``old_id`` closes a reschedule cycle (``new_id`` is ``old_id`` or an ancestor)."""
+    """True unless linking ``new_id`` → ``old_id`` closes a cycle (``new_id`` is ``old_id`` or its ancestor)."""
     return f"""NOT EXISTS (
     WITH RECURSIVE up(id) AS (
         SELECT {old_id}
@@ -349,6 +369,22 @@ FROM appt_obs o
 WHERE o.round = :round AND o.error_kind IS NULL AND n.calendly_invitee_uri = o.rescheduled_to_invitee_uri
   AND n.id <> o.appointment_id AND n.rescheduled_from_id IS DISTINCT FROM o.appointment_id
   AND {_no_cycle("n.id", "o.appointment_id")}
+"""
+
+# Hints contradicting each other within one round (A's old invitee is B, B's is A) are applied by one
+# statement, which the guard above cannot see: cut every cycle through this round's rows at its smallest id.
+_BREAK_LINK_CYCLES = """
+WITH RECURSIVE walk(start_id, id) AS (
+    SELECT a.id, a.rescheduled_from_id FROM appointments a
+    WHERE a.id IN (SELECT appointment_id FROM appt_obs WHERE round = :round AND error_kind IS NULL)
+      AND a.rescheduled_from_id IS NOT NULL
+    UNION
+    SELECT w.start_id, a.rescheduled_from_id FROM walk w JOIN appointments a ON a.id = w.id
+    WHERE a.rescheduled_from_id IS NOT NULL
+),
+members AS (SELECT w.start_id, w.id FROM walk w WHERE w.start_id IN (SELECT start_id FROM walk WHERE id = start_id))
+UPDATE appointments a SET rescheduled_from_id = NULL, updated_at = now()
+WHERE a.id IN (SELECT min(id::text)::uuid FROM members GROUP BY start_id)
 """
 
 # The seed's heuristic, only when the provider gives no link: a new CONFIRMED row of the same lead and
@@ -435,8 +471,14 @@ WHERE t.status = 'pending' AND t.type = '{TASK_MEETING_CANCELED}'
 """
 
 # Candidates for new tasks: a CONFIRMED primary that became CANCELED; a row that became RESCHEDULED.
+# ``rebooked``: a new CONFIRMED booking of the lead follows the cancellation in this round, which (as with two
+# separate writes) completes the task at once — _COMPLETE_TASKS ran before the task existed.
 _TASK_CANDIDATES = f"""
-SELECT DISTINCT ON (o.lead_id, kind) o.lead_id, o.appointment_id, kind, a.start_at, l.timezone, w.timezone
+SELECT DISTINCT ON (o.lead_id, kind) o.lead_id, o.appointment_id, kind, a.start_at, l.timezone, w.timezone,
+    (kind = '{TASK_MEETING_CANCELED}' AND EXISTS (
+        SELECT 1 FROM appt_obs b
+        WHERE b.round = :round AND b.error_kind IS NULL AND b.lead_id = o.lead_id AND b.ord > o.ord
+          AND b.is_new AND b.new_status = 'CONFIRMED' AND b.source NOT IN ('MIGRATION', 'BACKFILL'))) AS rebooked
 FROM (
     SELECT o.*, CASE WHEN o.new_status = 'RESCHEDULED' THEN '{TASK_MEETING_RESCHEDULED}'
                      ELSE '{TASK_MEETING_CANCELED}' END AS kind
@@ -453,8 +495,10 @@ ORDER BY o.lead_id, kind, o.ord DESC
 """
 
 _INSERT_TASK = """
-INSERT INTO follow_up_tasks (lead_id, appointment_id, type, due_date, status, is_urgent, suggested_message)
-VALUES (:lead_id, :appointment_id, :type, :now, 'pending', true, :message)
+INSERT INTO follow_up_tasks
+    (lead_id, appointment_id, type, due_date, status, is_urgent, suggested_message, completed_at)
+VALUES (:lead_id, :appointment_id, :type, :now, CASE WHEN :rebooked THEN 'completed' ELSE 'pending' END, true,
+        :message, CASE WHEN :rebooked THEN CAST(:now AS timestamptz) END)
 ON CONFLICT (lead_id, type) WHERE status = 'pending' DO NOTHING
 """
 
@@ -473,6 +517,7 @@ def apply_staged(conn: sa.Connection, *, now: datetime | None = None) -> StagedS
     """
     now = now or utc_now()
     totals = Counter[str]()
+    _lock_batch_leads(conn)
     for round_no in range(_round_count(conn)):
         p = {"round": round_no, "now": now, "ref": now}
         conn.execute(sa.text(_MARK_UNKNOWN_LEADS), p)
@@ -489,6 +534,7 @@ def apply_staged(conn: sa.Connection, *, now: datetime | None = None) -> StagedS
         totals["status_changes"] += conn.execute(sa.text(_STATUS_CHANGES), p).rowcount
         conn.execute(sa.text(_LINK_FROM_OLD), p)
         conn.execute(sa.text(_LINK_TO_NEW), p)
+        conn.execute(sa.text(_BREAK_LINK_CYCLES), p)
         conn.execute(sa.text(_HEURISTIC_LINK), p)
         conn.execute(sa.text(_NOTE_NEW_PRIMARY), p)
         conn.execute(sa.text(_NOTE_PRIMARY_CHANGED), p)
@@ -512,15 +558,33 @@ def apply_staged(conn: sa.Connection, *, now: datetime | None = None) -> StagedS
     )
 
 
+def _lock_batch_leads(conn: sa.Connection, attempts: int = 5) -> None:
+    """Lock the batch's leads in id order; start again if keys moved to other leads while we waited.
+
+    The set is read at the start of the locking statement; a writer we waited for may have moved a staged
+    key to a lead outside it. Locking that lead later would be out of order (a deadlock), so the locks are
+    released (savepoint) and taken again with the new set. A set still moving after ``attempts`` is left to
+    ``_LOCK_LEADS`` (a deadlock there is retried by :func:`write_observations`).
+    """
+    for _ in range(attempts):
+        savepoint = conn.begin_nested()
+        locked = set(conn.execute(sa.text(_LOCK_BATCH_LEADS)).scalars())
+        if set(conn.execute(sa.text(_BATCH_LEADS)).scalars()) <= locked:
+            savepoint.commit()
+            return
+        savepoint.rollback()
+    conn.execute(sa.text(_LOCK_BATCH_LEADS))
+
+
 def _create_tasks(conn: sa.Connection, params: dict[str, object]) -> int:
     rows = conn.execute(sa.text(_TASK_CANDIDATES), params).all()
     created = 0
-    for lead_id, appointment_id, kind, start_at, lead_tz, ws_tz in rows:
+    for lead_id, appointment_id, kind, start_at, lead_tz, ws_tz, rebooked in rows:
         message = task_message(kind, start_at, resolve_timezone(lead_tz, ws_tz))
         created += conn.execute(
             sa.text(_INSERT_TASK),
             {"lead_id": lead_id, "appointment_id": appointment_id, "type": kind, "now": params["now"],
-             "message": message},
+             "message": message, "rebooked": bool(rebooked)},
         ).rowcount
     return created
 
@@ -551,6 +615,8 @@ def apply_observations(
     """
     now = now or utc_now()
     ensure_stage(conn)
+    # rows of an earlier call in this transaction would be applied again (staging empties only at commit)
+    conn.exec_driver_sql("DELETE FROM appt_obs; DELETE FROM appt_obs_leads")
     seen = Counter[str]()
     invalid: dict[int, str] = {}
     raw = conn.connection.driver_connection
