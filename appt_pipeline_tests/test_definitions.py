@@ -10,10 +10,10 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from appt_pipeline.definitions import defs
 from appt_pipeline.defs.partitions import workspace_partitions
 from appt_pipeline.defs.resources import AppDatabase
 from appt_pipeline.defs.sensors import workspace_registry_sensor
-from appt_pipeline.definitions import defs
 from appt_pipeline.settings import PROJECT_ROOT
 from appt_pipeline.store.embedded import dagster_url_for, ensure_database
 from appt_pipeline_tests.helpers import rows, seed

@@ -100,7 +100,8 @@ def test_every_spec_index_exists(db: sa.Engine) -> None:
 
 def test_foreign_keys_cascade_as_specified(db: sa.Engine) -> None:
     fks = {
-        (fk["constrained_columns"][0], fk["referred_table"]): fk for fk in sa.inspect(db).get_foreign_keys("appointments")
+        (fk["constrained_columns"][0], fk["referred_table"]): fk
+        for fk in sa.inspect(db).get_foreign_keys("appointments")
     }
     assert fks[("lead_id", "leads")]["options"]["ondelete"] == "CASCADE"
     assert fks[("rescheduled_from_id", "appointments")]["options"]["ondelete"] == "SET NULL"
