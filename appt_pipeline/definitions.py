@@ -5,17 +5,22 @@ No I/O at import: the app database URL comes from ``APPT_DATABASE_URL`` at run t
 
 import dagster as dg
 
-from appt_pipeline.defs.assets import appointment_history_and_rollups, legacy_lead_rollups
-from appt_pipeline.defs.jobs import migration_job
-from appt_pipeline.defs.resources import AppDatabase
+from appt_pipeline.defs.assets import appointment_history_and_rollups, calendly_api, ghl_api, legacy_lead_rollups
+from appt_pipeline.defs.jobs import migration_job, reconciliation_job
+from appt_pipeline.defs.resources import AppDatabase, ProviderSettings
+from appt_pipeline.defs.schedules import reconciliation_schedule
 from appt_pipeline.defs.sensors import workspace_registry_sensor
 from appt_pipeline.settings import DATABASE_URL_ENV
 
 defs = dg.Definitions(
-    assets=[legacy_lead_rollups, appointment_history_and_rollups],
-    jobs=[migration_job],
+    assets=[legacy_lead_rollups, ghl_api, calendly_api, appointment_history_and_rollups],
+    jobs=[migration_job, reconciliation_job],
+    schedules=[reconciliation_schedule],
     sensors=[workspace_registry_sensor],
-    resources={"app_db": AppDatabase(url=dg.EnvVar(DATABASE_URL_ENV))},
+    resources={
+        "app_db": AppDatabase(url=dg.EnvVar(DATABASE_URL_ENV)),
+        "providers": ProviderSettings(),
+    },
     # one process per run instead of one per step: ~2 s saved per step on 2 cores (dagster-feasibility §3)
     executor=dg.in_process_executor,
 )

@@ -6,19 +6,29 @@ same step and must report 0 (SPEC §10). ``legacy_lead_rollups`` is the upstream
 CRM's legacy rollup columns, loaded by ``appt-pipeline import-legacy``.
 """
 
+import asyncio
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
 import sqlalchemy as sa
 
 from appt_pipeline.defs.partitions import workspace_partitions
-from appt_pipeline.defs.resources import AppDatabase
+from appt_pipeline.defs.resources import AppDatabase, ProviderSettings
 from appt_pipeline.domain.rules import utc_now
+from appt_pipeline.domain.vocab import Source
+from appt_pipeline.providers.http import RateLimit
+from appt_pipeline.reconciliation import (
+    ReconcileSettings,
+    WorkspaceNotConfigured,
+    load_provider_account,
+    reconcile_workspace,
+)
 from appt_pipeline.store.migration import DEFAULT_CHUNK_SIZE, migrate_workspace
 from appt_pipeline.store.rollups import drift_report
 
 GROUP = "appointments"
+BACKFILL_TAG = "dagster/backfill"
 
 legacy_lead_rollups = dg.AssetSpec(
     "legacy_lead_rollups",
@@ -29,10 +39,26 @@ legacy_lead_rollups = dg.AssetSpec(
     kinds={"postgres"},
 )
 
+ghl_api = dg.AssetSpec(
+    "ghl_api",
+    group_name=GROUP,
+    description="GoHighLevel (LeadConnector API v2): contacts' appointments, polled by reconciliation (SPEC §6).",
+    partitions_def=workspace_partitions,
+    kinds={"api"},
+)
+
+calendly_api = dg.AssetSpec(
+    "calendly_api",
+    group_name=GROUP,
+    description="Calendly API v2: scheduled events and invitees, polled by reconciliation (SPEC §6).",
+    partitions_def=workspace_partitions,
+    kinds={"api"},
+)
+
 appointment_history_spec = dg.AssetSpec(
     "appointment_history",
     group_name=GROUP,
-    deps=[legacy_lead_rollups],
+    deps=[legacy_lead_rollups, ghl_api, calendly_api],
     partitions_def=workspace_partitions,
     description="One row per provider booking (SPEC §1 `appointments`) with status, cancellation, "
     "reschedule chain and calendar attribution, keyed by the provider's own ids.",
@@ -56,12 +82,21 @@ rollup_drift_check = dg.AssetCheckSpec(
 
 
 class AppointmentHistoryConfig(dg.Config):
-    """Which evidence a run ingests and how. ``evidence="migration"``: the legacy rollups (SPEC §5)."""
+    """Which evidence a run ingests and how.
 
-    evidence: Literal["migration"] = "migration"
+    ``evidence="migration"``: the legacy rollups (SPEC §5; ``resume``, ``chunk_size``).
+    ``evidence="reconciliation"``: poll the workspace's provider for its due leads (SPEC §6;
+    ``lead_budget`` leads and ``time_budget_s`` seconds per run). Source RECONCILE_CRON, or
+    BACKFILL when the run belongs to a Dagster backfill (no follow-up tasks, no lead status change).
+    ``apply=False`` is a dry-run: nothing is written.
+    """
+
+    evidence: Literal["migration", "reconciliation"] = "migration"
     apply: bool = True
     resume: bool = False
     chunk_size: int = DEFAULT_CHUNK_SIZE
+    lead_budget: int = 500
+    time_budget_s: float = 900.0
 
 
 @dg.multi_asset(
@@ -73,11 +108,38 @@ class AppointmentHistoryConfig(dg.Config):
     pool="app_pg_writer",
 )
 def appointment_history_and_rollups(
-    context: dg.AssetExecutionContext, config: AppointmentHistoryConfig, app_db: AppDatabase
+    context: dg.AssetExecutionContext,
+    config: AppointmentHistoryConfig,
+    app_db: AppDatabase,
+    providers: ProviderSettings,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Apply one workspace's evidence through the one write path and check the rollups."""
     workspace_id = context.partition_key
     engine = app_db.engine()
+    if config.evidence == "migration":
+        history, rollups = _migrate(context, config, engine, workspace_id)
+    else:
+        history, rollups = _reconcile(context, config, providers, engine, workspace_id)
+    with engine.connect() as conn:
+        drift = drift_report(conn, workspace_id, utc_now())
+        leads = conn.execute(sa.text("SELECT count(*) FROM leads WHERE workspace_id = :ws"), {"ws": workspace_id})
+        rollups["leads"] = int(leads.scalar_one())
+    rollups["leads_with_history"] = drift.leads_with_rows
+    yield dg.MaterializeResult(asset_key="appointment_history", metadata=history)
+    yield dg.MaterializeResult(asset_key="lead_rollups", metadata=rollups)
+    yield dg.AssetCheckResult(
+        check_name="rollup_drift",
+        asset_key="lead_rollups",
+        passed=drift.drifted == 0,
+        metadata={"drifted_leads": drift.drifted, "sample_lead_ids": dg.MetadataValue.json(drift.sample_lead_ids)},
+    )
+
+
+Metadata = dict[str, Any]
+
+
+def _migrate(context: dg.AssetExecutionContext, config: AppointmentHistoryConfig, engine: sa.Engine,
+             workspace_id: str) -> tuple[Metadata, Metadata]:
     report = migrate_workspace(
         engine,
         workspace_id,
@@ -89,37 +151,64 @@ def appointment_history_and_rollups(
             f"skipped={r.skipped} errors={r.errors}"
         ),
     )
-    with engine.connect() as conn:
-        drift = drift_report(conn, workspace_id, utc_now())
-        leads = conn.execute(sa.text("SELECT count(*) FROM leads WHERE workspace_id = :ws"), {"ws": workspace_id})
-        lead_count = int(leads.scalar_one())
-    yield dg.MaterializeResult(
-        asset_key="appointment_history",
-        metadata={
-            "evidence": config.evidence,
-            "apply": config.apply,
-            "scanned": report.scanned,
-            "created": report.created,
-            "exists": report.exists,
-            "skipped": report.skipped,
-            "errors": report.errors,
-            "errors_by_kind": dg.MetadataValue.json(report.errors_by_kind),
-            "warnings_by_kind": dg.MetadataValue.json(report.warnings_by_kind),
-            "status_changes": report.status_changes,
-            "duration_s": round(report.duration_s, 3),
-        },
+    history: Metadata = {
+        "evidence": "migration",
+        "apply": config.apply,
+        "scanned": report.scanned,
+        "created": report.created,
+        "exists": report.exists,
+        "skipped": report.skipped,
+        "errors": report.errors,
+        "errors_by_kind": dg.MetadataValue.json(report.errors_by_kind),
+        "warnings_by_kind": dg.MetadataValue.json(report.warnings_by_kind),
+        "status_changes": report.status_changes,
+        "duration_s": round(report.duration_s, 3),
+    }
+    return history, {"rollups_changed": report.rollups_changed}
+
+
+def _reconcile(context: dg.AssetExecutionContext, config: AppointmentHistoryConfig, providers: ProviderSettings,
+               engine: sa.Engine, workspace_id: str) -> tuple[Metadata, Metadata]:
+    backfill = context.run.tags.get(BACKFILL_TAG) is not None
+    source = Source.BACKFILL if backfill else Source.RECONCILE_CRON
+    try:
+        account = load_provider_account(engine, workspace_id, providers.secret_key())
+    except WorkspaceNotConfigured as exc:
+        context.log.warning(f"workspace {workspace_id} skipped: {exc}")
+        return {"evidence": "reconciliation", "skipped_workspace": str(exc)}, {"rollups_changed": 0}
+    settings = ReconcileSettings(
+        lead_budget=config.lead_budget,
+        time_budget_s=config.time_budget_s,
+        timeout_s=providers.timeout_s,
+        ghl_rate=RateLimit(providers.ghl_requests, providers.ghl_period_s),
+        calendly_rate=RateLimit(providers.calendly_requests, providers.calendly_period_s),
     )
-    yield dg.MaterializeResult(
-        asset_key="lead_rollups",
-        metadata={
-            "leads": lead_count,
-            "leads_with_history": drift.leads_with_rows,
-            "rollups_changed": report.rollups_changed,
-        },
+    report = asyncio.run(reconcile_workspace(engine, account, settings=settings, source=source,
+                                             dry_run=not config.apply))
+    context.log.info(
+        f"workspace {workspace_id}: checked={report.leads_checked} changed={report.changed} "
+        f"unchanged={report.unchanged} not_found={report.not_found} errors={report.errors} "
+        f"api_requests={report.api.get('api_requests')} 429s={report.api.get('api_429s')}"
     )
-    yield dg.AssetCheckResult(
-        check_name="rollup_drift",
-        asset_key="lead_rollups",
-        passed=drift.drifted == 0,
-        metadata={"drifted_leads": drift.drifted, "sample_lead_ids": dg.MetadataValue.json(drift.sample_lead_ids)},
-    )
+    history: Metadata = {
+        "evidence": "reconciliation",
+        "source": source.value,
+        "apply": config.apply,
+        "provider": report.provider,
+        "leads_due": report.leads_due,
+        "leads_checked": report.leads_checked,
+        "changed": report.changed,
+        "unchanged": report.unchanged,
+        "skipped": report.skipped,
+        "not_found": report.not_found,
+        "errors": report.errors,
+        "errors_by_kind": dg.MetadataValue.json(report.errors_by_kind),
+        "new_bookings": report.new_bookings,
+        "cancellations": report.cancellations,
+        "reschedules": report.reschedules,
+        "circuit_broken": report.circuit_broken,
+        "budget_exhausted": report.budget_exhausted,
+        **report.api,
+        "duration_s": round(report.duration_s, 3),
+    }
+    return history, {"leads_changed": report.changed}

@@ -11,3 +11,15 @@ migration_job = dg.define_asset_job(
     config={"ops": {"appointment_history_and_rollups": {"config": {"evidence": "migration", "apply": True}}}},
     tags={"appt/kind": "migration"},
 )
+
+#: Priority of runs launched from the UI or by backfills; the schedule's runs go first (SPEC §6).
+MANUAL_PRIORITY = "-1"
+SCHEDULED_PRIORITY = "1"
+
+reconciliation_job = dg.define_asset_job(
+    "reconciliation_job",
+    selection=dg.AssetSelection.assets(appointment_history_and_rollups),
+    description="SPEC §6: poll the workspace's provider for its due leads and apply what it says.",
+    config={"ops": {"appointment_history_and_rollups": {"config": {"evidence": "reconciliation", "apply": True}}}},
+    tags={"appt/kind": "reconciliation", "dagster/priority": MANUAL_PRIORITY},
+)

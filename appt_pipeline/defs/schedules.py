@@ -1,0 +1,45 @@
+"""Schedules: reconciliation of every workspace partition that has due leads (SPEC §6)."""
+
+from collections.abc import Iterator
+
+import dagster as dg
+import sqlalchemy as sa
+
+from appt_pipeline.defs.jobs import SCHEDULED_PRIORITY, reconciliation_job
+from appt_pipeline.defs.partitions import workspace_partitions
+from appt_pipeline.defs.resources import AppDatabase
+from appt_pipeline.domain.vocab import Provider
+from appt_pipeline.store.reconcile import count_due_leads
+
+
+@dg.schedule(
+    name="reconciliation_schedule",
+    job=reconciliation_job,
+    cron_schedule="*/15 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every 15 minutes: one reconciliation run per workspace partition with due leads.",
+)
+def reconciliation_schedule(
+    context: dg.ScheduleEvaluationContext, app_db: AppDatabase
+) -> Iterator[dg.RunRequest] | dg.SkipReason:
+    """One run request per workspace with due leads; run keys are deterministic per tick and workspace.
+
+    The ``dagster/partition`` tag limit in dagster.yaml keeps at most one run per workspace in flight;
+    these runs carry a higher ``dagster/priority`` than UI-launched runs and backfills.
+    """
+    tick = context.scheduled_execution_time
+    stamp = tick.isoformat() if tick else "manual"
+    partitions = set(context.instance.get_dynamic_partitions(workspace_partitions.name))
+    with app_db.engine().connect() as conn:
+        workspaces = conn.execute(sa.text("SELECT id, meeting_booking_provider FROM workspaces ORDER BY id")).all()
+        due = {ws: count_due_leads(conn, ws, Provider(provider), tick) if tick else 1 for ws, provider in workspaces
+               if ws in partitions}
+    requests = [
+        dg.RunRequest(partition_key=ws, run_key=f"reconcile:{ws}:{stamp}",
+                      tags={"dagster/priority": SCHEDULED_PRIORITY, "appt/due_leads": str(n)})
+        for ws, n in due.items() if n > 0
+    ]
+    if not requests:
+        return dg.SkipReason(f"no workspace among {len(due)} has due leads")
+    return iter(requests)
