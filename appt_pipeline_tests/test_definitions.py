@@ -114,3 +114,82 @@ def test_migration_job_materializes_history_and_rollups(legacy_workspace: str, d
     statuses = rows(sa.create_engine(database_url), "SELECT id, appointment_status FROM leads ORDER BY id")
     assert [tuple(r) for r in statuses] == [("l1", "canceled"), ("l2", "confirmed"), ("l3", "tentative"),
                                             ("l4", None)]
+
+
+def test_reconciliation_schedule_requests_one_run_per_workspace_with_due_leads(
+    db: sa.Engine, database_url: str
+) -> None:
+    import datetime as dt
+
+    from appt_pipeline.defs.schedules import reconciliation_schedule
+
+    seed(db, "busy", 0)
+    seed(db, "idle", 0)
+    seed(db, "unregistered", 0)
+    with db.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO leads (id, workspace_id, email, last_inbound_at, appointment_next_check_at) VALUES "
+            "('b1', 'busy', 'b1@example.com', now(), NULL), "
+            "('i1', 'idle', 'i1@example.com', now(), now() + interval '1 day'), "
+            "('u1', 'unregistered', 'u1@example.com', now(), NULL)"
+        ))
+    tick = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(workspace_partitions.name, ["busy", "idle"])
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=tick,
+                                       resources={"app_db": AppDatabase(url=database_url)}) as ctx:
+            requests = list(reconciliation_schedule(ctx))
+    assert [(r.partition_key, r.run_key) for r in requests] == [("busy", f"reconcile:busy:{tick.isoformat()}")]
+    assert requests[0].tags["dagster/priority"] == "1"
+    job_tags = defs.resolve_job_def("reconciliation_job").tags
+    assert int(job_tags["dagster/priority"]) < int(requests[0].tags["dagster/priority"])
+
+
+def test_reconciliation_job_materializes_with_api_counters(db: sa.Engine, database_url: str) -> None:
+    from cryptography.fernet import Fernet
+
+    from appt_pipeline.defs.resources import ProviderSettings
+    from appt_pipeline.sandbox import (
+        GhlAppointment,
+        GhlCalendar,
+        GhlContact,
+        GhlLocation,
+        GhlSeed,
+        GhlSimulator,
+        SimulatorServer,
+    )
+    from appt_pipeline.store.workspaces import set_secret, set_workspace
+
+    key = Fernet.generate_key().decode()
+    sim = GhlSimulator(GhlSeed(locations=[GhlLocation(
+        id="loc9", token="tok9", calendars=[GhlCalendar(id="cal9")],
+        contacts=[GhlContact(email="x@example.com", id="c9")],
+        appointments=[GhlAppointment(id="g9", calendar_id="cal9", contact_id="c9", start="2030-01-07T15:00:00Z")],
+    )]))
+    with SimulatorServer(sim) as server:
+        set_workspace(db, "wsr", {"meeting_booking_provider": "GHL", "ghl_location_id": "loc9",
+                                  "ghl_api_base_url": server.base_url})
+        set_secret(db, "wsr", "ghl_private_token", "tok9", key)
+        with db.begin() as conn:
+            conn.execute(sa.text("INSERT INTO leads (id, workspace_id, ghl_contact_id, last_inbound_at) "
+                                 "VALUES ('x', 'wsr', 'c9', now())"))
+        os.environ["APPT_TEST_KEY"] = key
+        job = defs.resolve_job_def("reconciliation_job")
+        with dg.instance_for_test() as instance:
+            instance.add_dynamic_partitions(workspace_partitions.name, ["wsr"])
+            result = job.execute_in_process(
+                partition_key="wsr", instance=instance,
+                resources={"app_db": AppDatabase(url=database_url),
+                           "providers": ProviderSettings(secret_key_env="APPT_TEST_KEY")},
+            )
+    assert result.success
+    history = next(e.step_materialization_data.materialization.metadata
+                   for e in result.get_asset_materialization_events()
+                   if e.step_materialization_data.materialization.asset_key.to_user_string() == "appointment_history")
+    assert history["evidence"].value == "reconciliation"
+    assert history["source"].value == "RECONCILE_CRON"
+    assert (history["leads_checked"].value, history["new_bookings"].value) == (1, 1)
+    assert history["api_requests"].value >= 1 and history["api_429s"].value == 0
+    # no secret in the run's metadata or logs
+    assert key not in str(result.all_events) and "tok9" not in str(result.all_events)
+    assert [c.passed for c in result.get_asset_check_evaluations()] == [True]
