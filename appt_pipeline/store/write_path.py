@@ -57,6 +57,9 @@ STAGE_COLUMNS: tuple[str, ...] = (
     "legacy_lead_key", "webhook_event_id", "error_kind",
 )
 
+#: Batches at least this large get fresh planner statistics on the staging table before they apply.
+ANALYZE_STAGE_ROWS = 1_000
+
 CREATE_STAGE_SQL = """
 CREATE TEMP TABLE IF NOT EXISTS appt_obs (
     ord                           integer NOT NULL,
@@ -631,6 +634,10 @@ def apply_observations(
                 continue
             copy.write_row(_stage_row(index, seen[key], obs, now))
             seen[key] += 1
+    if len(observations) >= ANALYZE_STAGE_ROWS:
+        # temp tables are never auto-analyzed; without statistics the planner takes a large batch for a
+        # handful of rows and picks nested loops that grow quadratically with the batch
+        conn.exec_driver_sql("ANALYZE appt_obs")
     apply_staged(conn, now=now)
     results: dict[int, WriteResult] = {
         index: WriteResult(index, None, False, False, None, None, False, kind) for index, kind in invalid.items()
