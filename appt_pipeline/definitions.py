@@ -6,6 +6,7 @@ No I/O at import: the app database URL comes from ``APPT_DATABASE_URL`` at run t
 import dagster as dg
 
 from appt_pipeline.defs.assets import appointment_history_and_rollups, calendly_api, ghl_api, legacy_lead_rollups
+from appt_pipeline.defs.attribution import attribution_backfill_job, calendar_attribution
 from appt_pipeline.defs.jobs import migration_job, reconciliation_job
 from appt_pipeline.defs.resources import AppDatabase, ProviderSettings
 from appt_pipeline.defs.schedules import reconciliation_schedule
@@ -13,8 +14,8 @@ from appt_pipeline.defs.sensors import workspace_registry_sensor
 from appt_pipeline.settings import DATABASE_URL_ENV
 
 defs = dg.Definitions(
-    assets=[legacy_lead_rollups, ghl_api, calendly_api, appointment_history_and_rollups],
-    jobs=[migration_job, reconciliation_job],
+    assets=[legacy_lead_rollups, ghl_api, calendly_api, appointment_history_and_rollups, calendar_attribution],
+    jobs=[migration_job, reconciliation_job, attribution_backfill_job],
     schedules=[reconciliation_schedule],
     sensors=[workspace_registry_sensor],
     resources={

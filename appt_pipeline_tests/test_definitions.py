@@ -22,10 +22,11 @@ from appt_pipeline_tests.helpers import rows, seed
 def test_definitions_load() -> None:
     dg.Definitions.validate_loadable(defs)
     jobs = {job.name for job in defs.resolve_all_job_defs()}
-    assert "migration_job" in jobs
+    assert {"migration_job", "reconciliation_job", "attribution_backfill_job"} <= jobs
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert {"legacy_lead_rollups", "appointment_history", "lead_rollups"} <= keys
+    assert {"legacy_lead_rollups", "ghl_api", "calendly_api", "appointment_history", "lead_rollups",
+            "calendar_attribution"} <= keys
 
 
 def test_dagster_definitions_validate_is_clean(database_url: str, tmp_path: Path) -> None:
