@@ -40,6 +40,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
+from appt_pipeline.domain.rules import utc_now
 from appt_pipeline.domain.vocab import Provider
 from appt_pipeline.providers.calendly import CALENDLY_BASE_URL, CalendlyClient
 from appt_pipeline.providers.ghl import GHL_BASE_URL, GhlClient
@@ -60,6 +61,7 @@ from appt_pipeline.store.attribution import (
     ProviderCoverage,
     attribution_coverage,
     fill_attribution,
+    mark_unanswered,
     overall_coverage,
     select_missing_attribution,
 )
@@ -262,6 +264,11 @@ def _write_batch(engine: sa.Engine, workspace_id: str, fills: list[AttributionFi
     return {}  # pragma: no cover - the loop returns or raises
 
 
+def _mark_unanswered(engine: sa.Engine, workspace_id: str, ids: list[str]) -> None:
+    with engine.begin() as conn:
+        mark_unanswered(conn, workspace_id, ids, utc_now())
+
+
 async def backfill_attribution(
     engine: sa.Engine,
     accounts: ProviderAccount | Iterable[ProviderAccount],
@@ -347,9 +354,12 @@ async def backfill_attribution(
             batch = ordered[start:start + report.batch_size]
             report.batches += 1
             await asyncio.gather(*(clients.look_up(lookup) for lookup in batch))
+            unanswered = [row.id for lookup in batch if lookup.error_kind for row in lookup.rows]
             for lookup in batch:
                 if lookup.error_kind:
                     failed[lookup.error_kind] += len(lookup.rows)
+            if unanswered and not dry_run:
+                await asyncio.to_thread(_mark_unanswered, engine, workspace_id, unanswered)
             fills = [
                 AttributionFill(row.id, ghl_calendar_id=lookup.value) if lookup.provider is Provider.GHL
                 else AttributionFill(row.id, calendly_event_type_uri=lookup.value)

@@ -332,3 +332,24 @@ def test_calendar_attribution_asset_materializes_with_coverage_metadata(
     assert (meta["limit"], meta["pause_ms"]) == (5000, 50)
     assert meta["clamped"] == {"limit": {"requested": 6000, "used": 5000}}
     assert meta["not_configured"] == {"CALENDLY": "needs calendly_access_token"}
+
+
+def test_rows_the_provider_cannot_answer_do_not_starve_newer_rows(db: sa.Engine) -> None:
+    """A row that always fails is stamped and goes behind the never-asked ones on the next run."""
+    from appt_pipeline.store.attribution import mark_unanswered, select_missing_attribution
+
+    set_workspace(db, "ws_s", {"meeting_booking_provider": "GHL"})
+    with db.begin() as conn:
+        conn.execute(sa.text("INSERT INTO leads (id, workspace_id) VALUES ('ls', 'ws_s')"))
+        for n, created in ((1, "2026-01-01"), (2, "2026-02-01"), (3, "2026-03-01")):
+            conn.execute(sa.text(
+                "INSERT INTO appointments (workspace_id, lead_id, provider, ghl_appointment_id, status, "
+                "status_changed_at, source, last_source, last_observed_at, created_at) VALUES "
+                "('ws_s', 'ls', 'GHL', :key, 'CONFIRMED', now(), 'MANUAL', 'MANUAL', now(), :created)"),
+                {"key": f"g{n}", "created": created})
+    with db.begin() as conn:
+        first = select_missing_attribution(conn, "ws_s", limit=1)
+        assert [c.lookup_key for c in first] == ["g1"]
+        mark_unanswered(conn, "ws_s", [first[0].id], utc_now())
+    with db.connect() as conn:
+        assert [c.lookup_key for c in select_missing_attribution(conn, "ws_s", limit=3)] == ["g2", "g3", "g1"]

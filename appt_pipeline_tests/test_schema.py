@@ -123,4 +123,4 @@ def test_check_constraint_rejects_mixed_provider_ids(db: sa.Engine) -> None:
 def test_upgrade_is_idempotent(database_url: str) -> None:
     again = upgrade(database_url)
     assert again.applied == []
-    assert again.current == ["0001_schema", "0002_legacy_parse"]
+    assert again.current == ["0001_schema", "0002_legacy_parse", "0003_attribution_checked"]

@@ -47,7 +47,7 @@ _SELECT_MISSING = sa.text(
     "WHERE a.workspace_id = :ws "
     "  AND a.provider::text = ANY(CAST(:providers AS text[])) "
     f"  AND {_MISSING} AND {_LOOKUP_KEY} IS NOT NULL "
-    "ORDER BY a.created_at, a.id "
+    "ORDER BY a.attribution_checked_at ASC NULLS FIRST, a.created_at, a.id "
     "LIMIT :limit"
 )
 
@@ -75,6 +75,18 @@ _FILL = sa.text(
     "WHERE a.id = target.id AND v.id = a.id "
     "RETURNING a.id::text AS id, a.provider::text AS provider"
 )
+
+_MARK_ASKED = sa.text(
+    "UPDATE appointments SET attribution_checked_at = :now "
+    "WHERE workspace_id = :ws AND id = ANY(CAST(:ids AS uuid[]))"
+)
+
+
+def mark_unanswered(conn: sa.Connection, workspace_id: str, ids: Sequence[str], now: datetime) -> None:
+    """Stamp rows the provider gave no attribution for, so that the next run asks the never-asked ones first."""
+    if ids:
+        conn.execute(_MARK_ASKED, {"ws": workspace_id, "ids": list(ids), "now": now})
+
 
 _COVERAGE = sa.text(
     "SELECT a.provider::text AS provider, count(*) AS total, "
