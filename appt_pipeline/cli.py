@@ -285,25 +285,81 @@ def run(job_name: str, workspace_id: str) -> None:
 
 @main.command()
 def demo() -> None:
-    """The main job on the embedded default: import the sample, migrate every workspace, print a summary."""
+    """The main job on the embedded default: import the sample, migrate every workspace, make the provider
+    simulators drift from the legacy snapshot, reconcile every workspace, print both summaries.
+
+    Exit 1 when a run failed, a rollup drift check failed, or reconciliation did not bring the drift into
+    the appointment history; 2 when APPT_SECRET_KEY is set but not a Fernet key.
+    """
+    import time
+
     import dagster as dg
 
     from appt_pipeline.demo import run_demo
+    from appt_pipeline.store.workspaces import SecretKeyError
 
+    started = time.monotonic()
+    if logging.getLogger().level > logging.DEBUG:  # one INFO line per provider request otherwise (-v shows them)
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     with _runtime() as rt:
         _err(rt.describe())
         with dg.DagsterInstance.get() as instance:
-            summaries = run_demo(rt, instance)
+            try:
+                summary = run_demo(rt, instance, progress=_err)
+            except SecretKeyError as exc:
+                raise BadInput(str(exc)) from None
     rows = [
         [s.workspace_id, s.leads, s.created, s.exists, s.rollups_changed,
          ", ".join(f"{k}={v}" for k, v in s.errors_by_kind.items()) or "-",
          "passed" if s.drift_check_passed else "FAILED", s.run_id[:8], "ok" if s.success else "FAILED"]
-        for s in summaries
+        for s in summary.migration
     ]
+    click.echo("Migration (migration_job, one Dagster run per workspace):\n")
     click.echo(tabulate(rows, headers=["workspace", "leads", "appointments created", "already there",
                                        "rollups changed", "errors by kind", "drift check", "run", "status"]))
-    click.echo("\nOpen the Dagster UI on this data: appt-pipeline dev  (then http://127.0.0.1:3000)")
-    if not all(s.success and s.drift_check_passed for s in summaries):
+    drift = summary.drift
+    if drift is not None:
+        skipped = ", ".join(f"{k} {v}" for k, v in summary.seeded_skipped.items()) or "none"
+        click.echo(f"\nProvider simulators (GHL, Calendly) seeded from the legacy sample: {summary.seeded_bookings} "
+                   f"appointments (not representable, skipped: {skipped}).")
+        click.echo(f"Drift applied to the providers (seed {drift.seed}): {drift.describe()}.")
+    rec = [
+        [r.workspace_id, r.provider, r.leads_checked, r.leads_due_total, r.changed, r.new_bookings, r.cancellations,
+         r.reschedules, r.unchanged, r.not_found, r.errors, r.api_requests, r.api_429s, f"{r.duration_s:.1f}",
+         r.drift_verdict, "passed" if r.rollup_check_passed else "FAILED", r.run_id[:8],
+         "ok" if r.success else "FAILED"]
+        for r in summary.reconciliation
+    ]
+    budgets = ", ".join(f"{p.value} {n}" for p, n in summary.lead_budget.items())
+    click.echo(f"\nReconciliation (reconciliation_job, one Dagster run per workspace, real provider rate limits; "
+               f"one pass of up to {budgets} due leads):\n")
+    click.echo(tabulate(rec, headers=["workspace", "provider", "leads checked", "due", "changed", "new bookings",
+                                      "cancellations", "reschedules", "unchanged", "not found", "errors",
+                                      "API calls", "429s", "seconds", "provider drift", "rollup check", "run",
+                                      "status"]))
+    if drift is not None:
+        e = drift.expected()
+        found = [sum(getattr(r, f) for r in summary.reconciliation)
+                 for f in ("new_bookings", "cancellations", "reschedules", "changed")]
+        if all(r.matches_drift for r in summary.reconciliation):
+            verdict = "this pass found exactly the drift"
+        elif all(r.found_nothing_new for r in summary.reconciliation):
+            verdict = ("nothing new: the simulators were re-seeded and drifted the same way, and the history "
+                       "already holds that truth")
+        else:
+            verdict = "per workspace, see the table"
+        in_history = len(drift.actions) - len(summary.drift_not_in_history)
+        click.echo(f"\nDrift check: expected new bookings {e.new_bookings}, cancellations {e.cancellations}, "
+                   f"reschedules {e.reschedules}, changed leads {e.changed_leads}; found {', '.join(map(str, found))} "
+                   f"({verdict}); {in_history}/{len(drift.actions)} drift actions are in the appointment history.")
+        click.echo("(A Calendly reschedule is a new booking plus a RESCHEDULED one; a GHL reschedule keeps its id "
+                   "and moves, so it is in the history but not counted as a change.)")
+        for action in summary.drift_not_in_history[:10]:
+            click.echo(f"  not in the history: {action.kind} of {action.provider} {action.key} "
+                       f"(lead {action.lead_id})")
+    click.echo(f"\nDone in {time.monotonic() - started:.1f} s. Open the Dagster UI on this data: appt-pipeline dev  "
+               "(then http://127.0.0.1:3000)")
+    if not summary.ok:
         sys.exit(EXIT_WORK_FAILED)
 
 

@@ -1,26 +1,87 @@
-"""The main job end to end on the embedded default (SPEC §12 ``demo``).
+"""The main job end to end on the embedded default (SPEC §12 ``demo``): migration, then reconciliation.
 
-Imports the legacy sample shipped in the package, registers every workspace as a partition, runs
-``migration_job`` for each as a real Dagster run, and returns a per-workspace summary. Idempotent:
-a second demo creates nothing.
+1. Imports the legacy sample shipped in the package, registers every workspace as a partition and runs
+   ``migration_job`` for each as a real Dagster run.
+2. Starts both provider simulators on loopback with the real rate limits (GHL 100 requests / 10 s per
+   location, Calendly 500 / min per user), seeded from the same legacy export so that the providers'
+   truth starts equal to the legacy snapshot (:func:`appt_pipeline.sandbox.legacy_seed.legacy_seeds`);
+   points the sample workspaces at them (``ghl_api_base_url`` / ``calendly_api_base_url``) and stores
+   their tokens encrypted with ``APPT_SECRET_KEY`` — when it is unset, with an ephemeral key set in this
+   process's environment only (the in-process Dagster runs read it there), never printed.
+3. Makes the truth drift (:func:`~appt_pipeline.sandbox.legacy_seed.apply_drift`: cancellations,
+   reschedules, new bookings after a cancellation, no-shows) among the leads the reconciliation pass
+   will check, then runs ``reconciliation_job`` for every workspace as real Dagster runs: one pass of
+   up to :data:`DEMO_LEAD_BUDGET` due leads each, in the job's own order (never checked first, then
+   oldest check, then lead id).
+4. Checks that every drift action is reflected in the appointment history, stops the simulators and
+   disconnects the workspaces again (tokens deleted, base URLs back to the providers').
+
+**Rerun semantics** — the demo replays the same scenario, and a rerun shows that the pipeline is
+idempotent end to end:
+
+* migration creates nothing (every lead is keyed by ``legacy_lead_key``);
+* the simulators are new, re-seeded from the legacy export, and the same deterministic drift is applied
+  again (same seed, same bookings, same generated ids);
+* the watermark the previous demo pass left on the sample leads is cleared first
+  (``appointment_last_checked_at``, ``appointment_next_check_at``, ``appointment_check_failures`` of
+  the leads whose ``appointment_next_check_at`` is set — only reconciliation sets it; legacy values of
+  never-reconciled leads are kept), so the pass checks the same leads in the same order. Without it
+  every checked lead would be "checked less than an hour ago", not due, and the pass would check others;
+* so reconciliation finds the same drifted truth and reports 0 changed leads, 0 new bookings,
+  0 cancellations and 0 reschedules — the history already holds them — and the history check passes
+  again.
 """
 
-from dataclasses import dataclass
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import sqlalchemy as sa
+from cryptography.fernet import Fernet
 
-from appt_pipeline.launch import ensure_partitions, run_partition_job
+from appt_pipeline.domain.vocab import Provider
+from appt_pipeline.launch import RunOutcome, ensure_partitions, run_partition_job
+from appt_pipeline.providers.calendly import CALENDLY_BASE_URL
+from appt_pipeline.providers.ghl import GHL_BASE_URL
 from appt_pipeline.runtime import Runtime
 from appt_pipeline.sample import SAMPLE_DIR
+from appt_pipeline.sandbox import CalendlySimulator, GhlSimulator, SimulatorServer
+from appt_pipeline.sandbox.legacy_seed import (
+    DriftAction,
+    DriftSummary,
+    ExpectedFindings,
+    LegacySeed,
+    apply_drift,
+    expected_history,
+    legacy_seeds,
+)
+from appt_pipeline.settings import SECRET_KEY_ENV
 from appt_pipeline.store.legacy_import import import_legacy
-from appt_pipeline.store.workspaces import workspace_ids
+from appt_pipeline.store.reconcile import count_due_leads, select_due_leads
+from appt_pipeline.store.workspaces import set_secret, set_workspace, workspace_ids
+
+#: Due leads checked per workspace by the demo's reconciliation pass (the job's ``lead_budget``): what
+#: one rate-limit window of the provider serves at once, at about one request per GHL check (100
+#: requests / 10 s per location) and about 1.2 per Calendly check (500 / min per user). The sample has
+#: ~750 due leads per workspace; checking them all at the real limits takes over a minute per
+#: workspace, so the demo shows one pass — the schedule's next ticks would take the rest.
+DEMO_LEAD_BUDGET: dict[Provider, int] = {Provider.GHL: 90, Provider.CALENDLY: 300}
+#: Seed of the demo's provider drift (and of the simulators' generated ids).
+DEMO_DRIFT_SEED = 7
+
+_SECRET_NAME = {Provider.GHL: "ghl_private_token", Provider.CALENDLY: "calendly_access_token"}
+_BASE_URL_COLUMN = {Provider.GHL: "ghl_api_base_url", Provider.CALENDLY: "calendly_api_base_url"}
+_PROVIDER_URL = {Provider.GHL: GHL_BASE_URL, Provider.CALENDLY: CALENDLY_BASE_URL}
 
 
 @dataclass
 class WorkspaceSummary:
-    """One row of the demo summary."""
+    """One row of the demo's migration summary."""
 
     workspace_id: str
     leads: int
@@ -33,29 +94,272 @@ class WorkspaceSummary:
     success: bool
 
 
-def run_demo(runtime: Runtime, instance: dg.DagsterInstance, sample_dir: Path = SAMPLE_DIR) -> list[WorkspaceSummary]:
-    """Import the sample, register partitions, run ``migration_job`` per workspace; summary per workspace."""
+@dataclass
+class ReconciliationSummary:
+    """One row of the demo's reconciliation summary: what the pass found, and what the drift predicts.
+
+    ``leads_due``: the due leads the run took (within its budget); ``leads_due_total``: all due leads of
+    the workspace before the run; the other counters are the run's ``appointment_history`` metadata.
+    """
+
+    workspace_id: str
+    provider: str
+    leads_due: int
+    leads_due_total: int
+    leads_checked: int
+    changed: int
+    new_bookings: int
+    cancellations: int
+    reschedules: int
+    unchanged: int
+    not_found: int
+    errors: int
+    api_requests: int
+    api_429s: int
+    duration_s: float
+    expected: ExpectedFindings
+    drift_actions: int
+    drift_in_history: int
+    rollup_check_passed: bool
+    run_id: str
+    success: bool
+    skipped_workspace: str | None = None
+
+    @property
+    def found(self) -> ExpectedFindings:
+        """What this pass counted, in the shape of the drift's prediction."""
+        return ExpectedFindings(self.new_bookings, self.cancellations, self.reschedules, self.changed)
+
+    @property
+    def matches_drift(self) -> bool:
+        """This pass found exactly the drift: a first pass over the drifted leads."""
+        return self.found == self.expected
+
+    @property
+    def found_nothing_new(self) -> bool:
+        """This pass found no change: a rerun, the history already held the drift."""
+        return self.found == ExpectedFindings()
+
+    @property
+    def drift_check_passed(self) -> bool:
+        """Every drift action is in the history, and what the pass counted is the drift or nothing."""
+        return self.drift_in_history == self.drift_actions and (self.matches_drift or self.found_nothing_new)
+
+    @property
+    def drift_verdict(self) -> str:
+        """``found``: this pass found exactly the provider drift; ``known``: nothing new, the history already
+        held it (a rerun); ``none``: no drift here and nothing found; ``FAILED``: anything else."""
+        if not self.drift_check_passed:
+            return "FAILED"
+        if self.found_nothing_new:
+            return "known" if self.drift_actions else "none"
+        return "found"
+
+    @property
+    def ok(self) -> bool:
+        """The run succeeded, its rollup drift check passed, and so did the provider drift check."""
+        return self.success and self.rollup_check_passed and self.drift_check_passed
+
+
+@dataclass
+class DemoSummary:
+    """Everything the demo did: migration and reconciliation per workspace, the seed and the drift."""
+
+    migration: list[WorkspaceSummary]
+    reconciliation: list[ReconciliationSummary] = field(default_factory=list)
+    drift: DriftSummary | None = None
+    seeded_bookings: int = 0
+    seeded_skipped: dict[str, int] = field(default_factory=dict)
+    lead_budget: dict[Provider, int] = field(default_factory=lambda: dict(DEMO_LEAD_BUDGET))
+    ephemeral_secret_key: bool = False
+    drift_not_in_history: list[DriftAction] = field(default_factory=list)
+    reconciliation_wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(s.success and s.drift_check_passed for s in self.migration) and all(
+            r.ok for r in self.reconciliation
+        )
+
+
+def run_demo(
+    runtime: Runtime,
+    instance: dg.DagsterInstance,
+    sample_dir: Path = SAMPLE_DIR,
+    *,
+    lead_budget: dict[Provider, int] | None = None,
+    drift_seed: int = DEMO_DRIFT_SEED,
+    progress: Callable[[str], None] | None = None,
+) -> DemoSummary:
+    """Import the sample, migrate every workspace, drift the providers and reconcile every workspace.
+
+    Raises:
+        appt_pipeline.store.workspaces.SecretKeyError: ``APPT_SECRET_KEY`` is set but not a Fernet key.
+    """
+    say = progress or (lambda _msg: None)
     import_legacy(runtime.engine, sample_dir)
     with runtime.engine.connect() as conn:
         sample_ws = [r[0] for r in conn.execute(sa.text("SELECT DISTINCT workspace_id FROM leads ORDER BY 1"))]
     ids = [ws for ws in workspace_ids(runtime.engine) if ws in set(sample_ws)]
     ensure_partitions(instance, ids)
-    summaries = []
+    budget = {**DEMO_LEAD_BUDGET, **(lead_budget or {})}
+    summary = DemoSummary(migration=[_migrate(instance, ws) for ws in ids], lead_budget=budget)
+
+    legacy = legacy_seeds(sample_dir)
+    summary.seeded_bookings = len(legacy.bookings)
+    summary.seeded_skipped = dict(sorted(legacy.skipped.items()))
+    ghl_sim = GhlSimulator(legacy.ghl, id_seed=f"demo-ghl:{drift_seed}")
+    calendly_sim = CalendlySimulator(legacy.calendly, id_seed=f"demo-calendly:{drift_seed}")
+    with contextlib.ExitStack() as stack:
+        ghl_server = stack.enter_context(SimulatorServer(ghl_sim))
+        calendly_server = stack.enter_context(SimulatorServer(calendly_sim))
+        key, summary.ephemeral_secret_key = stack.enter_context(_secret_key())
+        say(f"simulators: GHL {ghl_server.base_url}, Calendly {calendly_server.base_url}")
+        base_urls = {Provider.GHL: ghl_server.base_url, Provider.CALENDLY: calendly_server.base_url}
+        providers = stack.enter_context(_connected(runtime.engine, legacy, ids, base_urls, key))
+        now = datetime.now(UTC)
+        due, due_total = _replay_watermark(runtime.engine, providers, now, budget)
+        drift = apply_drift(ghl_sim, calendly_sim, seed=drift_seed, legacy=legacy,
+                            leads={lead for leads in due.values() for lead in leads}, now=now)
+        summary.drift = drift
+        say(f"provider drift: {drift.describe()}")
+        started = time.monotonic()
+        # one after the other: Dagster's in-process execution is not thread-safe (its per-run logging
+        # setup reconfigures the logging module), and each run is a real run of the instance
+        outcomes = {ws: _reconcile(instance, ws, budget[providers.get(ws, Provider.GHL)]) for ws in ids}
+        summary.reconciliation_wall_s = time.monotonic() - started
+    missing = _not_in_history(runtime.engine, drift.actions)
+    summary.drift_not_in_history = missing
     for ws in ids:
-        outcome = run_partition_job(instance, "migration_job", ws)
+        outcome = outcomes[ws]
         history = outcome.metadata.get("appointment_history", {})
-        rollups = outcome.metadata.get("lead_rollups", {})
-        summaries.append(
-            WorkspaceSummary(
-                workspace_id=ws,
-                leads=int(rollups.get("leads", 0)),
-                created=int(history.get("created", 0)),
-                exists=int(history.get("exists", 0)),
-                rollups_changed=int(rollups.get("rollups_changed", 0)),
-                errors_by_kind=dict(history.get("errors_by_kind") or {}),
-                drift_check_passed=outcome.checks.get("rollup_drift", False),
-                run_id=outcome.run_id,
-                success=outcome.success,
-            )
+        actions = [a for a in drift.actions if a.workspace_id == ws]
+        summary.reconciliation.append(ReconciliationSummary(
+            workspace_id=ws,
+            provider=str(history.get("provider") or (providers.get(ws) or "-")),
+            leads_due=int(history.get("leads_due", 0)),
+            leads_due_total=due_total.get(ws, 0),
+            leads_checked=int(history.get("leads_checked", 0)),
+            changed=int(history.get("changed", 0)),
+            new_bookings=int(history.get("new_bookings", 0)),
+            cancellations=int(history.get("cancellations", 0)),
+            reschedules=int(history.get("reschedules", 0)),
+            unchanged=int(history.get("unchanged", 0)),
+            not_found=int(history.get("not_found", 0)),
+            errors=int(history.get("errors", 0)),
+            api_requests=int(history.get("api_requests", 0)),
+            api_429s=int(history.get("api_429s", 0)),
+            duration_s=float(history.get("duration_s", 0.0)),
+            expected=drift.expected(ws),
+            drift_actions=len(actions),
+            drift_in_history=len(actions) - sum(1 for a in missing if a.workspace_id == ws),
+            rollup_check_passed=outcome.checks.get("rollup_drift", False),
+            run_id=outcome.run_id,
+            success=outcome.success,
+            skipped_workspace=history.get("skipped_workspace"),
+        ))
+    return summary
+
+
+def _migrate(instance: dg.DagsterInstance, ws: str) -> WorkspaceSummary:
+    outcome = run_partition_job(instance, "migration_job", ws)
+    history = outcome.metadata.get("appointment_history", {})
+    rollups = outcome.metadata.get("lead_rollups", {})
+    return WorkspaceSummary(
+        workspace_id=ws,
+        leads=int(rollups.get("leads", 0)),
+        created=int(history.get("created", 0)),
+        exists=int(history.get("exists", 0)),
+        rollups_changed=int(rollups.get("rollups_changed", 0)),
+        errors_by_kind=dict(history.get("errors_by_kind") or {}),
+        drift_check_passed=outcome.checks.get("rollup_drift", False),
+        run_id=outcome.run_id,
+        success=outcome.success,
+    )
+
+
+def _reconcile(instance: dg.DagsterInstance, ws: str, lead_budget: int) -> RunOutcome:
+    config = {"evidence": "reconciliation", "apply": True, "lead_budget": lead_budget}
+    return run_partition_job(instance, "reconciliation_job", ws,
+                             run_config={"ops": {"appointment_history_and_rollups": {"config": config}}})
+
+
+@contextlib.contextmanager
+def _secret_key() -> Iterator[tuple[str, bool]]:
+    """``(key, ephemeral)``: ``APPT_SECRET_KEY``, or a new Fernet key set in this process's environment
+    only (the in-process Dagster runs decrypt with it), removed again on exit and never shown."""
+    key = os.environ.get(SECRET_KEY_ENV)
+    if key:
+        yield key, False
+        return
+    os.environ[SECRET_KEY_ENV] = key = Fernet.generate_key().decode()
+    try:
+        yield key, True
+    finally:
+        os.environ.pop(SECRET_KEY_ENV, None)
+
+
+@contextlib.contextmanager
+def _connected(engine: sa.Engine, legacy: LegacySeed, ids: list[str], base_urls: dict[Provider, str],
+               key: str) -> Iterator[dict[str, Provider]]:
+    """Point each seeded workspace at its simulator and store its token (every run: the simulators and
+    their tokens are new each time); yields the provider of each connected workspace.
+
+    On exit the workspaces are disconnected again — token deleted, API base URL back to the provider's —
+    so that the reconciliation schedule of ``appt-pipeline dev`` skips them ("not configured") instead
+    of calling a stopped simulator with a token an ephemeral key can no longer decrypt.
+    """
+    providers: dict[str, Provider] = {}
+    try:
+        for ws in ids:
+            account = legacy.accounts.get(ws)
+            if account is None:
+                continue
+            provider = providers[ws] = Provider(account.provider)
+            set_workspace(engine, ws, {_BASE_URL_COLUMN[provider]: base_urls[provider]})
+            set_secret(engine, ws, _SECRET_NAME[provider], account.token, key)
+        yield providers
+    finally:
+        for ws, provider in providers.items():
+            with engine.begin() as conn:
+                conn.execute(sa.text("DELETE FROM workspace_secrets WHERE workspace_id = :ws AND name = :name"),
+                             {"ws": ws, "name": _SECRET_NAME[provider]})
+            set_workspace(engine, ws, {_BASE_URL_COLUMN[provider]: _PROVIDER_URL[provider]})
+
+
+def _replay_watermark(engine: sa.Engine, providers: dict[str, Provider], now: datetime,
+                      lead_budget: dict[Provider, int]) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """Clear the watermark an earlier reconciliation left on the sample leads (see the module doc).
+
+    Returns, per workspace, the leads this pass will check (the job's own due-lead query and budget) and
+    how many leads are due in all.
+    """
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE leads SET appointment_last_checked_at = NULL, appointment_next_check_at = NULL, "
+                    "appointment_check_failures = 0, updated_at = now() "
+                    "WHERE workspace_id = ANY(:ws) AND appointment_next_check_at IS NOT NULL"),
+            {"ws": list(providers)},
         )
-    return summaries
+    with engine.connect() as conn:
+        due = {ws: [lead.id for lead in select_due_leads(conn, ws, provider, now, lead_budget[provider])]
+               for ws, provider in providers.items()}
+        total = {ws: count_due_leads(conn, ws, provider, now) for ws, provider in providers.items()}
+    return due, total
+
+
+def _not_in_history(engine: sa.Engine, actions: list[DriftAction]) -> list[DriftAction]:
+    """The drift actions whose effect the appointment history does not show (status and start per key)."""
+    missing = []
+    with engine.connect() as conn:
+        for action in actions:
+            for provider, key, status, start in expected_history([action]):
+                column = "ghl_appointment_id" if provider == Provider.GHL else "calendly_invitee_uri"
+                row = conn.execute(
+                    sa.text(f"SELECT status, start_at FROM appointments WHERE provider = :p AND {column} = :k"),
+                    {"p": provider, "k": key},
+                ).first()
+                if row is None or row.status != status.value or row.start_at != start:
+                    missing.append(action)
+                    break
+    return missing

@@ -33,25 +33,92 @@ def _postgres_serving(data_dir: Path) -> list[psutil.Process]:
 
 
 def test_demo_on_the_embedded_default_runs_twice_and_creates_nothing_the_second_time(tmp_path: Path) -> None:
+    import re
+
+    def tables(stdout: str) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+        """The migration and reconciliation rows, by workspace (whitespace-split columns)."""
+        head, _, tail = stdout.partition("\nReconciliation (")
+        found = [{line.split()[0]: line.split() for line in part.splitlines() if line.startswith("ws_")}
+                 for part in (head, tail)]
+        return found[0], found[1]
+
+    def summary_lines(stdout: str) -> dict[str, str]:
+        return {line.split(":")[0]: line for line in stdout.splitlines()
+                if line.startswith(("Drift applied to the providers", "Drift check"))}
+
+    def numbers(text: str) -> list[int]:
+        return [int(n) for n in re.findall(r"\d+", text)]
+
+    # reconciliation columns: workspace provider checked due changed new-bookings cancellations reschedules
+    # unchanged not-found errors api-calls 429s seconds provider-drift rollup-check run status
+    checked, changed, new, canceled, rescheduled, unchanged, not_found, errors = 2, 4, 5, 6, 7, 8, 9, 10
+    drift, rollups, status = 14, 15, 17
+    applied = "Drift applied to the providers (seed 7)"
+
     env = {k: v for k, v in os.environ.items() if k not in ("APPT_DATABASE_URL", "APPT_DAGSTER_PG_URL",
-                                                           "DAGSTER_HOME")}
+                                                           "DAGSTER_HOME", "APPT_SECRET_KEY")}
     env["APPT_HOME"] = str(tmp_path / "appt")
     first = _cli(["demo"], env)
-    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "embedded PostgreSQL" in first.stderr
-    lines = {line.split()[0]: line.split() for line in first.stdout.splitlines() if line.startswith("ws_")}
-    assert set(lines) == {"ws_7_0", "ws_7_1", "ws_7_2"}
+    lines, rec = tables(first.stdout)
+    assert set(lines) == set(rec) == {"ws_7_0", "ws_7_1", "ws_7_2"}
     created_first = {ws: int(cols[2]) for ws, cols in lines.items()}
     assert all(n > 600 for n in created_first.values())
     assert all(cols[6] == "passed" and cols[8] == "ok" for cols in lines.values())
+
+    # reconciliation found exactly what the provider drift did, in every workspace
+    assert {ws: cols[1] for ws, cols in rec.items()} == {"ws_7_0": "GHL", "ws_7_1": "CALENDLY", "ws_7_2": "GHL"}
+    assert all(cols[status] == "ok" and cols[rollups] == "passed" for cols in rec.values())
+    # "found": this pass found exactly the drift of that workspace ("none" would mean no drift there: Calendly
+    # drift needs bookings within reconciliation's ±90-day window, and the shipped sample's dates are fixed)
+    assert rec["ws_7_0"][drift] == rec["ws_7_2"][drift] == "found" and rec["ws_7_1"][drift] in ("found", "none")
+    assert all(int(cols[checked]) > 50 and int(cols[errors]) == 0 for cols in rec.values())
+    texts = summary_lines(first.stdout)
+    cancels, reschedules, new_bookings, no_shows = numbers(texts[applied])[1:]
+    assert min(cancels, reschedules, new_bookings, no_shows) >= 2  # at least one of each per GHL workspace
+    expected = numbers(texts["Drift check"])  # new bookings, cancellations, reschedules, changed; found …; n/n
+    found = [sum(int(cols[c]) for cols in rec.values()) for c in (new, canceled, rescheduled, changed)]
+    assert expected[:4] == found == expected[4:8]
+    assert found[1] == cancels and new_bookings <= found[0] <= new_bookings + reschedules
+    assert found[3] >= cancels + new_bookings + no_shows  # the leads touched, but GHL reschedules (same id)
+    total = cancels + reschedules + new_bookings + no_shows
+    assert expected[8:] == [total, total]  # every drift action is in the appointment history
+
     # the server is stopped cleanly when the command exits, and its data folder is reused next time
     time.sleep(1)
     assert not _postgres_serving(tmp_path / "appt" / "pg")
     second = _cli(["demo"], env)
-    assert second.returncode == 0, second.stderr[-3000:]
-    again = {line.split()[0]: line.split() for line in second.stdout.splitlines() if line.startswith("ws_")}
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    again, rec_again = tables(second.stdout)
     assert {ws: int(cols[2]) for ws, cols in again.items()} == dict.fromkeys(created_first, 0)
     assert {ws: int(cols[3]) for ws, cols in again.items()} == created_first
+    # rerun: re-seeded simulators, the same drift, the same leads checked — nothing new, the history has it all
+    assert summary_lines(second.stdout)[applied] == texts[applied]
+    for ws, cols in rec_again.items():
+        assert cols[drift] == {"found": "known", "none": "none"}[rec[ws][drift]]
+        assert cols[status] == "ok" and cols[rollups] == "passed"
+        assert [int(cols[c]) for c in (changed, new, canceled, rescheduled, errors)] == [0, 0, 0, 0, 0]
+        assert cols[checked] == rec[ws][checked] and cols[not_found] == rec[ws][not_found]
+        assert int(cols[unchanged]) == int(rec[ws][unchanged]) + int(rec[ws][changed])
+    again_check = numbers(summary_lines(second.stdout)["Drift check"])
+    assert again_check[:4] == expected[:4] and again_check[4:8] == [0, 0, 0, 0] and again_check[8:] == [total, total]
+
+    # the demo disconnects the sample workspaces when its simulators stop (tokens deleted, API base URLs back to
+    # the providers'), so that the reconciliation schedule skips them instead of calling a stopped simulator
+    connections = """
+import sqlalchemy as sa
+from appt_pipeline.runtime import app_environment
+with app_environment() as rt, rt.engine.connect() as conn:
+    q = "SELECT count(*) FROM workspace_secrets WHERE workspace_id LIKE 'ws_7_%'"
+    print(conn.execute(sa.text(q)).scalar_one())
+    for column in ("ghl_api_base_url", "calendly_api_base_url"):
+        q = f"SELECT DISTINCT {column} FROM workspaces WHERE id LIKE 'ws_7_%'"
+        print(*conn.execute(sa.text(q)).scalars())
+"""
+    probe = subprocess.run([sys.executable, "-c", connections], env=env, capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    assert probe.stdout.split() == ["0", "https://services.leadconnectorhq.com", "https://api.calendly.com"]
 
 
 def _free_port() -> int:
