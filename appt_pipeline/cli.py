@@ -353,7 +353,7 @@ def demo() -> None:
                    f"reschedules {e.reschedules}, changed leads {e.changed_leads}; found {', '.join(map(str, found))} "
                    f"({verdict}); {in_history}/{len(drift.actions)} drift actions are in the appointment history.")
         click.echo("(A Calendly reschedule is a new booking plus a RESCHEDULED one; a GHL reschedule keeps its id "
-                   "and moves, so it is in the history but not counted as a change.)")
+                   "and moves to a new time.)")
         for action in summary.drift_not_in_history[:10]:
             click.echo(f"  not in the history: {action.kind} of {action.provider} {action.key} "
                        f"(lead {action.lead_id})")

@@ -44,6 +44,7 @@ import dagster as dg
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
+from appt_pipeline.defs.jobs import RUN_LOGGERS
 from appt_pipeline.domain.vocab import Provider
 from appt_pipeline.launch import RunOutcome, ensure_partitions, run_partition_job
 from appt_pipeline.providers.calendly import CALENDLY_BASE_URL
@@ -281,7 +282,8 @@ def _migrate(instance: dg.DagsterInstance, ws: str) -> WorkspaceSummary:
 def _reconcile(instance: dg.DagsterInstance, ws: str, lead_budget: int) -> RunOutcome:
     config = {"evidence": "reconciliation", "apply": True, "lead_budget": lead_budget}
     return run_partition_job(instance, "reconciliation_job", ws,
-                             run_config={"ops": {"appointment_history_and_rollups": {"config": config}}})
+                             run_config={"ops": {"appointment_history_and_rollups": {"config": config}},
+                                         "loggers": RUN_LOGGERS})
 
 
 @contextlib.contextmanager

@@ -55,8 +55,8 @@ def run_partition_job(
     if busy:
         raise RunInProgressError(f"run {busy[0].dagster_run.run_id} of workspace {workspace_id!r} is in progress")
     job = build_reconstructable_job("appt_pipeline.definitions", "get_job", reconstructable_args=(job_name,))
-    config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}, **(run_config or {})}
-    result = dg.execute_job(job, instance=instance, tags={PARTITION_TAG: workspace_id}, run_config=config)
+    # no run_config means the job's own default config (a given one replaces it whole)
+    result = dg.execute_job(job, instance=instance, tags={PARTITION_TAG: workspace_id}, run_config=run_config)
     outcome = RunOutcome(run_id=result.run_id, success=result.success)
     for event in result.get_asset_materialization_events():
         mat = event.step_materialization_data.materialization if event.is_step_materialization else None

@@ -217,7 +217,8 @@ def _classify(results: Sequence[_LeadResult], writes: list[WriteResult], report:
         if failed and len(failed) == len(mine):
             result.outcome, result.error_kind = Outcome.ERROR, failed[0].error_kind
             continue
-        changed = [w for w in mine if not w.error_kind and (w.is_new or w.status_changed or w.primary_changed)]
+        changed = [w for w in mine if not w.error_kind
+                   and (w.is_new or w.status_changed or w.primary_changed or w.start_changed)]
         if changed:
             result.outcome = Outcome.CHANGED
         for w in mine:
@@ -228,7 +229,9 @@ def _classify(results: Sequence[_LeadResult], writes: list[WriteResult], report:
             elif w.status_changed and w.status is Status.CANCELED:
                 report.cancellations += 1
             if w.status is Status.RESCHEDULED and (w.is_new or w.status_changed):
-                report.reschedules += 1
+                report.reschedules += 1  # Calendly: the old invitee of a reschedule
+            elif w.start_changed and not w.is_new and w.status is Status.CONFIRMED:
+                report.reschedules += 1  # GHL: same id, moved to a new time
 
 
 async def reconcile_workspace(

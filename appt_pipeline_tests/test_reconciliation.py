@@ -125,6 +125,18 @@ def test_a_new_booking_after_a_cancellation_is_found(db: sa.Engine, ghl_sim: tup
     assert [tuple(t) for t in tasks] == [("meeting-canceled", "completed")]
 
 
+def test_a_ghl_reschedule_keeps_its_id_and_is_counted(db: sa.Engine, ghl_sim: tuple[GhlSimulator, str]) -> None:
+    sim, url = ghl_sim
+    _ghl_workspace(db, url)
+    _leads(db, "ws_g", [("lb", None, "c_b")])
+    _run(db, "ws_g")
+    sim.reschedule("g_b1", _days(10))
+    report = _run(db, "ws_g", now=utc_now() + timedelta(hours=2))
+    assert (report.changed, report.reschedules, report.new_bookings, report.cancellations) == (1, 1, 0, 0)
+    moved = rows(db, "SELECT a.start_at, l.booked_slot FROM appointments a JOIN leads l ON l.id = a.lead_id")
+    assert len(moved) == 1 and moved[0].booked_slot.startswith(moved[0].start_at.strftime("%Y-%m-%dT%H:%M"))
+
+
 def test_provider_errors_trip_the_circuit_breaker(db: sa.Engine, ghl_sim: tuple[GhlSimulator, str]) -> None:
     sim, url = ghl_sim
     _ghl_workspace(db, url)

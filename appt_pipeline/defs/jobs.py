@@ -4,11 +4,15 @@ import dagster as dg
 
 from appt_pipeline.defs.assets import appointment_history_and_rollups
 
+#: Run logs at INFO (the console logger's default is DEBUG: every engine event).
+RUN_LOGGERS = {"console": {"config": {"log_level": "INFO"}}}
+
 migration_job = dg.define_asset_job(
     "migration_job",
     selection=dg.AssetSelection.assets(appointment_history_and_rollups),
     description="SPEC §5: migrate a workspace's legacy lead rollups into the appointment history.",
-    config={"ops": {"appointment_history_and_rollups": {"config": {"evidence": "migration", "apply": True}}}},
+    config={"ops": {"appointment_history_and_rollups": {"config": {"evidence": "migration", "apply": True}}},
+            "loggers": RUN_LOGGERS},
     tags={"appt/kind": "migration"},
 )
 
@@ -20,6 +24,7 @@ reconciliation_job = dg.define_asset_job(
     "reconciliation_job",
     selection=dg.AssetSelection.assets(appointment_history_and_rollups),
     description="SPEC §6: poll the workspace's provider for its due leads and apply what it says.",
-    config={"ops": {"appointment_history_and_rollups": {"config": {"evidence": "reconciliation", "apply": True}}}},
+    config={"ops": {"appointment_history_and_rollups": {"config": {"evidence": "reconciliation", "apply": True}}},
+            "loggers": RUN_LOGGERS},
     tags={"appt/kind": "reconciliation", "dagster/priority": MANUAL_PRIORITY},
 )

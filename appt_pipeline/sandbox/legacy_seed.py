@@ -415,9 +415,8 @@ class ExpectedFindings:
     """What one reconciliation pass over the drifted leads counts (``reconciliation_job`` metadata).
 
     ``new_bookings`` includes the new invitee of each Calendly reschedule (a new CONFIRMED row);
-    ``reschedules`` counts rows that became RESCHEDULED — Calendly's; a GHL reschedule keeps its id
-    and moves its times (SPEC §4.3), which updates the row without a status change, so it is not
-    counted there.
+    ``reschedules`` counts both kinds: a Calendly row that became RESCHEDULED, and a GHL appointment
+    that kept its id and moved to a new time (SPEC §4.3).
     """
 
     new_bookings: int = 0
@@ -450,8 +449,8 @@ class DriftSummary:
         return ExpectedFindings(
             new_bookings=sum(1 for a in mine if a.kind == NEW_BOOKING) + calendly_moves,
             cancellations=sum(1 for a in mine if a.kind == CANCEL),
-            reschedules=calendly_moves,
-            changed_leads=len({a.lead_id for a in mine if not (a.kind == RESCHEDULE and a.provider == GHL)}),
+            reschedules=sum(1 for a in mine if a.kind == RESCHEDULE),
+            changed_leads=len({a.lead_id for a in mine}),
         )
 
     def describe(self) -> str:

@@ -119,11 +119,6 @@ WHERE {_CHUNK_LEADS}
        OR l.calendly_scheduled_event_uri IS NOT NULL)
 """
 
-_SKIPPED = f"""
-SELECT count(*) FROM leads l WHERE {_CHUNK_LEADS}
-  AND l.ghl_appointment_id IS NULL AND l.calendly_invitee_uri IS NULL AND l.calendly_scheduled_event_uri IS NULL
-"""
-
 # Already migrated (legacy key present), or key already owned: by this lead → exists, else a conflict.
 _MARK_EXISTING = """
 UPDATE appt_obs o SET error_kind = CASE WHEN a.lead_id = o.lead_id THEN 'exists' ELSE 'duplicate_provider_id' END,
@@ -193,6 +188,23 @@ SELECT o.lead_id, l.appointment_status FROM appt_obs o JOIN leads l ON l.id = o.
 WHERE o.error_kind = 'unknown_status' ORDER BY o.lead_id LIMIT :limit
 """
 
+# Fresh statistics for the staging table before the write path plans its statements. A small sample is
+# enough for row counts and the few selectivities that matter (30 ms instead of 170 ms per 50k chunk).
+_ANALYZE_STAGE = (
+    "SET LOCAL default_statistics_target = 10; ANALYZE appt_obs; SET LOCAL default_statistics_target TO DEFAULT"
+)
+
+# Planner settings of each chunk's transaction: JIT compilation costs up to ~0.5 s per large statement
+# and buys nothing for these one-pass statements (measured: ~1 s per 50k-lead chunk).
+_CHUNK_SETTINGS = "SET LOCAL jit = off"
+
+#: ``appointments`` is re-analyzed after a chunk once this run has inserted at least this many rows and at
+#: least as many as the table held at its last ANALYZE (so O(log n) times per run). The write path's plans
+#: depend on its statistics (e.g. the null fraction of ``calendly_invitee_uri``), and autovacuum may lag
+#: behind (or be off during) a bulk migration that grows the table from nothing.
+ANALYZE_MIN_ROWS = 10_000
+_APPOINTMENTS_RELTUPLES = "SELECT reltuples FROM pg_class WHERE oid = 'appointments'::regclass"
+
 _SAVE_PROGRESS = """
 INSERT INTO migration_progress (workspace_id, last_lead_id) VALUES (:ws, :upto)
 ON CONFLICT (workspace_id) DO UPDATE SET last_lead_id = EXCLUDED.last_lead_id, updated_at = now()
@@ -240,10 +252,13 @@ def migrate_workspace(
         if not apply:
             conn.exec_driver_sql(_DRY_CLAIMS_CREATE)
             conn.exec_driver_sql("TRUNCATE appt_dry_claims")
+        analyzed_rows = max(0, int(conn.exec_driver_sql(_APPOINTMENTS_RELTUPLES).scalar_one()))
         conn.commit()
+        inserted_since_analyze = 0
         while True:
             run_now = now or utc_now()
             with conn.begin() as tx:
+                conn.exec_driver_sql(_CHUNK_SETTINGS)
                 params = {"ws": workspace_id, "after": after, "limit": chunk_size, "now": run_now, **_STATUS_PARAMS}
                 upto, n_leads = conn.execute(sa.text(_CHUNK_BOUNDS), params).one()
                 if not n_leads:
@@ -256,20 +271,31 @@ def migrate_workspace(
                 if not apply:
                     conn.exec_driver_sql(_DRY_CLAIMS_MARK)
                     conn.exec_driver_sql(_DRY_CLAIMS_ADD)
-                skipped = int(conn.execute(sa.text(_SKIPPED), params).scalar_one())
                 outcome = dict(conn.exec_driver_sql(_OUTCOMES).all())
+                # every lead of the chunk with a provider id was staged; the others are skipped
+                skipped = int(n_leads) - sum(int(v) for v in outcome.values())
                 warn = int(conn.exec_driver_sql(_WARNINGS).scalar_one())
                 _collect_samples(conn, report)
                 if apply:
+                    # The staging temp table is never auto-analyzed: without statistics the planner takes a
+                    # 50k-row batch for a handful of rows and picks nested loops that are quadratic in the
+                    # chunk size (measured: 371 s instead of 2.5 s for one upsert of a 50k-lead chunk).
+                    conn.exec_driver_sql(_ANALYZE_STAGE)
                     summary = apply_staged(conn, now=run_now)
                     report.rollups_changed += summary.rollups_changed
                     report.status_changes += summary.status_changes
                     conn.execute(sa.text(_SAVE_PROGRESS), params)
                     tx.commit()
+                    inserted_since_analyze += summary.created
                 else:
                     # nothing persistent was written: committing only empties appt_obs (ON COMMIT DELETE
                     # ROWS) and keeps this run's dry-run claims in the session's temp table
                     tx.commit()
+            if inserted_since_analyze >= max(ANALYZE_MIN_ROWS, analyzed_rows):
+                with conn.begin():
+                    conn.exec_driver_sql("ANALYZE appointments")
+                analyzed_rows += inserted_since_analyze
+                inserted_since_analyze = 0
             report.chunks += 1
             report.skipped += skipped
             report.created += int(outcome.pop("created", 0))

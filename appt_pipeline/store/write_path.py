@@ -93,6 +93,8 @@ CREATE TEMP TABLE IF NOT EXISTS appt_obs (
     prev_found                    boolean NOT NULL DEFAULT false,
     prev_lead_id                  text,
     prev_status                   appointment_status,
+    prev_start_at                 timestamptz,
+    start_changed                 boolean NOT NULL DEFAULT false,
     is_new                        boolean,
     new_status                    appointment_status,
     primary_changed               boolean
@@ -116,7 +118,8 @@ class ConcurrentKeyInsert(Exception):
 class WriteResult:
     """Outcome of one observation (SPEC §4): flags that drive side effects, or ``error_kind``.
 
-    ``index`` is the observation's position in the batch given.
+    ``index`` is the observation's position in the batch given. ``start_changed``: an existing row's
+    ``start_at`` moved (a GHL reschedule keeps its id and changes the times, SPEC §4.3).
     """
 
     index: int
@@ -127,6 +130,7 @@ class WriteResult:
     status: Status | None
     primary_changed: bool
     error_kind: str | None = None
+    start_changed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,9 +242,10 @@ def _upsert_sql(arbiter: str, kind_filter: str) -> str:
         ORDER BY o.{arbiter}
         ON CONFLICT ({arbiter}) DO UPDATE SET
         {sets}
-        RETURNING a.id, a.{arbiter} AS k, a.status, (a.xmax = 0) AS inserted
+        RETURNING a.id, a.{arbiter} AS k, a.status, a.start_at, (a.xmax = 0) AS inserted
     )
-    UPDATE appt_obs o SET appointment_id = up.id, new_status = up.status, is_new = up.inserted
+    UPDATE appt_obs o SET appointment_id = up.id, new_status = up.status, is_new = up.inserted,
+        start_changed = o.prev_found AND up.start_at IS DISTINCT FROM o.prev_start_at
     FROM up
     WHERE o.round = :round AND o.error_kind IS NULL AND {kind_filter} AND o.{arbiter} = up.k
     RETURNING o.prev_found, up.inserted
@@ -275,7 +280,7 @@ WHERE o.round = :round AND o.error_kind IS NULL AND o.provider = 'CALENDLY'
 
 _LOCK_AND_NOTE_EXISTING = f"""
 WITH prev AS (
-    SELECT a.id, a.workspace_id, a.lead_id, a.status, a.ghl_appointment_id, a.calendly_invitee_uri,
+    SELECT a.id, a.workspace_id, a.lead_id, a.status, a.start_at, a.ghl_appointment_id, a.calendly_invitee_uri,
            a.legacy_lead_key
     FROM appointments a
     WHERE a.id IN (SELECT a2.id FROM appointments a2 JOIN appt_obs o ON {_key_match("a2")}
@@ -284,7 +289,7 @@ WITH prev AS (
     FOR UPDATE
 )
 UPDATE appt_obs o SET prev_found = true, appointment_id = a.id, prev_lead_id = a.lead_id,
-    prev_status = a.status,
+    prev_status = a.status, prev_start_at = a.start_at,
     error_kind = CASE WHEN a.workspace_id <> o.workspace_id THEN 'provider_key_in_other_workspace' END
 FROM prev a
 WHERE o.round = :round AND o.error_kind IS NULL AND {_key_match("a")}
@@ -645,11 +650,11 @@ def apply_observations(
     flags = conn.exec_driver_sql(
         """
         SELECT ord, appointment_id, coalesce(is_new, false), prev_status, new_status, error_kind,
-               coalesce(primary_changed, false)
+               coalesce(primary_changed, false), start_changed
         FROM appt_obs
         """
     )
-    for index, appointment_id, is_new, prev, new, error_kind, primary_changed in flags:
+    for index, appointment_id, is_new, prev, new, error_kind, primary_changed, start_changed in flags:
         if error_kind is not None:
             results[index] = WriteResult(index, None, False, False, None, None, False, error_kind)
             continue
@@ -664,6 +669,7 @@ def apply_observations(
             status=status,
             primary_changed=bool(primary_changed),
             error_kind=None,
+            start_changed=bool(start_changed),
         )
     return [results[i] for i in range(len(observations))]
 
