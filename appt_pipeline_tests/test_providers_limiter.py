@@ -127,3 +127,12 @@ def test_provider_error_is_masked_and_picklable() -> None:
     assert "jane" not in str(error) and "555" not in str(error)
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.kind, str(copy), copy.status_code, copy.path) == ("server", str(error), 500, "/x")
+
+
+def test_a_5xx_waits_for_retry_after_only_never_for_the_rate_window_reset() -> None:
+    from appt_pipeline.providers.http import parse_retry_after
+
+    calendly_5xx = {"X-RateLimit-Limit": "500", "X-RateLimit-Remaining": "4997", "X-RateLimit-Reset": "60"}
+    assert parse_retry_after(calendly_5xx, rate_limit_reset=False) is None
+    assert parse_retry_after(calendly_5xx) == 60.0
+    assert parse_retry_after({**calendly_5xx, "Retry-After": "2"}, rate_limit_reset=False) == 2.0

@@ -339,12 +339,16 @@ class RetryPolicy:
     default_retry_after_s: float | None = None
 
 
-def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
+def parse_retry_after(
+    headers: Mapping[str, str], *, now: datetime | None = None, rate_limit_reset: bool = True
+) -> float | None:
     """Seconds to wait from a 429's headers, or ``None`` when they do not say.
 
-    ``Retry-After`` (delta-seconds or an HTTP date; RFC 9110 §10.2.3) first, then
-    ``X-RateLimit-Reset`` (Calendly: seconds until the window resets, provider-apis.md §2.5; a value
-    that looks like a Unix time is read as one). Negative values become 0.
+    ``Retry-After`` (delta-seconds or an HTTP date; RFC 9110 §10.2.3) first, then — when
+    ``rate_limit_reset`` — ``X-RateLimit-Reset`` (Calendly: seconds until the window resets,
+    provider-apis.md §2.5; a value that looks like a Unix time is read as one). Negative values become 0.
+    A 5xx passes ``rate_limit_reset=False``: Calendly sends that header on every answer, and it says
+    when the rate window frees up, not when a failed server comes back.
     """
     lower = {k.lower(): v for k, v in headers.items()}
     raw = lower.get("retry-after")
@@ -361,7 +365,7 @@ def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None
                 if when.tzinfo is None:
                     when = when.replace(tzinfo=UTC)
                 return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-    raw = lower.get("x-ratelimit-reset")
+    raw = lower.get("x-ratelimit-reset") if rate_limit_reset else None
     if raw is not None:
         try:
             value = float(raw.strip())
@@ -633,7 +637,7 @@ class ProviderHttp:
         if status in (404, 410):
             raise self._error(ErrorKind.NOT_FOUND, method, path, detail, status_code=status)
         if status >= 500:
-            retry_after = parse_retry_after(response.headers)
+            retry_after = parse_retry_after(response.headers, rate_limit_reset=False)
             if retry_after is not None and retry_after > self.retry.max_retry_after_s:
                 retry_after = None
             raise self._error(
