@@ -1,5 +1,7 @@
 """The schema of SPEC §1 exists as specified, and `db upgrade` is idempotent."""
 
+from datetime import UTC, datetime
+
 import pytest
 import sqlalchemy as sa
 
@@ -123,4 +125,18 @@ def test_check_constraint_rejects_mixed_provider_ids(db: sa.Engine) -> None:
 def test_upgrade_is_idempotent(database_url: str) -> None:
     again = upgrade(database_url)
     assert again.applied == []
-    assert again.current == ["0001_schema", "0002_legacy_parse", "0003_attribution_checked"]
+    assert again.current == ["0001_schema", "0002_legacy_parse", "0003_attribution_checked",
+                             "0004_legacy_parse_parallel_restricted"]
+
+
+def test_legacy_timestamp_parser_is_lenient_and_never_runs_in_parallel_workers(db: sa.Engine) -> None:
+    with db.connect() as conn:
+        parsed = conn.execute(sa.text(
+            "SELECT appt_parse_legacy_timestamp('2026-07-04T13:00:00-04:00'),"
+            " appt_parse_legacy_timestamp('tomorrow 3pm'),"
+            " appt_parse_legacy_timestamp('2026-13-45T10:00:00Z'), proparallel FROM pg_proc"
+            " WHERE proname = 'appt_parse_legacy_timestamp'"
+        )).one()
+    assert parsed[0] == datetime(2026, 7, 4, 17, 0, tzinfo=UTC)
+    assert parsed[1] is None and parsed[2] is None
+    assert parsed[3] == "r"

@@ -1,0 +1,1 @@
+ALTER FUNCTION appt_parse_legacy_timestamp(text) PARALLEL SAFE;
