@@ -875,3 +875,75 @@ def test_rollup_equals_rollup_of_primary_after_random_observations(
     assert all(n == 1 for n in pending.values())
     side_effect_leads = {o.lead_id for b in batches for o in b if o.source.has_side_effects}
     assert {t.lead_id for t in tasks(engine)} <= side_effect_leads
+
+
+# ------------------------------------------------------------------ apply_staged's fast paths (same outcome)
+
+
+def _portable(engine: sa.Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """``snapshot`` without the random appointment ids (row references become provider keys)."""
+    key = "coalesce(a.ghl_appointment_id, a.calendly_invitee_uri, a.legacy_lead_key)"
+    queries = {
+        "appointments": f"SELECT {key}, a.lead_id, a.status, a.start_at, a.canceled_at, a.source, "
+        "(SELECT coalesce(p.ghl_appointment_id, p.calendly_invitee_uri) FROM appointments p "
+        "WHERE p.id = a.rescheduled_from_id) FROM appointments a ORDER BY 1",
+        "status_changes": f"SELECT {key}, c.from_status, c.to_status, c.source FROM appointment_status_changes c "
+        "JOIN appointments a ON a.id = c.appointment_id ORDER BY c.id",
+        "tasks": f"SELECT t.lead_id, {key}, t.type, t.status FROM follow_up_tasks t "
+        "JOIN appointments a ON a.id = t.appointment_id ORDER BY 1, 3, 4",
+    }
+    with engine.connect() as conn:
+        out = {name: [tuple(r) for r in conn.execute(sa.text(q))] for name, q in queries.items()}
+    out["leads"] = snapshot(engine)["leads"]
+    return out
+
+
+def test_flags_false_writes_the_same(db: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``apply_staged(flags=False)`` (the migration's mode) leaves the same tables; only ``primary_changed``
+    of rounds without side effects is not computed."""
+    from appt_pipeline.store import write_path
+
+    l0, l1, l2 = seed(db)
+    mig, web = Source.MIGRATION, Source.WEBHOOK
+    batches = [
+        [ghl(l0, "g1", source=mig, start_at=NOW + D), ghl(l1, "g2", source=mig, start_at=NOW + 2 * D),
+         calendly(l2, "c1", source=mig, start_at=NOW + 3 * D), ghl(l0, "g1", X, source=mig)],
+        [ghl(l1, "g1", source=mig, start_at=NOW + D), calendly(l2, "c1", X, source=Source.BACKFILL)],
+        [ghl(l1, "g2", X, source=web), ghl(l1, "g3", source=web, start_at=NOW + 4 * D),
+         calendly(l0, "c2", source=web, start_at=NOW + D)],
+    ]
+
+    def run() -> tuple[list[list[WriteResult]], dict[str, list[tuple[Any, ...]]]]:
+        results = [write(db, *batch, now=NOW + i * H) for i, batch in enumerate(batches)]
+        return results, _portable(db)
+
+    with_flags, tables = run()
+    _reset(db)
+    original = write_path.apply_staged
+    monkeypatch.setattr(write_path, "apply_staged", lambda conn, *, now=None: original(conn, now=now, flags=False))
+    without_flags, tables_without = run()
+    assert tables_without == tables
+    assert drifted(db, NOW + 2 * H) == 0
+    for i, (a, b) in enumerate(zip(with_flags, without_flags, strict=True)):
+        strip = [(r.index, r.is_new, r.status_changed, r.previous_status, r.status, r.error_kind, r.start_changed)
+                 for r in a]
+        assert strip == [(r.index, r.is_new, r.status_changed, r.previous_status, r.status, r.error_kind,
+                          r.start_changed) for r in b]
+        if i == 2:  # side effects: the primary is noted as always
+            assert [r.primary_changed for r in b] == [r.primary_changed for r in a]
+        else:
+            assert not any(r.primary_changed for r in b)
+
+
+def test_key_inserted_between_noting_and_writing(db: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key that appears after the round noted existing keys (another writer's insert) makes the plain INSERT
+    fail; the round falls back to the upserts, which report it as a concurrent insert (retried) as always."""
+    from appt_pipeline.store import write_path
+
+    l0, l1, _ = seed(db)
+    write(db, ghl(l0, "g1", start_at=NOW + D))
+    before = snapshot(db)
+    monkeypatch.setattr(write_path, "_LOCK_AND_NOTE_EXISTING", "SELECT 1")  # does not see g1
+    with pytest.raises(write_path.ConcurrentKeyInsert), db.connect() as conn, conn.begin():
+        apply_observations(conn, [ghl(l1, "g2", start_at=NOW + D), ghl(l1, "g1", X)], now=NOW + H)
+    assert snapshot(db) == before
