@@ -4,11 +4,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from cryptography.fernet import Fernet
 
 from appt_pipeline.domain.observation import Observation
 from appt_pipeline.domain.vocab import Provider, Source, Status
+from appt_pipeline.providers.http import RetryPolicy
 
 REF = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+#: Fernet key for tests that store provider tokens (a fresh one per test session).
+SECRET_KEY = Fernet.generate_key().decode()
+
+#: Provider retries for tests: 2 attempts, no real back-off wait.
+QUICK_RETRY = RetryPolicy(max_attempts=2, backoff_initial_s=0.01, backoff_max_s=0.02, backoff_jitter_s=0.0)
 
 
 def at(text: str) -> datetime:

@@ -9,7 +9,6 @@ from typing import Any
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-from cryptography.fernet import Fernet
 
 from appt_pipeline.attribution import AttributionReport, backfill_attribution, load_attribution_accounts
 from appt_pipeline.defs.attribution import attribution_backfill_job, calendar_attribution
@@ -18,7 +17,6 @@ from appt_pipeline.defs.resources import AppDatabase, ProviderSettings
 from appt_pipeline.domain.observation import Observation
 from appt_pipeline.domain.rules import utc_now
 from appt_pipeline.domain.vocab import Provider, Source, Status
-from appt_pipeline.providers.http import RetryPolicy
 from appt_pipeline.sandbox import (
     CalendlyEventType,
     CalendlyInvitee,
@@ -37,10 +35,9 @@ from appt_pipeline.sandbox import (
 from appt_pipeline.store.attribution import AttributionFill, attribution_coverage, fill_attribution
 from appt_pipeline.store.workspaces import set_secret, set_workspace
 from appt_pipeline.store.write_path import write_observations
-from appt_pipeline_tests.helpers import rows
+from appt_pipeline_tests.helpers import QUICK_RETRY, SECRET_KEY, rows
 
-KEY = Fernet.generate_key().decode()
-QUICK_RETRY = RetryPolicy(max_attempts=2, backoff_initial_s=0.01, backoff_max_s=0.02, backoff_jitter_s=0.0)
+KEY = SECRET_KEY
 WS = "ws_attr"
 API = "https://api.calendly.com"
 ORG_ID = "0000aaaa-0000-0000-0000-0000000000a1"

@@ -7,11 +7,10 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from cryptography.fernet import Fernet
 
 from appt_pipeline.domain.rules import utc_now
 from appt_pipeline.domain.vocab import Source
-from appt_pipeline.providers.http import RateLimit, RetryPolicy
+from appt_pipeline.providers.http import RateLimit
 from appt_pipeline.reconciliation import (
     ReconcileSettings,
     WorkspaceNotConfigured,
@@ -35,10 +34,9 @@ from appt_pipeline.sandbox import (
 )
 from appt_pipeline.store.rollups import drift_report
 from appt_pipeline.store.workspaces import set_secret, set_workspace
-from appt_pipeline_tests.helpers import rows
+from appt_pipeline_tests.helpers import QUICK_RETRY, SECRET_KEY, rows
 
-KEY = Fernet.generate_key().decode()
-QUICK_RETRY = RetryPolicy(max_attempts=2, backoff_initial_s=0.01, backoff_max_s=0.02, backoff_jitter_s=0.0)
+KEY = SECRET_KEY
 FAST = ReconcileSettings(ghl_rate=RateLimit(1000, 1.0), calendly_rate=RateLimit(1000, 1.0), concurrency=4,
                          retry=QUICK_RETRY)
 
