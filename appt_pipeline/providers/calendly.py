@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -27,6 +27,7 @@ from appt_pipeline.providers.http import (
     AccountLimiter,
     CallStats,
     ErrorKind,
+    ProviderClient,
     ProviderError,
     ProviderHttp,
     RetryPolicy,
@@ -77,7 +78,7 @@ def _resource_path(uri_or_uuid: str, collection: str) -> str:
     return f"/{collection}/{quote(text, safe='')}"
 
 
-class CalendlyClient:
+class CalendlyClient(ProviderClient):
     """Calendly client for one user (the rate-limit account).
 
     Args:
@@ -130,24 +131,6 @@ class CalendlyClient:
 
     def __repr__(self) -> str:
         return f"CalendlyClient(user_uri={self.user_uri!r}, base_url={self._http.base_url!r})"
-
-    @property
-    def stats(self) -> CallStats:
-        """This client's call counters (shared when a ``stats`` object was passed in)."""
-        return self._http.stats
-
-    @property
-    def limiter(self) -> AccountLimiter:
-        return self._http.limiter
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     def _bad(self, what: str) -> ProviderError:
         return ProviderError(ErrorKind.BAD_RESPONSE, f"calendly: {what}", provider=self.provider)

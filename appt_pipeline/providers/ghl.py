@@ -16,7 +16,7 @@ Usage::
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -26,6 +26,7 @@ from appt_pipeline.providers.http import (
     AccountLimiter,
     CallStats,
     ErrorKind,
+    ProviderClient,
     ProviderError,
     ProviderHttp,
     RetryPolicy,
@@ -62,7 +63,7 @@ def _epoch_ms(value: datetime) -> int:
     return int(as_utc(value).timestamp() * 1000)
 
 
-class GhlClient:
+class GhlClient(ProviderClient):
     """GoHighLevel client for one location (sub-account).
 
     Args:
@@ -108,24 +109,6 @@ class GhlClient:
 
     def __repr__(self) -> str:
         return f"GhlClient(location_id={self.location_id!r}, base_url={self._http.base_url!r})"
-
-    @property
-    def stats(self) -> CallStats:
-        """This client's call counters (shared when a ``stats`` object was passed in)."""
-        return self._http.stats
-
-    @property
-    def limiter(self) -> AccountLimiter:
-        return self._http.limiter
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     async def _get(self, path: str, version: str, params: dict[str, Any] | None = None) -> Any:
         return await self._http.request("GET", path, params=params, headers={"Version": version})

@@ -42,7 +42,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -677,6 +677,31 @@ class ProviderHttp:
         logger.warning(
             "%s retry %d after %s (waiting %.2fs)", self.provider, state.attempt_number, exc, wait
         )
+
+
+class ProviderClient:
+    """What every provider client shares: its :class:`ProviderHttp` (``self._http``), the call counters,
+    the account limiter, and closing as an async context manager."""
+
+    _http: ProviderHttp
+
+    @property
+    def stats(self) -> CallStats:
+        """This client's call counters (shared when a ``stats`` object was passed in)."""
+        return self._http.stats
+
+    @property
+    def limiter(self) -> AccountLimiter:
+        return self._http.limiter
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 def as_utc(value: datetime) -> datetime:
