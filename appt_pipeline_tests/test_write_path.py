@@ -430,6 +430,17 @@ def test_calendly_exact_links_new_first(db: sa.Engine) -> None:
     assert appt(db, "o2").rescheduled_from_id is None
 
 
+def test_reschedule_hints_never_link_across_workspaces(db: sa.Engine) -> None:
+    (mine,) = seed(db, "ws1", leads=1)
+    (theirs,) = seed(db, "ws2", leads=1)
+    write(db, calendly(theirs, "their_old", ws="ws2", start_at=NOW + D))
+    # a hint in ws1 naming ws2's invitee (in either direction) links nothing
+    write(db, calendly(mine, "my_new", start_at=NOW + 2 * D, rescheduled_from_invitee_uri=inv("their_old")))
+    write(db, calendly(mine, "my_old", R, start_at=NOW + D, rescheduled_to_invitee_uri=inv("their_old")))
+    assert appt(db, "my_new").rescheduled_from_id is None
+    assert appt(db, "their_old").rescheduled_from_id is None
+
+
 def test_calendly_without_link_is_not_linked_heuristically(db: sa.Engine) -> None:
     (l0,) = seed(db, leads=1)
     write(db, calendly(l0, "a", start_at=NOW + D), now=NOW - D)

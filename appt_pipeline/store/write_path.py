@@ -452,11 +452,13 @@ def _no_cycle(new_id: str, old_id: str) -> str:
     SELECT 1 FROM up WHERE up.id = {new_id})"""
 
 
-# Exact links from the provider (Calendly old_invitee / new_invitee), either arrival order (SPEC §4.3).
+# Exact links from the provider (Calendly old_invitee / new_invitee), either arrival order (SPEC §4.3); a hint
+# never links to a row of another workspace (tenancy).
 # Contradictory hints never close a cycle (reschedule chains stay acyclic).
 _LINK_FROM_OLD = f"""
 UPDATE appointments n SET rescheduled_from_id = old.id, updated_at = now()
 FROM appt_obs o JOIN appointments old ON old.calendly_invitee_uri = o.rescheduled_from_invitee_uri
+                                   AND old.workspace_id = o.workspace_id
 WHERE o.round = :round AND o.error_kind IS NULL AND n.id = o.appointment_id
   AND old.id <> n.id AND n.rescheduled_from_id IS DISTINCT FROM old.id AND {_no_cycle("n.id", "old.id")}
 """
@@ -464,7 +466,8 @@ _LINK_TO_NEW = f"""
 UPDATE appointments n SET rescheduled_from_id = o.appointment_id, updated_at = now()
 FROM appt_obs o
 WHERE o.round = :round AND o.error_kind IS NULL AND n.calendly_invitee_uri = o.rescheduled_to_invitee_uri
-  AND n.id <> o.appointment_id AND n.rescheduled_from_id IS DISTINCT FROM o.appointment_id
+  AND n.workspace_id = o.workspace_id AND n.id <> o.appointment_id
+  AND n.rescheduled_from_id IS DISTINCT FROM o.appointment_id
   AND {_no_cycle("n.id", "o.appointment_id")}
 """
 
