@@ -122,21 +122,28 @@ def test_reconciliation_schedule_requests_one_run_per_workspace_with_due_leads(
 ) -> None:
     import datetime as dt
 
-    from appt_pipeline.defs.schedules import reconciliation_schedule
+    from cryptography.fernet import Fernet
 
-    seed(db, "busy", 0)
-    seed(db, "idle", 0)
-    seed(db, "unregistered", 0)
+    from appt_pipeline.defs.schedules import reconciliation_schedule
+    from appt_pipeline.store.workspaces import set_secret, set_workspace
+
+    key = Fernet.generate_key().decode()
+    for ws in ("busy", "idle", "unregistered", "unconnected"):
+        seed(db, ws, 0)
+        set_workspace(db, ws, {"meeting_booking_provider": "GHL", "ghl_location_id": f"loc_{ws}"})
+        if ws != "unconnected":
+            set_secret(db, ws, "ghl_private_token", "tok", key)
     with db.begin() as conn:
         conn.execute(sa.text(
             "INSERT INTO leads (id, workspace_id, email, last_inbound_at, appointment_next_check_at) VALUES "
             "('b1', 'busy', 'b1@example.com', now(), NULL), "
             "('i1', 'idle', 'i1@example.com', now(), now() + interval '1 day'), "
-            "('u1', 'unregistered', 'u1@example.com', now(), NULL)"
+            "('u1', 'unregistered', 'u1@example.com', now(), NULL), "
+            "('n1', 'unconnected', 'n1@example.com', now(), NULL)"
         ))
     tick = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(workspace_partitions.name, ["busy", "idle"])
+        instance.add_dynamic_partitions(workspace_partitions.name, ["busy", "idle", "unconnected"])
         with dg.build_schedule_context(instance=instance, scheduled_execution_time=tick,
                                        resources={"app_db": AppDatabase(url=database_url)}) as ctx:
             requests = list(reconciliation_schedule(ctx))

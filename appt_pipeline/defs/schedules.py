@@ -11,6 +11,16 @@ from appt_pipeline.defs.resources import AppDatabase
 from appt_pipeline.domain.vocab import Provider
 from appt_pipeline.store.reconcile import count_due_leads
 
+#: Workspaces whose provider connection is configured (the settings and the encrypted token it needs).
+_CONNECTED_WORKSPACES = """
+SELECT w.id, w.meeting_booking_provider FROM workspaces w
+WHERE (w.meeting_booking_provider = 'GHL' AND w.ghl_location_id IS NOT NULL
+       AND EXISTS (SELECT 1 FROM workspace_secrets s WHERE s.workspace_id = w.id AND s.name = 'ghl_private_token'))
+   OR (w.meeting_booking_provider = 'CALENDLY' AND w.calendly_organization_uri IS NOT NULL
+       AND EXISTS (SELECT 1 FROM workspace_secrets s WHERE s.workspace_id = w.id AND s.name = 'calendly_access_token'))
+ORDER BY w.id
+"""
+
 
 @dg.schedule(
     name="reconciliation_schedule",
@@ -23,7 +33,7 @@ from appt_pipeline.store.reconcile import count_due_leads
 def reconciliation_schedule(
     context: dg.ScheduleEvaluationContext, app_db: AppDatabase
 ) -> Iterator[dg.RunRequest] | dg.SkipReason:
-    """One run request per workspace with due leads; run keys are deterministic per tick and workspace.
+    """One run request per connected workspace with due leads; run keys are deterministic per tick and workspace.
 
     The ``dagster/partition`` tag limit in dagster.yaml keeps at most one run per workspace in flight;
     these runs carry a higher ``dagster/priority`` than UI-launched runs and backfills.
@@ -32,7 +42,7 @@ def reconciliation_schedule(
     stamp = tick.isoformat() if tick else "manual"
     partitions = set(context.instance.get_dynamic_partitions(workspace_partitions.name))
     with app_db.engine().connect() as conn:
-        workspaces = conn.execute(sa.text("SELECT id, meeting_booking_provider FROM workspaces ORDER BY id")).all()
+        workspaces = conn.execute(sa.text(_CONNECTED_WORKSPACES)).all()
         due = {ws: count_due_leads(conn, ws, Provider(provider), tick) if tick else 1 for ws, provider in workspaces
                if ws in partitions}
     requests = [
@@ -41,5 +51,5 @@ def reconciliation_schedule(
         for ws, n in due.items() if n > 0
     ]
     if not requests:
-        return dg.SkipReason(f"no workspace among {len(due)} has due leads")
+        return dg.SkipReason(f"no connected workspace among {len(due)} has due leads")
     return iter(requests)
