@@ -1,5 +1,7 @@
 """Small helpers for tests: seed workspaces and leads, read rows back."""
 
+import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -83,3 +85,31 @@ def snapshot(engine: sa.Engine) -> dict[str, list[tuple[Any, ...]]]:
     }
     with engine.connect() as conn:
         return {name: [tuple(r) for r in conn.execute(sa.text(q))] for name, q in queries.items()}
+
+
+@dataclass(frozen=True)
+class ApptRow:
+    """An ``appointments`` row with enum columns as enums (what ``select_primary`` / ``build_rollup`` read)."""
+
+    id: uuid.UUID
+    lead_id: str
+    provider: Provider
+    status: Status
+    source: Source
+    start_at: datetime | None
+    end_at: datetime | None
+    canceled_at: datetime | None
+    created_at: datetime
+    ghl_appointment_id: str | None
+    calendly_invitee_uri: str | None
+    calendly_scheduled_event_uri: str | None
+
+    @classmethod
+    def of(cls, r: Any) -> "ApptRow":
+        """From a row of ``SELECT * FROM appointments``."""
+        return cls(
+            id=r.id, lead_id=r.lead_id, provider=Provider(r.provider), status=Status(r.status), source=Source(r.source),
+            start_at=r.start_at, end_at=r.end_at, canceled_at=r.canceled_at, created_at=r.created_at,
+            ghl_appointment_id=r.ghl_appointment_id, calendly_invitee_uri=r.calendly_invitee_uri,
+            calendly_scheduled_event_uri=r.calendly_scheduled_event_uri,
+        )

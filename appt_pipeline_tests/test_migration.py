@@ -14,7 +14,6 @@ import csv
 import signal
 import subprocess
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import sqlalchemy as sa
 
 from appt_pipeline.domain.primary import build_rollup, select_primary
 from appt_pipeline.domain.timeparse import parse_timestamp, parse_timestamp_or_none
-from appt_pipeline.domain.vocab import STATUS_SYNONYMS, Provider, Source, Status
+from appt_pipeline.domain.vocab import STATUS_SYNONYMS, Status
 from appt_pipeline.sample import SAMPLE_DIR
 from appt_pipeline.sample.generator import generate_legacy
 from appt_pipeline.store.legacy_import import import_legacy
@@ -35,7 +34,7 @@ from appt_pipeline.store.migration import MigrationReport, UnknownWorkspaceError
 from appt_pipeline.store.rollups import ROLLUP_COLUMNS, drift_report
 from appt_pipeline.store.write_path import write_observations
 from appt_pipeline_tests.conftest import APP_TABLES
-from appt_pipeline_tests.helpers import calendly, lead, rows, snapshot
+from appt_pipeline_tests.helpers import ApptRow, calendly, lead, rows, snapshot
 from appt_pipeline_tests.test_cli import CLI, cli_env, drop_dagster_database, one_json, run_cli
 from appt_pipeline_tests.test_legacy_import import lead_row, write_legacy, ws_row
 
@@ -47,28 +46,8 @@ EVT = "https://api.calendly.com/scheduled_events/"
 # ------------------------------------------------------------------------------------------- helpers
 
 
-@dataclass(frozen=True)
-class ApptRow:
-    """An ``appointments`` row with enums as enums (what ``select_primary`` / ``build_rollup`` read)."""
-
-    id: uuid.UUID
-    lead_id: str
-    provider: Provider
-    status: Status
-    source: Source
-    start_at: datetime | None
-    end_at: datetime | None
-    canceled_at: datetime | None
-    created_at: datetime
-    ghl_appointment_id: str | None
-    calendly_invitee_uri: str | None
-    calendly_scheduled_event_uri: str | None
-
-
 def appt_rows(engine: sa.Engine) -> list[ApptRow]:
-    got = rows(engine, "SELECT id, lead_id, provider, status, source, start_at, end_at, canceled_at, created_at, "
-                       "ghl_appointment_id, calendly_invitee_uri, calendly_scheduled_event_uri FROM appointments")
-    return [ApptRow(r[0], r[1], Provider(r[2]), Status(r[3]), Source(r[4]), *r[5:]) for r in got]
+    return [ApptRow.of(r) for r in rows(engine, "SELECT * FROM appointments")]
 
 
 def by_key(engine: sa.Engine) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from appt_pipeline.domain.primary import EMPTY_ROLLUP, LeadRollup, build_rollup,
 from appt_pipeline.domain.vocab import CALENDLY_TERMINAL, Provider, Source, Status
 from appt_pipeline.store.rollups import ROLLUP_COLUMNS, drift_report, primary_rows_sql
 from appt_pipeline.store.write_path import WriteResult, apply_observations, write_observations
-from appt_pipeline_tests.helpers import REF, at, calendly, ghl, lead, rows, seed, snapshot
+from appt_pipeline_tests.helpers import REF, ApptRow, at, calendly, ghl, lead, rows, seed, snapshot
 from appt_pipeline_tests.test_domain import PRIMARY_VECTORS
 
 NOW = REF
@@ -32,33 +32,6 @@ D = timedelta(days=1)
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-
-@dataclass(frozen=True)
-class ApptRow:
-    """An ``appointments`` row with enum columns as enums (what ``select_primary`` expects)."""
-
-    id: uuid.UUID
-    lead_id: str
-    provider: Provider
-    status: Status
-    source: Source
-    start_at: datetime | None
-    end_at: datetime | None
-    canceled_at: datetime | None
-    created_at: datetime
-    ghl_appointment_id: str | None
-    calendly_invitee_uri: str | None
-    calendly_scheduled_event_uri: str | None
-
-    @classmethod
-    def of(cls, r: Any) -> ApptRow:
-        return cls(
-            id=r.id, lead_id=r.lead_id, provider=Provider(r.provider), status=Status(r.status), source=Source(r.source),
-            start_at=r.start_at, end_at=r.end_at, canceled_at=r.canceled_at, created_at=r.created_at,
-            ghl_appointment_id=r.ghl_appointment_id, calendly_invitee_uri=r.calendly_invitee_uri,
-            calendly_scheduled_event_uri=r.calendly_scheduled_event_uri,
-        )
 
 
 def write(engine: sa.Engine, *obs: Observation, now: datetime = NOW, dry_run: bool = False) -> list[WriteResult]:
