@@ -42,8 +42,8 @@ from sqlalchemy.exc import DBAPIError
 
 from appt_pipeline.domain.rules import utc_now
 from appt_pipeline.domain.vocab import Provider
-from appt_pipeline.providers.calendly import CALENDLY_BASE_URL, CalendlyClient
-from appt_pipeline.providers.ghl import GHL_BASE_URL, GhlClient
+from appt_pipeline.providers.calendly import CalendlyClient
+from appt_pipeline.providers.ghl import GhlClient
 from appt_pipeline.providers.http import (
     CALENDLY_RATE_LIMIT,
     GHL_RATE_LIMIT,
@@ -54,7 +54,7 @@ from appt_pipeline.providers.http import (
     RetryPolicy,
 )
 from appt_pipeline.providers.normalize import CALENDLY_CANONICAL_BASE
-from appt_pipeline.reconciliation import ProviderAccount, WorkspaceNotConfigured
+from appt_pipeline.reconciliation import ProviderAccount, provider_account, workspace_row
 from appt_pipeline.store.attribution import (
     AttributionCandidate,
     AttributionFill,
@@ -98,25 +98,17 @@ def load_attribution_accounts(
         WorkspaceNotConfigured: the workspace does not exist.
         appt_pipeline.store.workspaces.SecretKeyError: a stored token cannot be decrypted with ``secret_key``.
     """
-    with engine.connect() as conn:
-        ws = conn.execute(sa.text("SELECT * FROM workspaces WHERE id = :id"), {"id": workspace_id}).mappings().first()
-    if ws is None:
-        raise WorkspaceNotConfigured(f"workspace {workspace_id!r} does not exist")
+    ws = workspace_row(engine, workspace_id)
     accounts: list[ProviderAccount] = []
     not_configured: dict[str, str] = {}
     ghl_token = get_secret(engine, workspace_id, "ghl_private_token", secret_key)
     if ws["ghl_location_id"] and ghl_token:
-        accounts.append(ProviderAccount(workspace_id, Provider.GHL, ws["ghl_api_base_url"] or GHL_BASE_URL,
-                                        ghl_token, ws["ghl_location_id"], timezone=ws["timezone"]))
+        accounts.append(provider_account(ws, Provider.GHL, ghl_token))
     else:
         not_configured[Provider.GHL.value] = "needs ghl_location_id and ghl_private_token"
     calendly_token = get_secret(engine, workspace_id, "calendly_access_token", secret_key)
     if calendly_token:
-        accounts.append(ProviderAccount(
-            workspace_id, Provider.CALENDLY, ws["calendly_api_base_url"] or CALENDLY_BASE_URL, calendly_token,
-            ws["calendly_user_uri"] or ws["calendly_organization_uri"] or f"workspace:{workspace_id}",
-            organization_uri=ws["calendly_organization_uri"], timezone=ws["timezone"],
-        ))
+        accounts.append(provider_account(ws, Provider.CALENDLY, calendly_token))
     else:
         not_configured[Provider.CALENDLY.value] = "needs calendly_access_token"
     return accounts, not_configured
