@@ -18,6 +18,7 @@ WORKSPACE_SETTABLE: tuple[str, ...] = (
 #: Secret names of SPEC §1 (stored encrypted in ``workspace_secrets``).
 SECRET_NAMES: tuple[str, ...] = (
     "ghl_private_token", "calendly_access_token", "calendly_webhook_signing_key", "ghl_webhook_public_key",
+    "ghl_webhook_legacy_public_key",
 )
 
 

@@ -1,0 +1,192 @@
+"""Webhook signatures of both providers: verification (the intake service) and signing (the simulators).
+
+Pure: no I/O; keys and bodies in, a verdict out. All checks run on the raw request bytes, before any
+JSON parsing (SPEC §7).
+
+* Calendly — header ``Calendly-Webhook-Signature: t=<unix seconds>,v1=<hex>``; the signature is
+  HMAC-SHA256(signing key, ``t + "." + raw_body``) in hex, compared in constant time; a ``t`` more
+  than 180 s away from now (either direction) is rejected; no other variant is accepted (the
+  original's extra candidates and base64 forms are not, peer-behaviour §6.2). Source:
+  provider-apis.md §2.6 (developer.calendly.com, webhook signatures).
+* GHL — ``X-GHL-Signature``: base64 Ed25519 signature over the raw body, verified with the
+  configured public key; the legacy ``x-wh-signature`` (base64 RSASSA-PKCS1-v1_5 + SHA-256) only
+  when a legacy RSA public key is configured for the workspace. Replay window: 300 s on the body's
+  ``timestamp`` (:func:`check_ghl_timestamp`, after parsing). Source: provider-apis.md §1.5
+  (GHL-WH-AUTH, GHL-SDK ``webhook-manager.ts``).
+"""
+
+import base64
+import binascii
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+
+#: Calendly's tolerance for ``t`` (seconds; provider-apis.md §2.6, SPEC §7).
+CALENDLY_TOLERANCE_S = 180
+#: GHL's replay window on the body's ``timestamp`` (seconds; SPEC §7, GHL-WH-AUTH §3).
+GHL_REPLAY_WINDOW_S = 300
+
+CALENDLY_SIGNATURE_HEADER = "Calendly-Webhook-Signature"
+GHL_SIGNATURE_HEADER = "X-GHL-Signature"
+GHL_LEGACY_SIGNATURE_HEADER = "x-wh-signature"
+
+
+class SignatureError(ValueError):
+    """A delivery that fails authentication (HTTP 401). ``reason`` is a short code safe to log and return:
+    ``no_key``, ``missing_signature``, ``malformed_signature``, ``bad_signature``, ``stale_timestamp``,
+    ``legacy_signature_disabled``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# ------------------------------------------------------------------------------------------- Calendly
+
+
+def calendly_signature(signing_key: str, body: bytes, t: int) -> str:
+    """The ``Calendly-Webhook-Signature`` header value for ``body`` signed at unix time ``t`` (seconds)."""
+    digest = hmac.new(signing_key.encode(), str(t).encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={digest}"
+
+
+def _parse_calendly_header(header: str) -> tuple[int, str]:
+    parts: dict[str, str] = {}
+    for item in header.split(","):
+        name, sep, value = item.strip().partition("=")
+        if not sep:
+            raise SignatureError("malformed_signature")
+        parts.setdefault(name.strip(), value.strip())
+    t_raw, v1 = parts.get("t"), parts.get("v1")
+    if not t_raw or not v1 or not t_raw.isdigit() or len(t_raw) > 12:
+        raise SignatureError("malformed_signature")
+    return int(t_raw), v1
+
+
+def verify_calendly(header: str | None, body: bytes, signing_key: str | None, *, now: float,
+                    tolerance_s: int = CALENDLY_TOLERANCE_S) -> int:
+    """Check a Calendly delivery; return its signing time ``t`` (unix seconds).
+
+    Args:
+        header: the ``Calendly-Webhook-Signature`` value (``None`` when absent).
+        body: the raw request body, byte-exact.
+        signing_key: the workspace's webhook signing key (``None`` when not configured).
+        now: the current unix time (seconds).
+
+    Raises:
+        SignatureError: no key configured, header missing or malformed, signature mismatch, or
+            ``|now - t| > tolerance_s`` (checked after the signature, so a forged ``t`` never passes).
+    """
+    if not signing_key:
+        raise SignatureError("no_key")
+    if not header:
+        raise SignatureError("missing_signature")
+    t, v1 = _parse_calendly_header(header)
+    expected = hmac.new(signing_key.encode(), str(t).encode() + b"." + body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, v1.lower()):
+        raise SignatureError("bad_signature")
+    if abs(now - t) > tolerance_s:
+        raise SignatureError("stale_timestamp")
+    return t
+
+
+# ------------------------------------------------------------------------------------------------ GHL
+
+
+@dataclass(frozen=True)
+class GhlKeys:
+    """The public keys a workspace accepts GHL deliveries with: Ed25519 (``X-GHL-Signature``) and, only when
+    configured, the legacy RSA key (``x-wh-signature``)."""
+
+    ed25519: Ed25519PublicKey | None
+    legacy_rsa: RSAPublicKey | None = None
+
+
+def load_public_key(text: str) -> Ed25519PublicKey | RSAPublicKey:
+    """A public key from PEM (``-----BEGIN PUBLIC KEY-----``) or base64 SubjectPublicKeyInfo DER (the form
+    GHL prints, e.g. ``MCowBQYDK2VwAyEA…``).
+
+    Raises:
+        ValueError: not a PEM/DER public key, or neither Ed25519 nor RSA.
+    """
+    text = text.strip()
+    try:
+        if text.startswith("-----BEGIN"):
+            key = serialization.load_pem_public_key(text.encode())
+        else:
+            key = serialization.load_der_public_key(base64.b64decode("".join(text.split()), validate=True))
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise ValueError("not a PEM or base64 DER public key") from exc
+    if not isinstance(key, Ed25519PublicKey | RSAPublicKey):
+        raise ValueError(f"unsupported public key type {type(key).__name__}")
+    return key
+
+
+def public_key_text(key: Ed25519PublicKey | RSAPublicKey) -> str:
+    """``key`` as base64 SubjectPublicKeyInfo DER (one line; what ``secrets set`` stores)."""
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(der).decode()
+
+
+def ghl_ed25519_signature(private_key: Ed25519PrivateKey, body: bytes) -> str:
+    """The ``X-GHL-Signature`` value: base64 Ed25519 signature of ``body``."""
+    return base64.b64encode(private_key.sign(body)).decode()
+
+
+def ghl_rsa_signature(private_key: RSAPrivateKey, body: bytes) -> str:
+    """The legacy ``x-wh-signature`` value: base64 RSASSA-PKCS1-v1_5 SHA-256 signature of ``body``."""
+    return base64.b64encode(private_key.sign(body, padding.PKCS1v15(), hashes.SHA256())).decode()
+
+
+def _b64(value: str) -> bytes:
+    try:
+        return base64.b64decode(value.strip(), validate=True)
+    except (ValueError, binascii.Error) as exc:
+        raise SignatureError("malformed_signature") from exc
+
+
+def verify_ghl(body: bytes, *, signature: str | None, legacy_signature: str | None, keys: GhlKeys) -> str:
+    """Check a GHL delivery's signature on the raw ``body``; return the scheme used (``ed25519``/``rsa``).
+
+    ``X-GHL-Signature`` wins when present; ``x-wh-signature`` is tried only without it, and only when
+    ``keys.legacy_rsa`` is configured.
+
+    Raises:
+        SignatureError: no key, no signature, undecodable base64, or a signature that does not verify.
+    """
+    if signature:
+        if keys.ed25519 is None:
+            raise SignatureError("no_key")
+        try:
+            keys.ed25519.verify(_b64(signature), body)
+        except InvalidSignature as exc:
+            raise SignatureError("bad_signature") from exc
+        return "ed25519"
+    if legacy_signature:
+        if keys.legacy_rsa is None:
+            raise SignatureError("legacy_signature_disabled")
+        try:
+            keys.legacy_rsa.verify(_b64(legacy_signature), body, padding.PKCS1v15(), hashes.SHA256())
+        except InvalidSignature as exc:
+            raise SignatureError("bad_signature") from exc
+        return "rsa"
+    if keys.ed25519 is None and keys.legacy_rsa is None:
+        raise SignatureError("no_key")
+    raise SignatureError("missing_signature")
+
+
+def check_ghl_timestamp(timestamp: datetime, *, now: datetime, window_s: int = GHL_REPLAY_WINDOW_S) -> None:
+    """Reject a GHL delivery whose body ``timestamp`` is more than ``window_s`` seconds from ``now``.
+
+    Raises:
+        SignatureError: ``stale_timestamp`` (too old, or too far in the future).
+    """
+    if abs((now - timestamp).total_seconds()) > window_s:
+        raise SignatureError("stale_timestamp")

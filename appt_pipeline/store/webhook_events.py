@@ -1,0 +1,113 @@
+"""The staging table ``webhook_events`` (SPEC §1, §7): written by the intake service, read by the sensor.
+
+Writers insert with :data:`INSERT_EVENTS_SQL` (``ON CONFLICT (dedupe_key) DO NOTHING``: a redelivery is
+recognised, never stored twice); the sensor reads :func:`pending_workspaces`; ingestion
+(``appt_pipeline.webhooks``) claims a workspace's pending rows with :data:`CLAIM_PENDING_SQL` and
+marks them with :func:`mark_events`. The sensor selects by **status**, never by an id or time cursor,
+so a row that commits after a higher id was already processed is still picked up (SPEC §7).
+"""
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from appt_pipeline.domain.webhook_staging import StagedEvent
+
+#: Multi-row insert of staged events; parameters are parallel arrays (``unnest``) so one statement
+#: stores a whole group of deliveries. Returns the dedupe keys actually inserted (the others were
+#: duplicates). Placeholders are psycopg's (``%(name)s``) so the async intake service can use it as is.
+INSERT_EVENTS_SQL = """
+INSERT INTO webhook_events (workspace_id, provider, event_type, dedupe_key, provider_created_at, payload,
+                            status, error, processed_at)
+SELECT w, p::meeting_booking_provider, e, k, t, j::jsonb, s, r, CASE WHEN s = 'pending' THEN NULL ELSE now() END
+FROM unnest(%(workspace_id)s::text[], %(provider)s::text[], %(event_type)s::text[], %(dedupe_key)s::text[],
+            %(provider_created_at)s::timestamptz[], %(payload)s::text[], %(status)s::text[], %(error)s::text[])
+     AS x(w, p, e, k, t, j, s, r)
+ON CONFLICT (dedupe_key) DO NOTHING
+RETURNING dedupe_key
+"""
+
+
+def insert_params(rows: Sequence[tuple[str, StagedEvent]]) -> dict[str, list[Any]]:
+    """Parameters of :data:`INSERT_EVENTS_SQL` for ``(workspace_id, staged event)`` pairs."""
+    return {
+        "workspace_id": [ws for ws, _ in rows],
+        "provider": [e.provider.value for _, e in rows],
+        "event_type": [e.event_type for _, e in rows],
+        "dedupe_key": [e.dedupe_key for _, e in rows],
+        "provider_created_at": [e.provider_created_at for _, e in rows],
+        "payload": [json.dumps(e.payload, separators=(",", ":")) for _, e in rows],
+        "status": [e.status for _, e in rows],
+        "error": [e.error for _, e in rows],
+    }
+
+
+def insert_events(conn: sa.Connection, rows: Sequence[tuple[str, StagedEvent]]) -> set[str]:
+    """Insert staged events in the caller's transaction; return the dedupe keys that were new."""
+    if not rows:
+        return set()
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cur:  # type: ignore[union-attr]
+        cur.execute(INSERT_EVENTS_SQL, insert_params(rows))
+        return {r[0] for r in cur.fetchall()}
+
+
+@dataclass(frozen=True, slots=True)
+class PendingWorkspace:
+    """A workspace with pending staging rows: how many, the highest id, the oldest ``received_at`` (UTC)."""
+
+    workspace_id: str
+    pending: int
+    max_id: int
+    oldest_received_at: datetime
+
+
+def pending_workspaces(conn: sa.Connection) -> list[PendingWorkspace]:
+    """Every workspace that has ``pending`` rows, by workspace id (uses the partial pending index)."""
+    rows = conn.execute(sa.text(
+        "SELECT workspace_id, count(*), max(id), min(received_at) FROM webhook_events "
+        "WHERE status = 'pending' GROUP BY workspace_id ORDER BY workspace_id"
+    ))
+    return [PendingWorkspace(ws, int(n), int(m), t) for ws, n, m, t in rows]
+
+
+#: A workspace's pending rows in provider-time order, locked for this transaction; rows another
+#: ingestion holds are skipped (it will mark them), so two runs never apply the same row.
+CLAIM_PENDING_SQL = """
+SELECT id, provider, event_type, provider_created_at, received_at, payload
+FROM webhook_events
+WHERE workspace_id = :ws AND status = 'pending'
+ORDER BY provider_created_at NULLS LAST, id
+LIMIT :limit
+FOR UPDATE SKIP LOCKED
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    """How one staging row ended: ``status`` ``processed``/``ignored``/``failed`` and the reason (``error``)."""
+
+    id: int
+    status: str
+    error: str | None = None
+
+
+def mark_events(conn: sa.Connection, outcomes: Iterable[EventOutcome], now: datetime) -> int:
+    """Set status, ``processed_at`` and ``error`` of staging rows (set-based); returns rows updated."""
+    items = list(outcomes)
+    if not items:
+        return 0
+    result = conn.execute(
+        sa.text(
+            "UPDATE webhook_events w SET status = x.s, error = x.e, processed_at = :now "
+            "FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:errors AS text[])) AS x(i, s, e) "
+            "WHERE w.id = x.i"
+        ),
+        {"ids": [o.id for o in items], "statuses": [o.status for o in items], "errors": [o.error for o in items],
+         "now": now},
+    )
+    return result.rowcount
