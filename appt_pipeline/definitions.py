@@ -5,19 +5,26 @@ No I/O at import: the app database URL comes from ``APPT_DATABASE_URL`` at run t
 
 import dagster as dg
 
-from appt_pipeline.defs.assets import appointment_history_and_rollups, calendly_api, ghl_api, legacy_lead_rollups
+from appt_pipeline.defs.assets import (
+    appointment_history_and_rollups,
+    calendly_api,
+    ghl_api,
+    legacy_lead_rollups,
+    webhook_events,
+)
 from appt_pipeline.defs.attribution import attribution_backfill_job, calendar_attribution
-from appt_pipeline.defs.jobs import migration_job, reconciliation_job
+from appt_pipeline.defs.jobs import migration_job, reconciliation_job, webhook_ingest_job
 from appt_pipeline.defs.resources import AppDatabase, ProviderSettings
 from appt_pipeline.defs.schedules import reconciliation_schedule
-from appt_pipeline.defs.sensors import workspace_registry_sensor
+from appt_pipeline.defs.sensors import webhook_events_sensor, workspace_registry_sensor
 from appt_pipeline.settings import DATABASE_URL_ENV
 
 defs = dg.Definitions(
-    assets=[legacy_lead_rollups, ghl_api, calendly_api, appointment_history_and_rollups, calendar_attribution],
-    jobs=[migration_job, reconciliation_job, attribution_backfill_job],
+    assets=[legacy_lead_rollups, ghl_api, calendly_api, webhook_events, appointment_history_and_rollups,
+            calendar_attribution],
+    jobs=[migration_job, reconciliation_job, webhook_ingest_job, attribution_backfill_job],
     schedules=[reconciliation_schedule],
-    sensors=[workspace_registry_sensor],
+    sensors=[workspace_registry_sensor, webhook_events_sensor],
     resources={
         "app_db": AppDatabase(url=dg.EnvVar(DATABASE_URL_ENV)),
         "providers": ProviderSettings(),

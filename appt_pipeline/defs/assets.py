@@ -26,6 +26,7 @@ from appt_pipeline.reconciliation import (
 )
 from appt_pipeline.store.migration import DEFAULT_CHUNK_SIZE, migrate_workspace
 from appt_pipeline.store.rollups import drift_report
+from appt_pipeline.webhook_ingest import DEFAULT_BATCH_SIZE, ingest_workspace
 
 GROUP = "appointments"
 BACKFILL_TAG = "dagster/backfill"
@@ -55,10 +56,19 @@ calendly_api = dg.AssetSpec(
     kinds={"api"},
 )
 
+webhook_events = dg.AssetSpec(
+    "webhook_events",
+    group_name=GROUP,
+    description="Staging rows written by the webhook intake service (`appt-pipeline serve`): signed provider "
+    "deliveries reduced to PII-free fields (SPEC §7); `webhook_events_sensor` turns pending rows into runs.",
+    partitions_def=workspace_partitions,
+    kinds={"postgres"},
+)
+
 appointment_history_spec = dg.AssetSpec(
     "appointment_history",
     group_name=GROUP,
-    deps=[legacy_lead_rollups, ghl_api, calendly_api],
+    deps=[legacy_lead_rollups, ghl_api, calendly_api, webhook_events],
     partitions_def=workspace_partitions,
     description="One row per provider booking (SPEC §1 `appointments`) with status, cancellation, "
     "reschedule chain and calendar attribution, keyed by the provider's own ids.",
@@ -88,15 +98,18 @@ class AppointmentHistoryConfig(dg.Config):
     ``evidence="reconciliation"``: poll the workspace's provider for its due leads (SPEC §6;
     ``lead_budget`` leads and ``time_budget_s`` seconds per run). Source RECONCILE_CRON, or
     BACKFILL when the run belongs to a Dagster backfill (no follow-up tasks, no lead status change).
+    ``evidence="webhooks"``: apply the workspace's pending ``webhook_events`` rows in provider-time
+    order (SPEC §7; ``batch_size`` rows per transaction), source WEBHOOK.
     ``apply=False`` is a dry-run: nothing is written.
     """
 
-    evidence: Literal["migration", "reconciliation"] = "migration"
+    evidence: Literal["migration", "reconciliation", "webhooks"] = "migration"
     apply: bool = True
     resume: bool = False
     chunk_size: int = DEFAULT_CHUNK_SIZE
     lead_budget: int = 500
     time_budget_s: float = 900.0
+    batch_size: int = DEFAULT_BATCH_SIZE
 
 
 @dg.multi_asset(
@@ -118,6 +131,8 @@ def appointment_history_and_rollups(
     engine = app_db.engine()
     if config.evidence == "migration":
         history, rollups = _migrate(context, config, engine, workspace_id)
+    elif config.evidence == "webhooks":
+        history, rollups = _ingest_webhooks(context, config, engine, workspace_id)
     else:
         history, rollups = _reconcile(context, config, providers, engine, workspace_id)
     with engine.connect() as conn:
@@ -212,3 +227,32 @@ def _reconcile(context: dg.AssetExecutionContext, config: AppointmentHistoryConf
         "duration_s": round(report.duration_s, 3),
     }
     return history, {"leads_changed": report.changed}
+
+
+def _ingest_webhooks(context: dg.AssetExecutionContext, config: AppointmentHistoryConfig, engine: sa.Engine,
+                     workspace_id: str) -> tuple[Metadata, Metadata]:
+    report = ingest_workspace(engine, workspace_id, batch_size=config.batch_size, dry_run=not config.apply)
+    context.log.info(
+        f"workspace {workspace_id}: webhook rows claimed={report.claimed} processed={report.processed} "
+        f"ignored={report.ignored} failed={report.failed} new_bookings={report.new_bookings} "
+        f"cancellations={report.cancellations} reschedules={report.reschedules}"
+    )
+    history: Metadata = {
+        "evidence": "webhooks",
+        "source": Source.WEBHOOK.value,
+        "apply": config.apply,
+        "rows_claimed": report.claimed,
+        "processed": report.processed,
+        "ignored": report.ignored,
+        "ignored_by_reason": dg.MetadataValue.json(dict(report.ignored_by_reason)),
+        "failed": report.failed,
+        "failed_by_kind": dg.MetadataValue.json(dict(report.failed_by_kind)),
+        "new_bookings": report.new_bookings,
+        "cancellations": report.cancellations,
+        "reschedules": report.reschedules,
+        "no_shows": report.no_shows,
+        "status_changes": report.status_changes,
+        "max_lag_s": round(report.max_lag_s, 3),
+        "duration_s": round(report.duration_s, 3),
+    }
+    return history, {"primary_changes": report.primary_changes}

@@ -28,3 +28,16 @@ reconciliation_job = dg.define_asset_job(
             "loggers": RUN_LOGGERS},
     tags={"appt/kind": "reconciliation", "dagster/priority": MANUAL_PRIORITY},
 )
+
+#: Webhook runs apply what a provider just pushed: ahead of the reconciliation schedule's runs.
+WEBHOOK_PRIORITY = "2"
+
+webhook_ingest_job = dg.define_asset_job(
+    "webhook_ingest_job",
+    selection=dg.AssetSelection.assets(appointment_history_and_rollups),
+    description="SPEC §7: apply the workspace's pending webhook staging rows (source WEBHOOK); "
+    "launched by webhook_events_sensor.",
+    config={"ops": {"appointment_history_and_rollups": {"config": {"evidence": "webhooks", "apply": True}}},
+            "loggers": RUN_LOGGERS},
+    tags={"appt/kind": "webhooks", "dagster/priority": WEBHOOK_PRIORITY},
+)

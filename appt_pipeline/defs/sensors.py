@@ -1,10 +1,16 @@
-"""Sensors: the workspace registry keeps one dynamic partition per ``workspaces`` row."""
+"""Sensors: the workspace registry keeps one dynamic partition per ``workspaces`` row; the webhook sensor
+turns pending staging rows into one ``webhook_ingest_job`` run per workspace."""
+
+import json
+from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
 
+from appt_pipeline.defs.jobs import webhook_ingest_job
 from appt_pipeline.defs.partitions import workspace_partitions
 from appt_pipeline.defs.resources import AppDatabase
+from appt_pipeline.store.webhook_events import pending_workspaces
 
 
 @dg.sensor(
@@ -24,3 +30,66 @@ def workspace_registry_sensor(
     if not new:
         return dg.SkipReason(f"all {len(ids)} workspaces have partitions")
     return dg.SensorResult(dynamic_partitions_requests=[workspace_partitions.build_add_request(new)])
+
+
+#: Runs that may still claim staging rows: a new run for the workspace waits until none is left.
+_IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+              dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+
+
+@dg.sensor(
+    name="webhook_events_sensor",
+    job=webhook_ingest_job,
+    # the sensor daemon loops at most every 5 s: asking for less buys nothing (dagster-feasibility §3c)
+    minimum_interval_seconds=5,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="One webhook_ingest_job run per workspace with pending webhook_events rows (SPEC §7).",
+)
+def webhook_events_sensor(
+    context: dg.SensorEvaluationContext, app_db: AppDatabase
+) -> dg.SensorResult | dg.SkipReason:
+    """Request a run for every workspace that has ``pending`` staging rows and no webhook run in flight.
+
+    Rows are found by **status**, never by an id or time cursor, so a row that commits after a higher
+    id was already processed is still picked up. Run keys are deterministic:
+    ``webhooks:<workspace>:<max pending id>-<pending count>:<attempt>``; the cursor remembers the last
+    pending state requested per workspace, and the attempt number grows only when the same rows are
+    still pending after that run ended (it failed), so a failed run is retried on a later tick
+    instead of being deduplicated away. Workspaces without a partition yet get one in the same tick.
+    """
+    with app_db.engine().connect() as conn:
+        pending = pending_workspaces(conn)
+    if not pending:
+        return dg.SkipReason("no pending webhook rows")
+    previous: dict[str, list[Any]] = json.loads(context.cursor) if context.cursor else {}
+    known = set(context.instance.get_dynamic_partitions(workspace_partitions.name))
+    new_partitions = sorted({p.workspace_id for p in pending} - known)
+    in_flight = {
+        run.tags.get("dagster/partition")
+        for run in context.instance.get_runs(
+            filters=dg.RunsFilter(job_name=webhook_ingest_job.name, statuses=_IN_FLIGHT)
+        )
+    }
+    cursor: dict[str, list[Any]] = {}
+    requests: list[dg.RunRequest] = []
+    for p in pending:
+        state = f"{p.max_id}-{p.pending}"
+        last = previous.get(p.workspace_id)
+        if p.workspace_id in in_flight:
+            if last is not None:
+                cursor[p.workspace_id] = last
+            continue
+        attempt = int(last[1]) + 1 if last is not None and last[0] == state else 0
+        cursor[p.workspace_id] = [state, attempt]
+        requests.append(dg.RunRequest(
+            run_key=f"webhooks:{p.workspace_id}:{state}:{attempt}",
+            partition_key=p.workspace_id,
+            tags={"appt/pending_rows": str(p.pending)},
+        ))
+    if not requests and not new_partitions:
+        return dg.SkipReason(f"{len(pending)} workspace(s) with pending rows all have a webhook run in flight")
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[workspace_partitions.build_add_request(new_partitions)] if new_partitions else [],
+        cursor=json.dumps(cursor, sort_keys=True),
+    )
