@@ -13,6 +13,15 @@ Quick start::
     sim = GhlSimulator(sample_ghl_seed(contacts=50))
     with SimulatorServer(sim) as server:
         ...  # point the GHL client at server.base_url
+
+Signed webhooks (``webhooks.py``)::
+
+    ghl.set_webhooks("http://127.0.0.1:8000/webhooks/ghl/<workspace_id>", legacy_rsa=False)
+    ghl.webhook_public_keys()        # {"ghl_webhook_public_key": ..., "ghl_webhook_legacy_public_key": ...}
+    sub = calendly.create_webhook_subscription("http://127.0.0.1:8000/webhooks/calendly/<workspace_id>",
+                                               organization=org_uri)
+    sub["signing_key"]               # the workspace secret calendly_webhook_signing_key
+    ghl.flush_webhooks(timeout=10)   # wait until everything emitted so far is delivered or given up
 """
 
 from appt_pipeline.sandbox.calendly import CalendlySimulator, create_calendly_app
@@ -39,6 +48,13 @@ from appt_pipeline.sandbox.state import (
     sample_calendly_seed,
     sample_ghl_seed,
 )
+from appt_pipeline.sandbox.webhooks import (
+    DeliveryRecord,
+    DeliverySettings,
+    EventFeed,
+    GhlSigningKeys,
+    WebhookDelivery,
+)
 
 __all__ = [
     "Accounting",
@@ -48,17 +64,22 @@ __all__ = [
     "CalendlySeed",
     "CalendlySimulator",
     "CalendlyUser",
+    "DeliveryRecord",
+    "DeliverySettings",
+    "EventFeed",
     "FaultSettings",
     "GhlAppointment",
     "GhlCalendar",
     "GhlContact",
     "GhlLocation",
     "GhlSeed",
+    "GhlSigningKeys",
     "GhlSimulator",
     "ProviderEvent",
     "RequestRecord",
     "SimulatorError",
     "SimulatorServer",
+    "WebhookDelivery",
     "create_calendly_app",
     "create_ghl_app",
     "sample_calendly_seed",

@@ -11,10 +11,16 @@ Every API request (anything not under ``/_admin``) passes, in this order:
 6. provider pre-checks (GHL ``Version`` header) and the route handler.
 
 The provider's rate-limit headers are added to every response after step 3.
+
+Webhooks (``webhooks.py``): every emitted :class:`~.common.ProviderEvent` is offered to
+``self.webhooks`` (a :class:`~.webhooks.WebhookDelivery`), which asks ``_webhook_outgoing(event)``
+where it goes — nowhere unless a subclass has subscriptions configured. Common admin routes:
+``GET /_admin/webhooks/deliveries``, ``POST /_admin/webhooks/flush``, ``GET|PUT /_admin/webhooks/delivery``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -31,7 +37,6 @@ from appt_pipeline.sandbox.common import (
     AccountLimiter,
     ApiError,
     Clock,
-    EventLog,
     FaultInjector,
     FaultSettings,
     IdFactory,
@@ -44,6 +49,7 @@ from appt_pipeline.sandbox.common import (
     gateway_html,
     utc_now,
 )
+from appt_pipeline.sandbox.webhooks import DeliverySettings, EventFeed, Outgoing, WebhookDelivery
 
 CallNext = Callable[[Request], Awaitable[Response]]
 
@@ -53,7 +59,14 @@ class SimulatorBase:
 
     provider = "base"
 
-    def __init__(self, *, id_seed: int | str = 0, faults: FaultSettings | None = None, clock: Clock = utc_now):
+    def __init__(
+        self,
+        *,
+        id_seed: int | str = 0,
+        faults: FaultSettings | None = None,
+        clock: Clock = utc_now,
+        webhook_settings: DeliverySettings | dict[str, Any] | None = None,
+    ):
         self._lock = threading.RLock()
         self.id_seed = id_seed
         self.ids = IdFactory(id_seed)
@@ -61,8 +74,17 @@ class SimulatorBase:
         self.limiter = AccountLimiter()
         self.accounting = Accounting()
         self.faults = FaultInjector(faults)
-        self.emitted = EventLog()
+        self.emitted = EventFeed()
         self.stopper = Stopper()
+        settings = self._default_delivery_settings()
+        if isinstance(webhook_settings, DeliverySettings):
+            settings = webhook_settings
+        elif webhook_settings:
+            settings = settings.changed(**webhook_settings)
+        self.webhooks = WebhookDelivery(
+            self._webhook_outgoing, settings, id_seed=id_seed, user_agent=f"appt-sandbox-{self.provider}-webhooks"
+        )
+        self.emitted.subscribe(self.webhooks.on_event)
 
     # ------------------------------------------------------------------ hooks for subclasses
 
@@ -105,6 +127,17 @@ class SimulatorBase:
     def _add_admin_routes(self, app: FastAPI) -> None:
         raise NotImplementedError
 
+    def _default_delivery_settings(self) -> DeliverySettings:
+        """The provider's webhook retry behaviour (compressed); see :class:`~.webhooks.DeliverySettings`."""
+        return DeliverySettings()
+
+    def _webhook_outgoing(self, event: ProviderEvent) -> list[Outgoing]:
+        """Where ``event`` is delivered: one :class:`~.webhooks.Outgoing` per subscribed target.
+
+        Called in the emitting thread (the simulator lock is held). Default: nowhere.
+        """
+        return []
+
     def reset(self, seed: Any = None) -> None:
         raise NotImplementedError
 
@@ -132,6 +165,15 @@ class SimulatorBase:
 
     def _emit(self, name: str, payload: dict[str, Any], account: str) -> None:
         self.emitted.emit(ProviderEvent(name, payload, account, self.now()))
+
+    def flush_webhooks(self, timeout: float = 10.0) -> bool:
+        """Wait until every webhook delivery queued so far is delivered or given up (retries
+        included); ``False`` if ``timeout`` seconds pass first."""
+        return self.webhooks.flush(timeout)
+
+    def _reset_webhooks(self) -> None:
+        """Drop queued deliveries and delivery records (subclasses also drop their subscriptions)."""
+        self.webhooks.reset()
 
     def max_requests_in_window(self, account: str, seconds: float) -> int:
         """Peak number of accepted requests of ``account`` in any ``seconds``-long window."""
@@ -310,6 +352,33 @@ class SimulatorBase:
         @app.post("/_admin/emitted/drain")
         async def admin_drain() -> dict[str, Any]:
             return {"events": [_event_json(e) for e in sim.emitted.drain()]}
+
+        @app.get("/_admin/webhooks/deliveries")
+        async def admin_deliveries(state: str | None = None, limit: int | None = None) -> dict[str, Any]:
+            """``{counts: {emitted, pending, delivered, failed, attempts, retries, by_status}, settings,
+            deliveries: [{id, event, account, target, url, resource, webhook_id, state, attempts,
+            statuses, errors, reason, emitted_at, first_attempt_at, last_attempt_at, finished_at}]}``
+            — ids, names and status codes only, never bodies."""
+            return sim.webhooks.summary(state=state, limit=limit)
+
+        @app.post("/_admin/webhooks/flush")
+        async def admin_flush(request: Request) -> dict[str, Any]:
+            """``{timeout?: seconds (default 10)}`` → ``{flushed: bool, counts}`` once everything
+            queued so far is delivered or given up (or the timeout passed)."""
+            data = await body_of(request)
+            timeout = float(data.get("timeout", 10.0))
+            flushed = await asyncio.get_running_loop().run_in_executor(None, sim.webhooks.flush, timeout)
+            return {"flushed": flushed, "counts": sim.webhooks.counts()}
+
+        @app.get("/_admin/webhooks/delivery")
+        async def admin_delivery_settings() -> dict[str, Any]:
+            return sim.webhooks.settings.to_dict()
+
+        @app.put("/_admin/webhooks/delivery")
+        async def admin_set_delivery_settings(request: Request) -> dict[str, Any]:
+            """Change :class:`~.webhooks.DeliverySettings` fields (``timeout``, ``ordered``,
+            ``retry_delay``, ``retry_budget``, ``max_retries`` …)."""
+            return sim.webhooks.configure(**(await body_of(request))).to_dict()
 
 
 def _event_json(event: ProviderEvent) -> dict[str, Any]:

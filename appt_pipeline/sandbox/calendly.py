@@ -17,7 +17,10 @@ host the simulator listens on (SPEC: URIs are identities; clients route canonica
 - ``GET /event_type_available_times`` → ``{collection: [{status, invitees_remaining, start_time,
   scheduling_url}]}`` (≤ 7 days, not paginated);
 - ``POST /invitees`` → 201 ``{resource: Invitee}`` (``scheduling_method: "instant_book"``);
-- ``POST /invitee_no_shows``, ``GET``/``DELETE /invitee_no_shows/{uuid}``: mark / read / unmark.
+- ``POST /invitee_no_shows``, ``GET``/``DELETE /invitee_no_shows/{uuid}``: mark / read / unmark;
+- ``POST /webhook_subscriptions`` → 201 ``{resource: WebhookSubscription}``, ``GET /webhook_subscriptions``
+  (``organization`` + ``scope`` required, ``user`` when ``scope=user``; paginated),
+  ``GET``/``DELETE /webhook_subscriptions/{uuid}`` (see "Webhooks" below).
 
 Pagination (CAL-SPEC ``Pagination``): keyset ``page_token`` (the token encodes the sort key of the
 page edge, so concurrent inserts never shift pages), ``count`` 1–100 (default 20),
@@ -40,6 +43,22 @@ per-user limits in addition (paid non-Enterprise 10/min, 50/h, 100/day; Enterpri
 Reschedule (docs "see how webhook payloads change when invitees reschedule"): the old invitee is
 canceled with ``rescheduled: true`` and ``new_invitee`` → the new invitee's URI on a **new**
 scheduled event, whose invitee has ``old_invitee`` → the old URI.
+
+Webhooks (provider-apis.md §2.6; CAL-SPEC ``WebhookSubscription``/``WebhookPayload``; fixture
+``calendly.webhook_subscription_create.response.json``): ``POST /webhook_subscriptions {url, events[],
+organization, scope: organization|user, user?, signing_key?}`` → 201 ``{resource: {uri, callback_url,
+created_at, updated_at, retry_started_at, state, events, scope, organization, user, group, creator,
+signing_key}}`` — ``signing_key`` (the one given, else a generated one) is a simulator extension
+returned only here (real Calendly never echoes it); 409 ``Already Exists`` when the organization
+already has a subscription with that URL; 403 for another organization, for ``scope=organization``
+without owner/admin role, or for another user's ``scope=user`` hook without admin role. Every event
+(``invitee.created``, ``invitee.canceled``, ``invitee_no_show.created|deleted``) goes to each
+*active* subscription of the host's organization whose ``events`` include it (``scope=user``: only
+the host's own), as ``{event, created_at, created_by (the subscription creator), payload}`` signed
+``Calendly-Webhook-Signature: t=…,v1=…``; failures are retried with back-off until the retry budget
+is spent, then the subscription becomes ``state: disabled`` (``retry_started_at`` set) — see
+``webhooks.py``. Python: :meth:`CalendlySimulator.create_webhook_subscription`; admin:
+``GET|POST /_admin/webhooks/subscriptions``, ``DELETE /_admin/webhooks/subscriptions/{uuid}``.
 """
 
 from __future__ import annotations
@@ -56,12 +75,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
+from appt_pipeline.domain.signatures import calendly_signature
 from appt_pipeline.sandbox.base import SimulatorBase
 from appt_pipeline.sandbox.common import (
     ApiError,
     Clock,
     FaultSettings,
     IdFactory,
+    ProviderEvent,
     Quota,
     QuotaState,
     SimulatorError,
@@ -83,6 +104,7 @@ from appt_pipeline.sandbox.state import (
     CalendlySeed,
     CalendlyUser,
 )
+from appt_pipeline.sandbox.webhooks import DeliverySettings, Outgoing, calendly_signing_key, dumps
 
 API = "https://api.calendly.com"
 PLANS = ("free", "trial", "standard", "teams", "enterprise")
@@ -96,6 +118,20 @@ DEFAULT_INVITEE_LIMITS: dict[str, tuple[tuple[int, int], ...]] = {
     "teams": ((10, 60), (50, 3_600), (100, 86_400)),
     "enterprise": ((500, 60),),
 }
+
+#: Subscribable event names (get-sample-webhook-data.md); only the ``invitee*`` ones are ever emitted here.
+WEBHOOK_EVENTS = (
+    "invitee.created",
+    "invitee.canceled",
+    "invitee_no_show.created",
+    "invitee_no_show.deleted",
+    "routing_form_submission.created",
+    "event_type.created",
+    "event_type.updated",
+    "event_type.deleted",
+)
+INVITEE_WEBHOOK_EVENTS = WEBHOOK_EVENTS[:4]
+_ORG_ONLY_EVENTS = frozenset({"routing_form_submission.created"})
 
 _UUID_TAIL = re.compile(r"/([^/?#]+)/?$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -189,6 +225,23 @@ class _Invitee:
     invitee_scheduled_by: str | None = None
 
 
+@dataclass
+class _WebhookSub:
+    uuid: str
+    uri: str
+    callback_url: str
+    events: list[str]
+    scope: str
+    organization: str
+    user: str | None
+    creator: str | None
+    signing_key: str
+    created_at: datetime
+    updated_at: datetime
+    state: str = "active"
+    retry_started_at: datetime | None = None
+
+
 def _tracking(data: dict[str, Any] | None = None) -> dict[str, Any]:
     keys = ("utm_campaign", "utm_source", "utm_medium", "utm_content", "utm_term", "salesforce_uuid")
     data = data or {}
@@ -248,8 +301,9 @@ class CalendlySimulator(SimulatorBase):
         id_seed: int | str = 0,
         faults: FaultSettings | None = None,
         clock: Clock = utc_now,
+        webhook_settings: DeliverySettings | dict[str, Any] | None = None,
     ):
-        super().__init__(id_seed=id_seed, faults=faults, clock=clock)
+        super().__init__(id_seed=id_seed, faults=faults, clock=clock, webhook_settings=webhook_settings)
         self.rate_limit = rate_limit
         self.free_rate_limit = free_rate_limit
         self.rate_window_seconds = rate_window_seconds
@@ -262,6 +316,8 @@ class CalendlySimulator(SimulatorBase):
         self._invitees: dict[str, _Invitee] = {}  # by uuid
         self._no_shows: dict[str, str] = {}  # no-show uuid -> invitee uuid
         self._orgs: dict[str, str] = {}  # seed label -> org uri
+        self._webhook_subs: dict[str, _WebhookSub] = {}  # by uuid; kept by load(), cleared by reset()
+        self._webhook_ids = IdFactory(f"calendly-webhooks:{id_seed}")  # never shifts entity ids
         self.load(seed)
 
     # ================================================================= seeding and configuration
@@ -285,10 +341,18 @@ class CalendlySimulator(SimulatorBase):
                 self.add_user(raw)
 
     def reset(self, seed: CalendlySeed | dict[str, Any] | None = None) -> None:
-        """Back to ``seed`` (default: the constructor's seed) with counters, faults and events cleared."""
+        """Back to ``seed`` (default: the constructor's seed) with counters, faults, events, webhook
+        subscriptions and webhook deliveries cleared."""
         self.load(seed if seed is not None else self._initial_seed)
         self.faults.clear(counters=True)
         self.clear_counters()
+        self._reset_webhooks()
+
+    def _reset_webhooks(self) -> None:
+        with self._lock:
+            self._webhook_subs.clear()
+            self._webhook_ids = IdFactory(f"calendly-webhooks:{self.id_seed}")
+        super()._reset_webhooks()
 
     def configure(self, **changes: Any) -> dict[str, Any]:
         """Change ``rate_limit``, ``free_rate_limit``, ``rate_window_seconds`` or ``invitee_limits``
@@ -1007,6 +1071,201 @@ class CalendlySimulator(SimulatorBase):
                 ]
             }
 
+    # ================================================================= webhook subscriptions
+
+    def _default_delivery_settings(self) -> DeliverySettings:
+        return DeliverySettings.calendly()
+
+    def _webhook_sub_json(self, sub: _WebhookSub, *, with_key: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "uri": sub.uri,
+            "callback_url": sub.callback_url,
+            "created_at": iso_us_z(sub.created_at),
+            "updated_at": iso_us_z(sub.updated_at),
+            "retry_started_at": iso_us_z(sub.retry_started_at) if sub.retry_started_at else None,
+            "state": sub.state,
+            "events": list(sub.events),
+            "scope": sub.scope,
+            "organization": sub.organization,
+            "user": sub.user,
+            "group": None,
+            "creator": sub.creator,
+        }
+        if with_key:
+            out["signing_key"] = sub.signing_key
+        return out
+
+    def _new_webhook_sub(
+        self,
+        url: Any,
+        events: Any,
+        organization: Any,
+        scope: Any,
+        user: Any,
+        signing_key: Any,
+        creator: str | None,
+    ) -> _WebhookSub:
+        """Validate and store a subscription (CAL-SPEC create rules); raises the API's 400/409."""
+        problems: list[tuple[str, str]] = []
+        if not isinstance(url, str) or not re.match(r"^https?://[^\s/]+", url):
+            problems.append(("url", "must be a valid http(s) URL"))
+        if not isinstance(events, list) or not events:
+            problems.append(("events", "must be a non-empty list"))
+        elif any(e not in WEBHOOK_EVENTS for e in events):
+            problems.append(("events", f"must be a subset of {', '.join(WEBHOOK_EVENTS)}"))
+        elif scope != "organization" and any(e in _ORG_ONLY_EVENTS for e in events):
+            problems.append(("events", "routing_form_submission.created requires the organization scope"))
+        if not isinstance(organization, str) or not organization:
+            problems.append(("organization", "is required"))
+        if scope not in ("organization", "user"):
+            problems.append(
+                ("scope", "must be organization or user" + (" (group is not simulated)" if scope == "group" else ""))
+            )
+        if scope == "user" and not user:
+            problems.append(("user", "is required when scope is user"))
+        if signing_key is not None and (not isinstance(signing_key, str) or not 1 <= len(signing_key) <= 512):
+            problems.append(("signing_key", "must be a string of 1 to 512 characters"))
+        if problems:
+            raise _invalid(*problems)
+        org_users = [u for u in self._users.values() if u.org_uri == organization]
+        if not org_users:
+            raise _invalid(("organization", "must be a valid organization URI"))
+        user_uri = None
+        if scope == "user":
+            target = self._users.get(str(user)) or self._users.get(f"{API}/users/{_tail(str(user))}")
+            if target is None or target.org_uri != organization:
+                raise _invalid(("user", "must be a valid user URI in the organization"))
+            user_uri = target.uri
+        if any(s.callback_url == url and s.organization == organization for s in self._webhook_subs.values()):
+            raise ApiError(409, {"title": "Already Exists", "message": "Hook with this url already exists"})
+        now = self.now()
+        sub_uuid = self._webhook_ids.uuid()
+        sub = _WebhookSub(
+            uuid=sub_uuid,
+            uri=f"{API}/webhook_subscriptions/{sub_uuid}",
+            callback_url=str(url),
+            events=list(dict.fromkeys(events)),
+            scope=str(scope),
+            organization=str(organization),
+            user=user_uri,
+            creator=creator,
+            signing_key=signing_key or calendly_signing_key(self.id_seed, sub_uuid),
+            created_at=now,
+            updated_at=now,
+        )
+        self._webhook_subs[sub.uuid] = sub
+        return sub
+
+    def create_webhook_subscription(
+        self,
+        url: str,
+        events: list[str] | tuple[str, ...] = INVITEE_WEBHOOK_EVENTS,
+        *,
+        user: str | None = None,
+        organization: str | None = None,
+        scope: str | None = None,
+        signing_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Subscribe ``url`` (e.g. ``http://127.0.0.1:PORT/webhooks/calendly/<workspace_id>``) to
+        ``events`` (default: the four ``invitee*`` events), as the API would, without auth checks.
+
+        ``user`` alone → ``scope=user`` for that user (organization = theirs); ``organization``
+        alone → ``scope=organization``. ``signing_key``: the key to sign with (generated when
+        absent). Returns the resource **with** ``signing_key`` — store it as the workspace secret
+        ``calendly_webhook_signing_key``. Raises :class:`SimulatorError` (bad argument, URL taken).
+        """
+        with self._lock:
+            user_obj = self._user(user) if user else None
+            org = organization or (user_obj.org_uri if user_obj else None)
+            if scope is None:
+                scope = "user" if user_obj else "organization"
+            creator = user_obj.uri if user_obj else None
+            if creator is None:
+                members = sorted(
+                    (u for u in self._users.values() if u.org_uri == org), key=lambda u: (not u.is_admin, u.created_at)
+                )
+                creator = members[0].uri if members else None
+            try:
+                sub = self._new_webhook_sub(
+                    url, list(events), org, scope, user_obj.uri if user_obj else None, signing_key, creator
+                )
+            except ApiError as exc:
+                raise SimulatorError(f"cannot create webhook subscription: {exc.body}") from exc
+            return self._webhook_sub_json(sub, with_key=True)
+
+    def webhook_subscriptions(self) -> list[dict[str, Any]]:
+        """Every subscription, oldest first, **with** its ``signing_key`` (admin view)."""
+        with self._lock:
+            subs = sorted(self._webhook_subs.values(), key=lambda s: (s.created_at, s.uuid))
+            return [self._webhook_sub_json(s, with_key=True) for s in subs]
+
+    def webhook_subscription(self, ref: str) -> dict[str, Any]:
+        """One subscription (URI or uuid) with its ``signing_key``."""
+        with self._lock:
+            sub = self._webhook_subs.get(_tail(ref))
+            if sub is None:
+                raise SimulatorError(f"unknown webhook subscription {ref!r}")
+            return self._webhook_sub_json(sub, with_key=True)
+
+    def delete_webhook_subscription(self, ref: str) -> None:
+        """Delete a subscription; its queued deliveries are given up (``subscription_deleted``)."""
+        with self._lock:
+            if self._webhook_subs.pop(_tail(ref), None) is None:
+                raise SimulatorError(f"unknown webhook subscription {ref!r}")
+
+    def _webhook_outgoing(self, event: ProviderEvent) -> list[Outgoing]:
+        """One signed delivery per active subscription covering the event's host (provider-apis.md §2.6)."""
+        host = self._users.get(event.account)
+        if host is None or not self._webhook_subs:
+            return []
+        subs = sorted(self._webhook_subs.values(), key=lambda s: (s.created_at, s.uuid))
+        out = []
+        for sub in subs:
+            if sub.state != "active" or event.name not in sub.events or sub.organization != host.org_uri:
+                continue
+            if sub.scope == "user" and sub.user != host.uri:
+                continue
+            envelope = {
+                "event": event.name,
+                "created_at": iso_us_z(event.at),
+                "created_by": sub.creator,
+                "payload": event.payload,
+            }
+            out.append(self._calendly_outgoing(sub, dumps(envelope), event.payload.get("uri")))
+        return out
+
+    def _calendly_outgoing(self, sub: _WebhookSub, body: bytes, resource: str | None) -> Outgoing:
+        key, sub_uuid, clock = sub.signing_key, sub.uuid, self.webhooks
+
+        def build() -> tuple[bytes, dict[str, str]]:
+            # a fresh t per attempt (the receiver rejects t older than 180 s); same bytes every time
+            return body, {"Calendly-Webhook-Signature": calendly_signature(key, body, int(clock.wall_clock()))}
+
+        def check() -> str | None:
+            with self._lock:
+                current = self._webhook_subs.get(sub_uuid)
+                if current is None:
+                    return "subscription_deleted"
+                return None if current.state == "active" else "subscription_disabled"
+
+        def on_outcome(outcome: str) -> None:
+            with self._lock:
+                current = self._webhook_subs.get(sub_uuid)
+                if current is None:
+                    return
+                now = self.now()
+                if outcome == "failing" and current.retry_started_at is None:
+                    current.retry_started_at = current.updated_at = now
+                elif outcome == "delivered" and current.retry_started_at is not None:
+                    current.retry_started_at, current.updated_at = None, now
+                elif outcome == "gave_up:retry_budget_exhausted":
+                    current.state, current.updated_at = "disabled", now
+                    current.retry_started_at = current.retry_started_at or now
+
+        return Outgoing(
+            target=sub.uri, url=sub.callback_url, build=build, resource=resource, check=check, on_outcome=on_outcome
+        )
+
     # ================================================================= gate hooks
 
     def _authenticate(self, request: Request) -> tuple[str, Any] | None:
@@ -1450,6 +1709,90 @@ class CalendlySimulator(SimulatorBase):
                 sim.unmark_no_show(inv.uri)
             return Response(status_code=204)
 
+        # ---- webhook subscriptions
+
+        def visible_sub(request: Request, uuid: str) -> _WebhookSub:
+            sub = sim._webhook_subs.get(uuid)
+            caller = me(request)
+            if sub is None or sub.organization != caller.org_uri:
+                raise _not_found()
+            if sub.scope == "organization" and not caller.is_admin:
+                raise _denied()
+            if sub.scope == "user" and not can_see(caller, sub.user or ""):
+                raise _denied()
+            return sub
+
+        @app.post("/webhook_subscriptions", status_code=201)
+        async def create_webhook(request: Request) -> dict[str, Any]:
+            """CAL-SPEC create: 201 ``{resource: WebhookSubscription}`` (+ ``signing_key``, simulator
+            extension); 400 invalid, 403 not allowed, 409 ``Hook with this url already exists``."""
+            body = await json_body(request)
+            caller = me(request)
+            with sim._lock:
+                org, scope, user = body.get("organization"), body.get("scope"), body.get("user")
+                if isinstance(org, str) and org and org != caller.org_uri:
+                    raise _denied()
+                if scope == "organization" and not caller.is_admin:
+                    raise _denied("This user is not authorized to perform this action")
+                if scope == "user" and isinstance(user, str) and user in sim._users and not can_see(caller, user):
+                    raise _denied()
+                sub = sim._new_webhook_sub(
+                    body.get("url"), body.get("events"), org, scope, user, body.get("signing_key"), caller.uri
+                )
+                return {"resource": sim._webhook_sub_json(sub, with_key=True)}
+
+        @app.get("/webhook_subscriptions")
+        async def list_webhooks(request: Request) -> dict[str, Any]:
+            """CAL-SPEC list: ``organization`` and ``scope`` required, ``user`` when ``scope=user``;
+            ``sort`` ``created_at:asc`` (default) / ``:desc``; keyset paging."""
+            q = request.query_params
+            org, scope, user = q.get("organization"), q.get("scope"), q.get("user")
+            problems: list[tuple[str, str]] = []
+            if not org:
+                problems.append(("organization", "is required"))
+            if scope not in ("organization", "user", "group"):
+                problems.append(("scope", "must be one of organization, user, group"))
+            if scope == "user" and not user:
+                problems.append(("user", "is required when scope is user"))
+            sort = q.get("sort", "created_at:asc")
+            if sort not in ("created_at:asc", "created_at:desc"):
+                problems.append(("sort", "must be created_at:asc or created_at:desc"))
+            if problems:
+                raise _invalid(*problems)
+            caller = me(request)
+            with sim._lock:
+                if org != caller.org_uri:
+                    raise _denied()
+                if scope == "organization" and not caller.is_admin:
+                    raise _denied("This user is not authorized to perform this action")
+                if scope == "user" and not can_see(caller, str(user)):
+                    raise _denied()
+                items = [
+                    s
+                    for s in sim._webhook_subs.values()
+                    if s.organization == org and s.scope == scope and (scope != "user" or s.user == user)
+                ]
+                path = "/webhook_subscriptions"
+                page, count = paginate(
+                    request, items, lambda s: [iso_us_z(s.created_at), s.uuid], path, sort.endswith("desc")
+                )
+                return {
+                    "collection": [sim._webhook_sub_json(s) for s in page.items],
+                    "pagination": page_json(request, page, path, count),
+                }
+
+        @app.get("/webhook_subscriptions/{uuid}")
+        async def get_webhook(uuid: str, request: Request) -> dict[str, Any]:
+            with sim._lock:
+                return {"resource": sim._webhook_sub_json(visible_sub(request, uuid))}
+
+        @app.delete("/webhook_subscriptions/{uuid}", status_code=204)
+        async def delete_webhook(uuid: str, request: Request) -> Response:
+            with sim._lock:
+                visible_sub(request, uuid)
+                sim.delete_webhook_subscription(uuid)
+            return Response(status_code=204)
+
     # ================================================================= admin HTTP
 
     def _add_admin_routes(self, app: FastAPI) -> None:
@@ -1534,6 +1877,30 @@ class CalendlySimulator(SimulatorBase):
         async def admin_add_user(request: Request) -> dict[str, Any]:
             return {"uri": sim.add_user(await body_of(request))}
 
+        @app.get("/_admin/webhooks/subscriptions")
+        async def admin_webhook_subscriptions() -> dict[str, Any]:
+            """Every subscription with its ``signing_key`` (the workspace secret ``calendly_webhook_signing_key``)."""
+            return {"subscriptions": sim.webhook_subscriptions()}
+
+        @app.post("/_admin/webhooks/subscriptions")
+        async def admin_create_webhook_subscription(request: Request) -> dict[str, Any]:
+            """``{url [, events, user, organization, scope, signing_key]}`` → the resource with ``signing_key``."""
+            b = await body_of(request)
+            need(b, "url")
+            return sim.create_webhook_subscription(
+                b["url"],
+                b.get("events") or INVITEE_WEBHOOK_EVENTS,
+                user=b.get("user"),
+                organization=b.get("organization"),
+                scope=b.get("scope"),
+                signing_key=b.get("signing_key"),
+            )
+
+        @app.delete("/_admin/webhooks/subscriptions/{uuid}")
+        async def admin_delete_webhook_subscription(uuid: str) -> dict[str, Any]:
+            sim.delete_webhook_subscription(uuid)
+            return {"ok": True}
+
         @app.get("/_admin/available_times")
         async def admin_available(event_type: str, days: int = 7) -> dict[str, Any]:
             now = sim.now()
@@ -1546,4 +1913,11 @@ def create_calendly_app(sim: CalendlySimulator) -> FastAPI:
     return sim.create_app()
 
 
-__all__ = ["API", "DEFAULT_INVITEE_LIMITS", "CalendlySimulator", "create_calendly_app"]
+__all__ = [
+    "API",
+    "DEFAULT_INVITEE_LIMITS",
+    "INVITEE_WEBHOOK_EVENTS",
+    "WEBHOOK_EVENTS",
+    "CalendlySimulator",
+    "create_calendly_app",
+]

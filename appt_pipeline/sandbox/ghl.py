@@ -44,13 +44,23 @@ day per location, configurable. Every authenticated response carries ``X-RateLim
 window leaves it, i.e. the earliest moment a retry can succeed. ``Retry-After`` (RFC 9110 §10.2.3)
 is what generic HTTP clients, GHL's SDK users and the original CRM's client (peer-behaviour §7.3)
 already honour; a rejected request consumes no quota.
+
+**Webhooks** (provider-apis.md §1.5, §3): Marketplace app webhooks are configured in the app's
+settings, not by API, so here by :meth:`GhlSimulator.set_webhooks` / ``PUT /_admin/webhooks
+{url_template | urls, legacy_rsa, events}``. Each ``AppointmentCreate|Update|Delete`` of a location
+with a URL is POSTed as the event body plus top-level ``webhookId`` (uuid, kept across retries) and
+``timestamp`` (ISO-8601 UTC, the attempt's time), serialized once per attempt, with
+``X-GHL-Signature`` (base64 Ed25519 over those bytes) and, when ``legacy_rsa``, ``x-wh-signature``
+(base64 RSA-SHA256 PKCS#1 v1.5). Public keys: :meth:`GhlSimulator.webhook_public_keys` /
+``GET /_admin/webhooks/public_keys``. Only a 429 answer is retried (6 times); see ``webhooks.py``.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -58,12 +68,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
+from appt_pipeline.domain.signatures import ghl_ed25519_signature, ghl_rsa_signature
 from appt_pipeline.sandbox.base import SimulatorBase
 from appt_pipeline.sandbox.common import (
     ApiError,
     Clock,
     FaultSettings,
     IdFactory,
+    ProviderEvent,
     Quota,
     QuotaState,
     SimulatorError,
@@ -81,11 +93,13 @@ from appt_pipeline.sandbox.common import (
     utc_now,
 )
 from appt_pipeline.sandbox.state import GhlAppointment, GhlCalendar, GhlContact, GhlLocation, GhlSeed
+from appt_pipeline.sandbox.webhooks import DeliverySettings, GhlSigningKeys, Outgoing, dumps
 
 VERSIONS = ("2021-04-15", "2021-07-28", "2023-02-21")
 STATUSES = ("new", "confirmed", "cancelled", "showed", "noshow", "invalid")
 _FREE_STATUSES = frozenset({"cancelled", "invalid"})  # these do not occupy their slot
 MAX_FREE_SLOT_RANGE = timedelta(days=31)
+WEBHOOK_EVENTS = ("AppointmentCreate", "AppointmentUpdate", "AppointmentDelete")
 _DOW = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
 
 
@@ -208,8 +222,9 @@ class GhlSimulator(SimulatorBase):
         id_seed: int | str = 0,
         faults: FaultSettings | None = None,
         clock: Clock = utc_now,
+        webhook_settings: DeliverySettings | dict[str, Any] | None = None,
     ):
-        super().__init__(id_seed=id_seed, faults=faults, clock=clock)
+        super().__init__(id_seed=id_seed, faults=faults, clock=clock, webhook_settings=webhook_settings)
         self.rate_limit = rate_limit
         self.rate_window_seconds = rate_window_seconds
         self.daily_limit = daily_limit
@@ -220,6 +235,12 @@ class GhlSimulator(SimulatorBase):
         self._calendars: dict[str, _Calendar] = {}
         self._contacts: dict[str, _Contact] = {}
         self._appts: dict[str, _Appointment] = {}
+        self.webhook_keys = GhlSigningKeys(id_seed)
+        self._webhook_ids = IdFactory(f"ghl-webhooks:{id_seed}")  # never shifts entity ids
+        self._wh_template: str | None = None
+        self._wh_urls: dict[str, str] = {}
+        self._wh_legacy = False
+        self._wh_events: tuple[str, ...] = WEBHOOK_EVENTS
         self.load(seed)
 
     # ================================================================= seeding and configuration
@@ -238,10 +259,19 @@ class GhlSimulator(SimulatorBase):
                 self.add_location(raw)
 
     def reset(self, seed: GhlSeed | dict[str, Any] | None = None) -> None:
-        """Back to ``seed`` (default: the constructor's seed) with counters, faults and events cleared."""
+        """Back to ``seed`` (default: the constructor's seed) with counters, faults, events, the webhook
+        configuration and webhook deliveries cleared (the signing keys stay: they derive from ``id_seed``)."""
         self.load(seed if seed is not None else self._initial_seed)
         self.faults.clear(counters=True)
         self.clear_counters()
+        self._reset_webhooks()
+
+    def _reset_webhooks(self) -> None:
+        with self._lock:
+            self._wh_template, self._wh_urls, self._wh_legacy = None, {}, False
+            self._wh_events = WEBHOOK_EVENTS
+            self._webhook_ids = IdFactory(f"ghl-webhooks:{self.id_seed}")
+        super()._reset_webhooks()
 
     def configure(self, **changes: Any) -> dict[str, Any]:
         """Change ``rate_limit``, ``rate_window_seconds``, ``daily_limit`` or ``versions``.
@@ -795,6 +825,99 @@ class GhlSimulator(SimulatorBase):
                 ]
             }
 
+    # ================================================================= webhooks
+
+    def _default_delivery_settings(self) -> DeliverySettings:
+        return DeliverySettings.ghl()
+
+    def set_webhooks(
+        self,
+        url_template: str | None = None,
+        *,
+        urls: dict[str, str] | None = None,
+        legacy_rsa: bool = False,
+        events: list[str] | tuple[str, ...] | None = None,
+    ) -> dict[str, Any]:
+        """Configure the app's webhook target (replaces the previous configuration).
+
+        ``url_template``: URL for every location, ``{locationId}`` replaced by the location id
+        (e.g. ``http://127.0.0.1:PORT/webhooks/ghl/<workspace_id>`` for one location, or a template
+        when several locations map to workspaces by id). ``urls``: ``{locationId: URL}``, winning
+        over the template. ``legacy_rsa``: also send ``x-wh-signature``. ``events``: subset of
+        ``AppointmentCreate|Update|Delete`` (default all). Returns :meth:`webhook_config`.
+        """
+        targets = {**({"*": url_template} if url_template else {}), **(urls or {})}
+        for loc, url in targets.items():
+            if not isinstance(url, str) or not url.replace("{locationId}", "x").startswith(("http://", "https://")):
+                raise SimulatorError(f"webhook URL for {loc!r} must be an http(s) URL")
+        chosen = tuple(events) if events else WEBHOOK_EVENTS
+        unknown = set(chosen) - set(WEBHOOK_EVENTS)
+        if unknown:
+            raise SimulatorError(f"unknown webhook event(s) {sorted(unknown)} (one of {WEBHOOK_EVENTS})")
+        if legacy_rsa:
+            _ = self.webhook_keys.rsa  # derive the RSA key now, not inside the first emit
+        with self._lock:
+            self._wh_template = url_template or None
+            self._wh_urls = dict(urls or {})
+            self._wh_legacy = bool(legacy_rsa)
+            self._wh_events = chosen
+        return self.webhook_config()
+
+    def clear_webhooks(self) -> None:
+        """No webhook target any more (queued deliveries still finish)."""
+        with self._lock:
+            self._wh_template, self._wh_urls, self._wh_legacy = None, {}, False
+            self._wh_events = WEBHOOK_EVENTS
+
+    def webhook_config(self) -> dict[str, Any]:
+        """``{url_template, urls, legacy_rsa, events}``."""
+        with self._lock:
+            return {
+                "url_template": self._wh_template,
+                "urls": dict(self._wh_urls),
+                "legacy_rsa": self._wh_legacy,
+                "events": list(self._wh_events),
+            }
+
+    def webhook_public_keys(self) -> dict[str, str]:
+        """The public keys receivers verify with (base64 SPKI DER, one line each):
+        ``{"ghl_webhook_public_key": <Ed25519>, "ghl_webhook_legacy_public_key": <RSA-2048>}``."""
+        keys = self.webhook_keys.public_keys()
+        return {"ghl_webhook_public_key": keys["ed25519"], "ghl_webhook_legacy_public_key": keys["rsa"]}
+
+    def _webhook_url(self, location_id: str) -> str | None:
+        if location_id in self._wh_urls:
+            return self._wh_urls[location_id]
+        return self._wh_template.replace("{locationId}", location_id) if self._wh_template else None
+
+    def _webhook_outgoing(self, event: ProviderEvent) -> list[Outgoing]:
+        """The signed delivery of ``event`` to its location's URL, if one is configured (§1.5)."""
+        url = self._webhook_url(event.account)
+        if url is None or event.name not in self._wh_events:
+            return []
+        payload = copy.deepcopy(event.payload)
+        webhook_id = self._webhook_ids.uuid()
+        keys, legacy, wall = self.webhook_keys, self._wh_legacy, self.webhooks
+
+        def build() -> tuple[bytes, dict[str, str]]:
+            sent = datetime.fromtimestamp(wall.wall_clock(), UTC)
+            body = dumps({**payload, "webhookId": webhook_id, "timestamp": iso_ms_z(sent)})
+            headers = {"X-GHL-Signature": ghl_ed25519_signature(keys.ed25519, body)}
+            if legacy:
+                headers["x-wh-signature"] = ghl_rsa_signature(keys.rsa, body)
+            return body, headers
+
+        appointment = payload.get("appointment") or {}
+        return [
+            Outgoing(
+                target=f"ghl:{event.account}",
+                url=url,
+                build=build,
+                resource=appointment.get("id"),
+                webhook_id=webhook_id,
+            )
+        ]
+
     # ================================================================= gate hooks
 
     @staticmethod
@@ -1253,6 +1376,37 @@ class GhlSimulator(SimulatorBase):
             b = await body_of(request)
             return {"id": sim.add_contact(location_id, b)}
 
+        @app.get("/_admin/webhooks")
+        async def admin_webhooks() -> dict[str, Any]:
+            return sim.webhook_config()
+
+        @app.put("/_admin/webhooks")
+        async def admin_set_webhooks(request: Request) -> dict[str, Any]:
+            """``{url_template | url, urls: {locationId: url}, legacy_rsa: bool, events: [...]}``
+            (replaces the configuration) → ``{url_template, urls, legacy_rsa, events}``."""
+            b = await body_of(request)
+            unknown = set(b) - {"url_template", "url", "urls", "legacy_rsa", "events"}
+            if unknown:
+                raise SimulatorError(f"unknown field(s) {sorted(unknown)}")
+            if b.get("urls") is not None and not isinstance(b["urls"], dict):
+                raise SimulatorError("urls must be an object {locationId: url}")
+            return sim.set_webhooks(
+                b.get("url_template") or b.get("url"),
+                urls=b.get("urls"),
+                legacy_rsa=bool(b.get("legacy_rsa")),
+                events=b.get("events"),
+            )
+
+        @app.delete("/_admin/webhooks")
+        async def admin_clear_webhooks() -> dict[str, Any]:
+            sim.clear_webhooks()
+            return {"ok": True}
+
+        @app.get("/_admin/webhooks/public_keys")
+        async def admin_public_keys() -> dict[str, Any]:
+            """``{ghl_webhook_public_key, ghl_webhook_legacy_public_key}`` (base64 SPKI DER)."""
+            return sim.webhook_public_keys()
+
         @app.get("/_admin/calendars/{calendar_id}/free-slots")
         async def admin_free_slots(calendar_id: str, days: int = 30) -> dict[str, Any]:
             now = sim.now()
@@ -1265,4 +1419,4 @@ def create_ghl_app(sim: GhlSimulator) -> FastAPI:
     return sim.create_app()
 
 
-__all__ = ["SLOT_TAKEN_MESSAGE", "STATUSES", "VERSIONS", "GhlSimulator", "create_ghl_app"]
+__all__ = ["SLOT_TAKEN_MESSAGE", "STATUSES", "VERSIONS", "WEBHOOK_EVENTS", "GhlSimulator", "create_ghl_app"]
