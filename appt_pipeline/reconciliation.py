@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from appt_pipeline.domain.observation import Observation
 from appt_pipeline.domain.rules import utc_now
-from appt_pipeline.domain.vocab import Provider, Source, Status
+from appt_pipeline.domain.vocab import Provider, Source
 from appt_pipeline.providers.calendly import CALENDLY_BASE_URL, CalendlyClient
 from appt_pipeline.providers.ghl import GHL_BASE_URL, GhlClient
 from appt_pipeline.providers.http import (
@@ -241,14 +241,9 @@ def _classify(results: Sequence[_LeadResult], writes: list[WriteResult], report:
         for w in mine:
             if w.error_kind:
                 continue
-            if w.is_new and w.status is Status.CONFIRMED:
-                report.new_bookings += 1
-            elif w.status_changed and w.status is Status.CANCELED:
-                report.cancellations += 1
-            if w.status is Status.RESCHEDULED and (w.is_new or w.status_changed):
-                report.reschedules += 1  # Calendly: the old invitee of a reschedule
-            elif w.start_changed and not w.is_new and w.status is Status.CONFIRMED:
-                report.reschedules += 1  # GHL: same id, moved to a new time
+            report.new_bookings += w.is_new_booking
+            report.cancellations += w.is_cancellation
+            report.reschedules += w.is_reschedule
 
 
 async def reconcile_workspace(

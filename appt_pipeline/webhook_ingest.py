@@ -89,15 +89,11 @@ class IngestReport:
             self.failed_by_kind[outcome.error or "unknown"] += 1
 
     def count_write(self, result: WriteResult) -> None:
-        changed = result.is_new or result.status_changed
-        if result.is_new and result.status is Status.CONFIRMED:
-            self.new_bookings += 1
-        if changed and result.status is Status.CANCELED:
-            self.cancellations += 1
-        if changed and result.status is Status.RESCHEDULED:
-            self.reschedules += 1
-        if changed and result.status is Status.NO_SHOW:
-            self.no_shows += 1
+        """Count one applied observation the way reconciliation does (``WriteResult.is_*``)."""
+        self.new_bookings += result.is_new_booking
+        self.cancellations += result.is_cancellation
+        self.reschedules += result.is_reschedule
+        self.no_shows += (result.is_new or result.status_changed) and result.status is Status.NO_SHOW
         self.status_changes += int(result.status_changed)
         self.primary_changes += int(result.primary_changed)
 

@@ -152,6 +152,27 @@ class WriteResult:
     error_kind: str | None = None
     start_changed: bool = False
 
+    # What the write means for an operator; reconciliation and webhook ingestion count the same way.
+    @property
+    def is_new_booking(self) -> bool:
+        """A provider booking we did not know, CONFIRMED."""
+        return self.error_kind is None and self.is_new and self.status is Status.CONFIRMED
+
+    @property
+    def is_cancellation(self) -> bool:
+        """A known booking became CANCELED."""
+        return self.error_kind is None and self.status_changed and self.status is Status.CANCELED
+
+    @property
+    def is_reschedule(self) -> bool:
+        """Calendly: the old invitee of a reschedule became (or arrived as) RESCHEDULED; GHL: a known CONFIRMED
+        booking keeps its id and moves to a new time (SPEC §4.3)."""
+        if self.error_kind is not None:
+            return False
+        if self.status is Status.RESCHEDULED:
+            return self.is_new or self.status_changed
+        return self.start_changed and not self.is_new and self.status is Status.CONFIRMED
+
 
 @dataclass(frozen=True, slots=True)
 class StagedSummary:
