@@ -11,6 +11,7 @@ import dagster as dg
 from dagster._core.definitions.reconstruct import build_reconstructable_job
 from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
+from appt_pipeline.definitions import get_job
 from appt_pipeline.defs.partitions import workspace_partitions
 
 PARTITION_TAG = "dagster/partition"
@@ -55,7 +56,12 @@ def run_partition_job(
     if busy:
         raise RunInProgressError(f"run {busy[0].dagster_run.run_id} of workspace {workspace_id!r} is in progress")
     job = build_reconstructable_job("appt_pipeline.definitions", "get_job", reconstructable_args=(job_name,))
-    # no run_config means the job's own default config (a given one replaces it whole)
+    if run_config is None:
+        # the job's own config for this partition (a given one replaces it whole). execute_job does not
+        # resolve a partitioned job's config from the partition tag: without this every asset job would run
+        # with the op's config defaults (evidence "migration"), whatever job was named.
+        partitioned = get_job(job_name).partitioned_config
+        run_config = dict(partitioned.get_run_config_for_partition_key(workspace_id)) if partitioned else {}
     result = dg.execute_job(job, instance=instance, tags={PARTITION_TAG: workspace_id}, run_config=run_config)
     outcome = RunOutcome(run_id=result.run_id, success=result.success)
     for event in result.get_asset_materialization_events():

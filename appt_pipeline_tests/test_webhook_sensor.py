@@ -13,6 +13,7 @@ from appt_pipeline.defs.partitions import workspace_partitions
 from appt_pipeline.defs.resources import AppDatabase
 from appt_pipeline.defs.sensors import webhook_events_sensor
 from appt_pipeline.domain.webhook_staging import stage_calendly
+from appt_pipeline.launch import run_partition_job
 from appt_pipeline.store.webhook_events import insert_events
 from appt_pipeline_tests.helpers import rows, seed
 from appt_pipeline_tests.test_webhook_ingest import calendly_body, deliver, with_email
@@ -90,3 +91,17 @@ def test_rows_committing_out_of_id_order_are_never_skipped(db: sa.Engine, databa
         assert isinstance(evaluate(instance, database_url, cursor=second.cursor), dg.SkipReason)
     assert [r[0] for r in rows(db, "SELECT status FROM webhook_events ORDER BY id")] == ["processed", "processed"]
     assert len(rows(db, "SELECT 1 FROM appointments")) == 2
+
+
+def test_run_partition_job_uses_the_named_jobs_own_config(db: sa.Engine, database_url: str) -> None:
+    """``appt-pipeline run`` / the demo launch with the job's partition config (execute_job alone would not)."""
+    [lead] = seed(db, "ws1", leads=1)
+    with_email(db, lead)
+    deliver(db, "ws1", calendly_body("invitee.created", "i1"))
+    with dg.instance_for_test() as instance:
+        outcome = run_partition_job(instance, "webhook_ingest_job", "ws1")
+        assert outcome.success
+        assert outcome.metadata["appointment_history"]["evidence"] == "webhooks"
+        assert outcome.metadata["appointment_history"]["processed"] == 1
+        run = instance.get_run_by_id(outcome.run_id)
+        assert run is not None and run.tags["dagster/partition"] == "ws1"

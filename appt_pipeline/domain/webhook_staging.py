@@ -4,9 +4,10 @@ Pure: no I/O. :func:`stage_calendly` and :func:`stage_ghl` take a decoded, alrea
 body and return a :class:`StagedEvent`: the dedupe key, the provider time used to order events, and
 the **whitelisted** payload — ids/URIs, event type, times, statuses, reschedule flag and links,
 canceler type, cancel reason with e-mails and phone numbers masked, timezone, and a salted SHA-256
-**hash** of the invitee e-mail for lead matching. Never names, e-mails, phones, notes, titles,
-addresses or answers. The stored payload keeps the provider's shape, so ingestion parses it with the
-same functions as a live body (``providers.normalize.parse_calendly_webhook`` /
+**hash** of the invitee e-mail for lead matching. Ids and URIs are kept verbatim (they are the
+provider's keys) and a delivery whose id field holds an e-mail address is refused. Never names,
+e-mails, phones, notes, titles, addresses or answers. The stored payload keeps the provider's shape,
+so ingestion parses it with the same functions as a live body (``providers.normalize.parse_calendly_webhook`` /
 ``parse_ghl_webhook``).
 
 Valid events we do not handle are staged with status ``ignored`` (reason ``unhandled_event``).
@@ -81,7 +82,11 @@ def _digest(*parts: str | None) -> str:
     return hashlib.sha256("\x1f".join(p or "" for p in parts).encode()).hexdigest()
 
 
-def _text(obj: Mapping[str, Any], key: str, path: str, *, required: bool = False) -> str | None:
+def _text(obj: Mapping[str, Any], key: str, path: str, *, required: bool = False, free_text: bool = False
+          ) -> str | None:
+    """A string field: ids, URIs, statuses and zones verbatim (masking would corrupt UUIDs whose digit runs
+    look like phone numbers) but refused when they hold an e-mail address; ``free_text`` (cancel reasons)
+    is kept with e-mails and phone numbers masked (SPEC §7, §11)."""
     value = obj.get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
@@ -92,7 +97,11 @@ def _text(obj: Mapping[str, Any], key: str, path: str, *, required: bool = False
     text = str(value).strip()
     if len(text) > MAX_FIELD_CHARS:
         raise WebhookPayloadError("invalid_field", (path,))
-    return mask_pii(text)
+    if free_text:
+        return mask_pii(text)
+    if "@" in text or "%40" in text.lower():
+        raise WebhookPayloadError("invalid_field", (path,))
+    return text
 
 
 def _time(obj: Mapping[str, Any], key: str, path: str) -> str | None:
@@ -127,7 +136,7 @@ def _calendly_cancellation(obj: Mapping[str, Any] | None, path: str) -> dict[str
         return None
     return _drop_none({
         "canceler_type": _text(obj, "canceler_type", f"{path}.canceler_type"),
-        "reason": _text(obj, "reason", f"{path}.reason"),
+        "reason": _text(obj, "reason", f"{path}.reason", free_text=True),
         "created_at": _time(obj, "created_at", f"{path}.created_at"),
     })
 
