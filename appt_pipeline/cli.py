@@ -357,6 +357,26 @@ def demo() -> None:
         for action in summary.drift_not_in_history[:10]:
             click.echo(f"  not in the history: {action.kind} of {action.provider} {action.key} "
                        f"(lead {action.lead_id})")
+    wh = summary.webhooks
+    if wh is not None:
+        sent = {p: c.get("delivered", 0) for p, c in wh.deliveries.items()}
+        failed = sum(int(c.get("failed", 0)) for c in wh.deliveries.values())
+        click.echo(f"\nWebhooks: the simulators changed other bookings ({wh.drift.describe()}) and delivered signed "
+                   f"webhooks to the intake service (delivered: GHL {sent.get('GHL', 0)}, Calendly "
+                   f"{sent.get('CALENDLY', 0)}; failed {failed}); webhook_events_sensor requested "
+                   f"{wh.runs_requested} webhook_ingest_job run(s), all done {wh.wall_s:.1f} s after the first "
+                   "change:\n")
+        rows = [[w.workspace_id, w.provider, w.stored, w.processed, w.ignored, w.failed, w.new_bookings,
+                 w.cancellations, w.reschedules, w.no_shows, w.tasks_created,
+                 f"{w.drift_in_history}/{w.drift_actions}", w.drift_verdict,
+                 "passed" if w.rollup_check_passed else "FAILED", w.run_id[:8], "ok" if w.success else "FAILED"]
+                for w in wh.workspaces]
+        click.echo(tabulate(rows, headers=["workspace", "provider", "stored", "processed", "ignored", "failed",
+                                           "new bookings", "cancellations", "reschedules", "no-shows",
+                                           "tasks created", "in history", "provider drift", "rollup check", "run",
+                                           "status"]))
+        for action in wh.not_in_history[:10]:
+            click.echo(f"  not in the history: {action.kind} of {action.provider} {action.key} (lead {action.lead_id})")
     click.echo(f"\nDone in {time.monotonic() - started:.1f} s. Open the Dagster UI on this data: appt-pipeline dev  "
                "(then http://127.0.0.1:3000)")
     if not summary.ok:
@@ -367,12 +387,53 @@ def demo() -> None:
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=3000, show_default=True, type=int)
-def dev(host: str, port: int) -> None:
-    """The Dagster UI (webserver + daemon) on HOST:PORT against the same storage; Ctrl-C stops everything."""
-    with _runtime() as rt:
-        _err(f"{rt.describe()}\nDagster UI: http://{host}:{port}")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface of every server started.")
+@click.option("--port", default=3000, show_default=True, type=int, help="Dagster UI port.")
+@click.option("--service-port", default=8000, show_default=True, type=int, help="Webhook intake service port.")
+@click.option("--ghl-port", default=8101, show_default=True, type=int, help="GoHighLevel simulator port.")
+@click.option("--calendly-port", default=8102, show_default=True, type=int, help="Calendly simulator port.")
+def dev(host: str, port: int, service_port: int, ghl_port: int, calendly_port: int) -> None:
+    """Everything locally: PostgreSQL, both provider simulators, the webhook intake service and the Dagster UI
+    with its daemon (sensors, schedules, run queue). Changes made in a simulator (its /_admin actions) are
+    delivered as signed webhooks to the service and applied by webhook_events_sensor's runs. Ctrl-C stops all.
+    """
+    import dagster as dg
+
+    from appt_pipeline.launch import ensure_partitions
+    from appt_pipeline.local_stack import local_stack
+    from appt_pipeline.sample import SAMPLE_DIR
+    from appt_pipeline.sandbox.legacy_seed import legacy_seeds
+    from appt_pipeline.store.legacy_import import import_legacy
+    from appt_pipeline.store.workspaces import SecretKeyError, workspace_ids
+
+    if logging.getLogger().level > logging.DEBUG:  # the simulators' deliveries log one INFO line each (-v shows)
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    with _runtime() as rt, _dev_secret_key() as key, contextlib.ExitStack() as stack:
+        legacy = legacy_seeds(SAMPLE_DIR)
+        ids = workspace_ids(rt.engine)
+        if not set(legacy.accounts) & set(ids):
+            _err("importing the legacy sample (run `appt-pipeline demo` to migrate and reconcile it)")
+            import_legacy(rt.engine, SAMPLE_DIR)
+            ids = workspace_ids(rt.engine)
+        with dg.DagsterInstance.get() as instance:
+            ensure_partitions(instance, ids)
+        try:
+            sims = stack.enter_context(local_stack(
+                rt.engine, rt.urls.app_url, legacy, ids, secret_key=key, id_seed="dev", host=host,
+                ghl_port=ghl_port, calendly_port=calendly_port, service_port=service_port))
+        except SecretKeyError as exc:
+            raise BadInput(str(exc)) from None
+        except OSError as exc:
+            raise BadInput(f"cannot start the simulators or the service: {exc} (choose other ports)") from None
+        sims.connect_webhooks()
+        _err(f"{rt.describe()}\n"
+             f"Dagster UI:         http://{host}:{port}\n"
+             f"webhook service:    {sims.service_url}  (POST /webhooks/{{ghl,calendly}}/<workspace>, GET /health)\n"
+             f"GHL simulator:      {sims.ghl_url}  (admin: /_admin/…)\n"
+             f"Calendly simulator: {sims.calendly_url}\n"
+             f"connected workspaces: {', '.join(f'{ws} ({p.value})' for ws, p in sims.providers.items())}")
+        for line in _dev_examples(sims):
+            _err(line)
         cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
                "-h", host, "-p", str(port)]
         # own session: `dagster dev` ignores SIGINT when started from a non-interactive shell otherwise
@@ -392,6 +453,82 @@ def dev(host: str, port: int) -> None:
         sys.exit(EXIT_WORK_FAILED)
 
 
+@contextlib.contextmanager
+def _dev_secret_key() -> Iterator[str]:
+    """``APPT_SECRET_KEY``, or an ephemeral Fernet key exported for this process and its children (the Dagster
+    run workers decrypt provider tokens with it); never printed. The stack disconnects on exit either way."""
+    key = os.environ.get(SECRET_KEY_ENV)
+    if key:
+        yield key
+        return
+    from cryptography.fernet import Fernet
+
+    os.environ[SECRET_KEY_ENV] = key = Fernet.generate_key().decode()
+    try:
+        yield key
+    finally:
+        os.environ.pop(SECRET_KEY_ENV, None)
+
+
+def _dev_examples(sims: Any) -> list[str]:
+    """Copy-paste admin calls that change a booking at a simulator (each one becomes a signed webhook)."""
+    from datetime import UTC, datetime, timedelta
+
+    soon = (datetime.now(UTC) + timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
+    when = soon.isoformat().replace("+00:00", "Z")
+    out = ["Try (each change reaches the history through the service, the sensor and a webhook_ingest_job run, "
+           "within ~5-10 s):"]
+    ghl = next((b for b in sims.legacy.bookings if b.provider == "GHL" and b.workspace_id in sims.providers), None)
+    cal = next((b for b in sims.legacy.bookings if b.provider == "CALENDLY" and b.workspace_id in sims.providers
+                and b.status.value == "CONFIRMED"), None)
+    if ghl is not None:
+        out.append(f"  curl -s -X POST {sims.ghl_url}/_admin/appointments/{ghl.key}/reschedule "
+                   f"-H 'content-type: application/json' -d '{{\"startTime\": \"{when}\", \"force\": true}}'"
+                   f"   # lead {ghl.lead_id}")
+    if cal is not None:
+        out.append(f"  curl -s -X POST {sims.calendly_url}/_admin/invitees/reschedule "
+                   f"-H 'content-type: application/json' -d '{{\"invitee\": \"{cal.key}\", \"start_time\": "
+                   f"\"{when}\", \"force\": true}}'   # lead {cal.lead_id}")
+    return out
+
+
+
+
+# ------------------------------------------------------------------------------------------------ serve
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="TCP port.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Worker processes (each has its own connection pool and key cache).")
+def serve(host: str, port: int, workers: int) -> None:
+    """The webhook intake HTTP service (SPEC §7): POST /webhooks/{calendly,ghl}/WORKSPACE_ID, GET /health.
+
+    Uses the app database like every command (the embedded PostgreSQL when APPT_DATABASE_URL is unset) and
+    APPT_SECRET_KEY to decrypt the workspaces' webhook keys (exit 2 when it is missing or invalid).
+    uvicorn with uvloop + httptools, access log off; Ctrl-C / SIGTERM stop it gracefully.
+    """
+    import uvicorn
+
+    from appt_pipeline.service import ServiceConfigError, ServiceSettings, create_app
+
+    with _runtime() as rt:
+        settings = ServiceSettings(database_url=rt.urls.app_url)
+        try:
+            settings.validate()
+        except ServiceConfigError as exc:
+            raise BadInput(str(exc)) from None
+        logging.getLogger("psycopg.pool").setLevel(logging.WARNING)  # one INFO line per connection request
+        _err(f"{rt.describe()}\nwebhook intake: http://{host}:{port}  ({workers} worker(s))")
+        options: dict[str, Any] = {"host": host, "port": port, "loop": "uvloop", "http": "httptools",
+                                   "access_log": False, "server_header": False, "proxy_headers": False,
+                                   "lifespan": "on",
+                                   "log_level": "debug" if logging.getLogger().level <= logging.DEBUG else "info"}
+        if workers > 1:  # workers import the app themselves; they read the URL and key exported in the environment
+            uvicorn.run("appt_pipeline.service.app:create_app_from_env", factory=True, workers=workers, **options)
+        else:
+            uvicorn.run(create_app(settings), **options)
 
 
 if __name__ == "__main__":

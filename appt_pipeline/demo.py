@@ -45,18 +45,17 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from appt_pipeline.defs.jobs import RUN_LOGGERS
+from appt_pipeline.defs.resources import AppDatabase
+from appt_pipeline.defs.sensors import webhook_events_sensor
 from appt_pipeline.domain.vocab import Provider
 from appt_pipeline.launch import RunOutcome, ensure_partitions, run_partition_job
-from appt_pipeline.providers.calendly import CALENDLY_BASE_URL
-from appt_pipeline.providers.ghl import GHL_BASE_URL
+from appt_pipeline.local_stack import LocalStack, local_stack
 from appt_pipeline.runtime import Runtime
 from appt_pipeline.sample import SAMPLE_DIR
-from appt_pipeline.sandbox import CalendlySimulator, GhlSimulator, SimulatorServer
 from appt_pipeline.sandbox.legacy_seed import (
     DriftAction,
     DriftSummary,
     ExpectedFindings,
-    LegacySeed,
     apply_drift,
     expected_history,
     legacy_seeds,
@@ -64,7 +63,7 @@ from appt_pipeline.sandbox.legacy_seed import (
 from appt_pipeline.settings import SECRET_KEY_ENV
 from appt_pipeline.store.legacy_import import import_legacy
 from appt_pipeline.store.reconcile import count_due_leads, select_due_leads
-from appt_pipeline.store.workspaces import set_secret, set_workspace, workspace_ids
+from appt_pipeline.store.workspaces import workspace_ids
 
 #: Due leads checked per workspace by the demo's reconciliation pass (the job's ``lead_budget``): what
 #: one rate-limit window of the provider serves at once, at about one request per GHL check (100
@@ -75,9 +74,9 @@ DEMO_LEAD_BUDGET: dict[Provider, int] = {Provider.GHL: 90, Provider.CALENDLY: 30
 #: Seed of the demo's provider drift (and of the simulators' generated ids).
 DEMO_DRIFT_SEED = 7
 
-_SECRET_NAME = {Provider.GHL: "ghl_private_token", Provider.CALENDLY: "calendly_access_token"}
-_BASE_URL_COLUMN = {Provider.GHL: "ghl_api_base_url", Provider.CALENDLY: "calendly_api_base_url"}
-_PROVIDER_URL = {Provider.GHL: GHL_BASE_URL, Provider.CALENDLY: CALENDLY_BASE_URL}
+#: Share of the other sample bookings (not checked by the reconciliation pass) the providers change after
+#: the webhooks are connected: these changes reach the history only by webhook.
+WEBHOOK_DRIFT_RATE = 0.01
 
 
 @dataclass
@@ -163,6 +162,67 @@ class ReconciliationSummary:
 
 
 @dataclass
+class WebhookSummary:
+    """One row of the demo's webhook summary: deliveries the service stored for the workspace, what the
+    ``webhook_ingest_job`` run requested by ``webhook_events_sensor`` did, and what the drift predicts."""
+
+    workspace_id: str
+    provider: str
+    stored: int
+    processed: int
+    ignored: int
+    failed: int
+    new_bookings: int
+    cancellations: int
+    reschedules: int
+    no_shows: int
+    tasks_created: int
+    expected: ExpectedFindings
+    drift_actions: int
+    drift_in_history: int
+    rollup_check_passed: bool
+    run_id: str
+    success: bool
+
+    @property
+    def found(self) -> ExpectedFindings:
+        return ExpectedFindings(self.new_bookings, self.cancellations, self.reschedules)
+
+    @property
+    def drift_verdict(self) -> str:
+        """``found`` (exactly the drift), ``known`` (nothing new: a rerun), ``none``, or ``FAILED``."""
+        expected = ExpectedFindings(self.expected.new_bookings, self.expected.cancellations, self.expected.reschedules)
+        if self.drift_in_history != self.drift_actions or self.failed:
+            return "FAILED"
+        if self.found == expected and self.drift_actions:
+            return "found"
+        if self.found == ExpectedFindings():
+            return "known" if self.drift_actions else "none"
+        return "FAILED"
+
+    @property
+    def ok(self) -> bool:
+        return self.success and self.rollup_check_passed and self.drift_verdict != "FAILED"
+
+
+@dataclass
+class WebhookPhase:
+    """The webhook part of the demo: the drift, the simulators' delivery counts and the runs per workspace."""
+
+    drift: DriftSummary
+    deliveries: dict[str, dict[str, object]]
+    flushed: bool
+    workspaces: list[WebhookSummary] = field(default_factory=list)
+    runs_requested: int = 0
+    wall_s: float = 0.0
+    not_in_history: list[DriftAction] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.flushed and all(w.ok for w in self.workspaces)
+
+
+@dataclass
 class DemoSummary:
     """Everything the demo did: migration and reconciliation per workspace, the seed and the drift."""
 
@@ -175,12 +235,13 @@ class DemoSummary:
     ephemeral_secret_key: bool = False
     drift_not_in_history: list[DriftAction] = field(default_factory=list)
     reconciliation_wall_s: float = 0.0
+    webhooks: WebhookPhase | None = None
 
     @property
     def ok(self) -> bool:
-        return all(s.success and s.drift_check_passed for s in self.migration) and all(
-            r.ok for r in self.reconciliation
-        )
+        return (all(s.success and s.drift_check_passed for s in self.migration)
+                and all(r.ok for r in self.reconciliation)
+                and (self.webhooks is None or self.webhooks.ok))
 
 
 def run_demo(
@@ -209,19 +270,16 @@ def run_demo(
     legacy = legacy_seeds(sample_dir)
     summary.seeded_bookings = len(legacy.bookings)
     summary.seeded_skipped = dict(sorted(legacy.skipped.items()))
-    ghl_sim = GhlSimulator(legacy.ghl, id_seed=f"demo-ghl:{drift_seed}")
-    calendly_sim = CalendlySimulator(legacy.calendly, id_seed=f"demo-calendly:{drift_seed}")
     with contextlib.ExitStack() as stack:
-        ghl_server = stack.enter_context(SimulatorServer(ghl_sim))
-        calendly_server = stack.enter_context(SimulatorServer(calendly_sim))
         key, summary.ephemeral_secret_key = stack.enter_context(_secret_key())
-        say(f"simulators: GHL {ghl_server.base_url}, Calendly {calendly_server.base_url}")
-        base_urls = {Provider.GHL: ghl_server.base_url, Provider.CALENDLY: calendly_server.base_url}
-        providers = stack.enter_context(_connected(runtime.engine, legacy, ids, base_urls, key))
+        sims = stack.enter_context(local_stack(runtime.engine, runtime.urls.app_url, legacy, ids, secret_key=key,
+                                               id_seed=f"demo:{drift_seed}"))
+        say(f"simulators: GHL {sims.ghl_url}, Calendly {sims.calendly_url}; webhook service {sims.service_url}")
+        providers = sims.providers
         now = datetime.now(UTC)
         due, due_total = _replay_watermark(runtime.engine, providers, now, budget)
-        drift = apply_drift(ghl_sim, calendly_sim, seed=drift_seed, legacy=legacy,
-                            leads={lead for leads in due.values() for lead in leads}, now=now)
+        checked = {lead for leads in due.values() for lead in leads}
+        drift = apply_drift(sims.ghl, sims.calendly, seed=drift_seed, legacy=legacy, leads=checked, now=now)
         summary.drift = drift
         say(f"provider drift: {drift.describe()}")
         started = time.monotonic()
@@ -229,6 +287,7 @@ def run_demo(
         # setup reconfigures the logging module), and each run is a real run of the instance
         outcomes = {ws: _reconcile(instance, ws, budget[providers.get(ws, Provider.GHL)]) for ws in ids}
         summary.reconciliation_wall_s = time.monotonic() - started
+        summary.webhooks = _webhooks(runtime, instance, sims, checked, drift_seed, say)
     missing = _not_in_history(runtime.engine, drift.actions)
     summary.drift_not_in_history = missing
     for ws in ids:
@@ -301,34 +360,6 @@ def _secret_key() -> Iterator[tuple[str, bool]]:
         os.environ.pop(SECRET_KEY_ENV, None)
 
 
-@contextlib.contextmanager
-def _connected(engine: sa.Engine, legacy: LegacySeed, ids: list[str], base_urls: dict[Provider, str],
-               key: str) -> Iterator[dict[str, Provider]]:
-    """Point each seeded workspace at its simulator and store its token (every run: the simulators and
-    their tokens are new each time); yields the provider of each connected workspace.
-
-    On exit the workspaces are disconnected again — token deleted, API base URL back to the provider's —
-    so that the reconciliation schedule of ``appt-pipeline dev`` skips them ("not configured") instead
-    of calling a stopped simulator with a token an ephemeral key can no longer decrypt.
-    """
-    providers: dict[str, Provider] = {}
-    try:
-        for ws in ids:
-            account = legacy.accounts.get(ws)
-            if account is None:
-                continue
-            provider = providers[ws] = Provider(account.provider)
-            set_workspace(engine, ws, {_BASE_URL_COLUMN[provider]: base_urls[provider]})
-            set_secret(engine, ws, _SECRET_NAME[provider], account.token, key)
-        yield providers
-    finally:
-        for ws, provider in providers.items():
-            with engine.begin() as conn:
-                conn.execute(sa.text("DELETE FROM workspace_secrets WHERE workspace_id = :ws AND name = :name"),
-                             {"ws": ws, "name": _SECRET_NAME[provider]})
-            set_workspace(engine, ws, {_BASE_URL_COLUMN[provider]: _PROVIDER_URL[provider]})
-
-
 def _replay_watermark(engine: sa.Engine, providers: dict[str, Provider], now: datetime,
                       lead_budget: dict[Provider, int]) -> tuple[dict[str, list[str]], dict[str, int]]:
     """Clear the watermark an earlier reconciliation left on the sample leads (see the module doc).
@@ -365,3 +396,55 @@ def _not_in_history(engine: sa.Engine, actions: list[DriftAction]) -> list[Drift
                     missing.append(action)
                     break
     return missing
+
+
+def _webhooks(runtime: Runtime, instance: dg.DagsterInstance, sims: LocalStack, checked: set[str], drift_seed: int,
+              say: Callable[[str], None]) -> WebhookPhase:
+    """Connect the webhooks, change other bookings at the providers, and ingest what they push.
+
+    The simulators deliver signed webhooks to the intake service, which stores them in ``webhook_events``;
+    then ``webhook_events_sensor`` is evaluated against the instance and the runs it requests are executed
+    here (under ``appt-pipeline dev`` the Dagster daemon does both). Every drift action must then be in
+    the appointment history.
+    """
+    sims.connect_webhooks()
+    started = time.monotonic()
+    since = datetime.now(UTC)
+    others = {b.lead_id for b in sims.legacy.bookings} - checked
+    drift = apply_drift(sims.ghl, sims.calendly, seed=drift_seed + 1, legacy=sims.legacy, leads=others,
+                        rate=WEBHOOK_DRIFT_RATE, now=since)
+    say(f"webhook drift: {drift.describe()}; waiting for the simulators' signed deliveries")
+    flushed = sims.flush_webhooks(60)
+    phase = WebhookPhase(drift=drift, deliveries=sims.delivery_counts(), flushed=flushed)
+    with dg.build_sensor_context(instance=instance,
+                                 resources={"app_db": AppDatabase(url=runtime.urls.app_url)}) as ctx:
+        result = webhook_events_sensor(ctx)
+    requests = list(getattr(result, "run_requests", None) or [])
+    phase.runs_requested = len(requests)
+    outcomes = {r.partition_key: run_partition_job(instance, "webhook_ingest_job", str(r.partition_key))
+                for r in requests}
+    phase.wall_s = time.monotonic() - started
+    phase.not_in_history = _not_in_history(runtime.engine, drift.actions)
+    with runtime.engine.connect() as conn:
+        stored = dict(conn.execute(sa.text("SELECT workspace_id, count(*) FROM webhook_events WHERE received_at >= :t "
+                                           "GROUP BY workspace_id"), {"t": since}).all())
+        tasks = dict(conn.execute(sa.text("SELECT l.workspace_id, count(*) FROM follow_up_tasks t JOIN leads l "
+                                          "ON l.id = t.lead_id WHERE t.created_at >= :t GROUP BY 1"),
+                                  {"t": since}).all())
+    for ws, provider in sims.providers.items():
+        outcome = outcomes.get(ws)
+        history = outcome.metadata.get("appointment_history", {}) if outcome else {}
+        actions = [a for a in drift.actions if a.workspace_id == ws]
+        phase.workspaces.append(WebhookSummary(
+            workspace_id=ws, provider=provider.value, stored=int(stored.get(ws, 0)),
+            processed=int(history.get("processed", 0)), ignored=int(history.get("ignored", 0)),
+            failed=int(history.get("failed", 0)), new_bookings=int(history.get("new_bookings", 0)),
+            cancellations=int(history.get("cancellations", 0)), reschedules=int(history.get("reschedules", 0)),
+            no_shows=int(history.get("no_shows", 0)), tasks_created=int(tasks.get(ws, 0)),
+            expected=drift.expected(ws), drift_actions=len(actions),
+            drift_in_history=len(actions) - sum(1 for a in phase.not_in_history if a.workspace_id == ws),
+            # no run: nothing new was stored (a rerun's redeliveries are recognised as duplicates at intake)
+            rollup_check_passed=outcome.checks.get("rollup_drift", False) if outcome else True,
+            run_id=outcome.run_id if outcome else "-", success=outcome.success if outcome else True,
+        ))
+    return phase

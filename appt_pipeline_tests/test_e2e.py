@@ -38,9 +38,16 @@ def test_demo_on_the_embedded_default_runs_twice_and_creates_nothing_the_second_
     def tables(stdout: str) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
         """The migration and reconciliation rows, by workspace (whitespace-split columns)."""
         head, _, tail = stdout.partition("\nReconciliation (")
+        tail = tail.partition("\nWebhooks:")[0]
         found = [{line.split()[0]: line.split() for line in part.splitlines() if line.startswith("ws_")}
                  for part in (head, tail)]
         return found[0], found[1]
+
+    def webhook_table(stdout: str) -> dict[str, list[str]]:
+        """The webhook rows: workspace provider stored processed ignored failed new-bookings cancellations
+        reschedules no-shows tasks in-history provider-drift rollup-check run status."""
+        part = stdout.partition("\nWebhooks:")[2]
+        return {line.split()[0]: line.split() for line in part.splitlines() if line.startswith("ws_")}
 
     def summary_lines(stdout: str) -> dict[str, str]:
         return {line.split(":")[0]: line for line in stdout.splitlines()
@@ -85,6 +92,18 @@ def test_demo_on_the_embedded_default_runs_twice_and_creates_nothing_the_second_
     total = cancels + reschedules + new_bookings + no_shows
     assert expected[8:] == [total, total]  # every drift action is in the appointment history
 
+    # webhooks: other bookings changed at the providers reach the history through signed deliveries, the
+    # intake service, webhook_events_sensor and webhook_ingest_job — every action, nothing ignored or failed
+    hooks = webhook_table(first.stdout)
+    assert set(hooks) == {"ws_7_0", "ws_7_1", "ws_7_2"}
+    for cols in hooks.values():
+        stored, processed, ignored, failed = map(int, cols[2:6])
+        done, actions = map(int, cols[11].split("/"))
+        assert processed == stored > 0 and ignored == failed == 0
+        assert done == actions > 0 and cols[12] == "found"
+        assert cols[13] == "passed" and cols[15] == "ok"
+    assert sum(int(cols[8]) for cols in hooks.values()) > 0 and sum(int(cols[10]) for cols in hooks.values()) > 0
+
     # the server is stopped cleanly when the command exits, and its data folder is reused next time
     time.sleep(1)
     assert not _postgres_serving(tmp_path / "appt" / "pg")
@@ -101,6 +120,9 @@ def test_demo_on_the_embedded_default_runs_twice_and_creates_nothing_the_second_
         assert [int(cols[c]) for c in (changed, new, canceled, rescheduled, errors)] == [0, 0, 0, 0, 0]
         assert cols[checked] == rec[ws][checked] and cols[not_found] == rec[ws][not_found]
         assert int(cols[unchanged]) == int(rec[ws][unchanged]) + int(rec[ws][changed])
+    for ws, cols in webhook_table(second.stdout).items():  # redelivered: nothing new, all still in the history
+        assert cols[12] == "known" and cols[15] == "ok" and cols[11] == hooks[ws][11]
+        assert [int(c) for c in cols[5:10]] == [0, 0, 0, 0, 0]
     again_check = numbers(summary_lines(second.stdout)["Drift check"])
     assert again_check[:4] == expected[:4] and again_check[4:8] == [0, 0, 0, 0] and again_check[8:] == [total, total]
 

@@ -7,52 +7,56 @@ marks them with :func:`mark_events`. The sensor selects by **status**, never by 
 so a row that commits after a higher id was already processed is still picked up (SPEC §7).
 """
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from appt_pipeline.domain.webhook_staging import StagedEvent
 
-#: Multi-row insert of staged events; parameters are parallel arrays (``unnest``) so one statement
-#: stores a whole group of deliveries. Returns the dedupe keys actually inserted (the others were
-#: duplicates). Placeholders are psycopg's (``%(name)s``) so the async intake service can use it as is.
+#: Multi-row insert of staged events from ONE JSON array of row objects (:func:`row_json`), so a whole group
+#: of deliveries is one statement and one parameter (orjson serialises a row in ~10 µs; psycopg's adaptation
+#: of eight parallel arrays cost ~150 µs per row). ``ON CONFLICT (dedupe_key) DO NOTHING``: returns the dedupe
+#: keys actually inserted (the others were duplicates). ``ignored`` rows get ``processed_at`` at once.
+#: psycopg placeholder (``%(rows)s``), so the async intake service uses it as is.
 INSERT_EVENTS_SQL = """
 INSERT INTO webhook_events (workspace_id, provider, event_type, dedupe_key, provider_created_at, payload,
                             status, error, processed_at)
-SELECT w, p::meeting_booking_provider, e, k, t, j::jsonb, s, r, CASE WHEN s = 'pending' THEN NULL ELSE now() END
-FROM unnest(%(workspace_id)s::text[], %(provider)s::text[], %(event_type)s::text[], %(dedupe_key)s::text[],
-            %(provider_created_at)s::timestamptz[], %(payload)s::text[], %(status)s::text[], %(error)s::text[])
-     AS x(w, p, e, k, t, j, s, r)
+SELECT x.w, x.p::meeting_booking_provider, x.e, x.k, x.t, x.j::jsonb, x.s, x.r,
+       CASE WHEN x.s = 'pending' THEN NULL ELSE now() END
+FROM json_to_recordset(%(rows)s::json) AS x(w text, p text, e text, k text, t timestamptz, j json, s text, r text)
 ON CONFLICT (dedupe_key) DO NOTHING
 RETURNING dedupe_key
 """
 
 
-def insert_params(rows: Sequence[tuple[str, StagedEvent]]) -> dict[str, list[Any]]:
-    """Parameters of :data:`INSERT_EVENTS_SQL` for ``(workspace_id, staged event)`` pairs."""
-    return {
-        "workspace_id": [ws for ws, _ in rows],
-        "provider": [e.provider.value for _, e in rows],
-        "event_type": [e.event_type for _, e in rows],
-        "dedupe_key": [e.dedupe_key for _, e in rows],
-        "provider_created_at": [e.provider_created_at for _, e in rows],
-        "payload": [json.dumps(e.payload, separators=(",", ":")) for _, e in rows],
-        "status": [e.status for _, e in rows],
-        "error": [e.error for _, e in rows],
-    }
+def row_json(workspace_id: str, event: StagedEvent) -> bytes:
+    """One row object of :data:`INSERT_EVENTS_SQL` (UTF-8 JSON; times as RFC 3339).
+
+    Raises:
+        TypeError: a payload value JSON cannot represent (never produced by ``stage_*``).
+    """
+    return orjson.dumps({
+        "w": workspace_id, "p": event.provider.value, "e": event.event_type, "k": event.dedupe_key,
+        "t": event.provider_created_at, "j": event.payload, "s": event.status, "r": event.error,
+    })
+
+
+def insert_param(rows: Sequence[bytes]) -> dict[str, str]:
+    """The parameter of :data:`INSERT_EVENTS_SQL` for rows made by :func:`row_json`."""
+    return {"rows": (b"[" + b",".join(rows) + b"]").decode()}
 
 
 def insert_events(conn: sa.Connection, rows: Sequence[tuple[str, StagedEvent]]) -> set[str]:
-    """Insert staged events in the caller's transaction; return the dedupe keys that were new."""
+    """Insert staged events ``(workspace_id, event)`` in the caller's transaction; return the dedupe keys that
+    were new."""
     if not rows:
         return set()
     raw = conn.connection.driver_connection
     with raw.cursor() as cur:  # type: ignore[union-attr]
-        cur.execute(INSERT_EVENTS_SQL, insert_params(rows))
+        cur.execute(INSERT_EVENTS_SQL, insert_param([row_json(ws, e) for ws, e in rows]))
         return {r[0] for r in cur.fetchall()}
 
 

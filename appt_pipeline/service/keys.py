@@ -1,0 +1,201 @@
+"""Per-workspace verification keys for the intake service, cached with a TTL (SPEC §1, §7, §11).
+
+One query per cache miss reads the workspace row and its encrypted webhook secrets
+(``calendly_webhook_signing_key``, ``ghl_webhook_public_key``, ``ghl_webhook_legacy_public_key``);
+they are decrypted with ``APPT_SECRET_KEY`` and the public keys parsed once
+(:func:`~appt_pipeline.domain.signatures.load_public_key`). Found workspaces stay cached
+``cache_ttl_s`` (30 s), unknown ones ``negative_cache_ttl_s`` (5 s), so the hot path does no
+database lookup; a workspace without any key yet is cached only ``negative_cache_ttl_s`` too (it is
+probably being set up). A rotated key is therefore used at the latest ``cache_ttl_s`` after it is
+stored (or at once after :meth:`WorkspaceDirectory.invalidate`). Concurrent misses for one workspace
+share a single query.
+
+Key material lives only in :class:`WorkspaceKeys` objects, whose ``repr`` hides it; it is never
+logged or returned.
+"""
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from cachetools import TLRUCache
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
+from appt_pipeline.domain.signatures import GhlKeys, load_public_key
+from appt_pipeline.service.db import Database
+
+log = logging.getLogger(__name__)
+
+CALENDLY_SIGNING_KEY = "calendly_webhook_signing_key"
+GHL_PUBLIC_KEY = "ghl_webhook_public_key"
+GHL_LEGACY_PUBLIC_KEY = "ghl_webhook_legacy_public_key"
+_SECRET_NAMES = [CALENDLY_SIGNING_KEY, GHL_PUBLIC_KEY, GHL_LEGACY_PUBLIC_KEY]
+
+#: Longest workspace id looked up; longer ids (and ids with NUL, which PostgreSQL text cannot hold) are
+#: unknown without a query.
+MAX_WORKSPACE_ID_CHARS = 200
+
+_LOOKUP_SQL = """
+SELECT w.ghl_location_id, s.name, s.ciphertext
+FROM workspaces w
+LEFT JOIN workspace_secrets s ON s.workspace_id = w.id AND s.name = ANY(%(names)s)
+WHERE w.id = %(id)s
+"""
+
+#: :meth:`WorkspaceDirectory.cached` result for "not in the cache".
+MISSING: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceKeys:
+    """What the intake needs of one existing workspace.
+
+    ``calendly_signing_key``: HMAC key (text) or ``None``; ``ghl``: Ed25519 and optional legacy RSA
+    public keys; ``ghl_location_id``: the workspace's GHL location (``None`` when not set).
+    ``config_error``: a stored secret that cannot be used (``secret_undecryptable`` — wrong
+    ``APPT_SECRET_KEY`` — or ``invalid_public_key``); the intake then answers as if the database were
+    unavailable (503/429) so providers retry while an operator fixes it.
+    """
+
+    workspace_id: str
+    ghl_location_id: str | None
+    calendly_signing_key: str | None = field(default=None, repr=False)
+    ghl: GhlKeys = field(default_factory=lambda: GhlKeys(None, None), repr=False)
+    config_error: str | None = None
+
+    @property
+    def has_keys(self) -> bool:
+        """True when at least one verification key is configured."""
+        return bool(self.calendly_signing_key or self.ghl.ed25519 or self.ghl.legacy_rsa)
+
+
+def _keys_from_rows(workspace_id: str, rows: list[tuple[Any, ...]], fernet: Fernet) -> WorkspaceKeys:
+    location = rows[0][0]
+    secrets: dict[str, str] = {}
+    error: str | None = None
+    for _, name, ciphertext in rows:
+        if name is None:
+            continue
+        try:
+            secrets[name] = fernet.decrypt(bytes(ciphertext)).decode().strip()
+        except (InvalidToken, UnicodeDecodeError):
+            log.error("workspace %r: stored secret %s cannot be decrypted with APPT_SECRET_KEY", workspace_id, name)
+            error = "secret_undecryptable"
+    ed25519: Ed25519PublicKey | None = None
+    legacy: RSAPublicKey | None = None
+    for name, expected in ((GHL_PUBLIC_KEY, Ed25519PublicKey), (GHL_LEGACY_PUBLIC_KEY, RSAPublicKey)):
+        text = secrets.get(name)
+        if not text:
+            continue
+        try:
+            key = load_public_key(text)
+        except ValueError:
+            key = None
+        if not isinstance(key, expected):
+            log.error("workspace %r: stored %s is not a %s public key", workspace_id, name, expected.__name__)
+            error = "invalid_public_key"
+            continue
+        if name == GHL_PUBLIC_KEY:
+            ed25519 = key  # type: ignore[assignment]
+        else:
+            legacy = key  # type: ignore[assignment]
+    return WorkspaceKeys(
+        workspace_id=workspace_id,
+        ghl_location_id=location.strip() if isinstance(location, str) and location.strip() else None,
+        calendly_signing_key=secrets.get(CALENDLY_SIGNING_KEY) or None,
+        ghl=GhlKeys(ed25519, legacy),
+        config_error=error,
+    )
+
+
+class WorkspaceDirectory:
+    """TTL cache of :class:`WorkspaceKeys` in front of the database (one event loop; not thread-safe).
+
+    Args:
+        db: the service's connection pool wrapper.
+        secret_key: Fernet key (``APPT_SECRET_KEY``), already validated.
+        ttl_s / negative_ttl_s: cache lifetimes (seconds) of found / unknown-or-unusable workspaces.
+        max_entries: cache capacity (least recently used evicted).
+    """
+
+    def __init__(self, db: Database, secret_key: str, *, ttl_s: float, negative_ttl_s: float,
+                 max_entries: int) -> None:
+        self._db = db
+        self._fernet = Fernet(secret_key.strip().encode())
+        self._ttl_s = ttl_s
+        self._negative_ttl_s = negative_ttl_s
+
+        def ttu(_key: str, value: WorkspaceKeys | None, now: float) -> float:
+            # the short TTL also for workspaces without any key yet: they are likely being set up right now
+            good = value is not None and value.config_error is None and value.has_keys
+            return now + (ttl_s if good else negative_ttl_s)
+
+        self._cache: TLRUCache[str, WorkspaceKeys | None] = TLRUCache(maxsize=max_entries, ttu=ttu)
+        self._inflight: dict[str, asyncio.Future[WorkspaceKeys | None]] = {}
+
+    def cached(self, workspace_id: str) -> Any:
+        """The cached answer for ``workspace_id`` (keys or ``None`` = unknown), or :data:`MISSING` when it
+        is not cached (then call :meth:`get`). No I/O: the request hot path."""
+        return self._cache.get(workspace_id, MISSING)
+
+    async def get(self, workspace_id: str) -> WorkspaceKeys | None:
+        """The workspace's keys, or ``None`` when no such workspace exists.
+
+        Raises:
+            DatabaseUnavailable: the lookup could not reach the database (not cached).
+        """
+        cached = self._cache.get(workspace_id, MISSING)
+        if cached is not MISSING:
+            return cached
+        if not workspace_id or len(workspace_id) > MAX_WORKSPACE_ID_CHARS or "\x00" in workspace_id:
+            return None
+        pending = self._inflight.get(workspace_id)
+        if pending is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if pending.cancelled() and task is not None and not task.cancelling():
+                    return await self.get(workspace_id)  # the loading request went away: load ourselves
+                raise
+        future: asyncio.Future[WorkspaceKeys | None] = asyncio.get_running_loop().create_future()
+        self._inflight[workspace_id] = future
+        try:
+            keys = await self._load(workspace_id)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it, nobody else needs to
+            raise
+        else:
+            self._cache[workspace_id] = keys
+            future.set_result(keys)
+            return keys
+        finally:
+            del self._inflight[workspace_id]
+
+    async def _load(self, workspace_id: str) -> WorkspaceKeys | None:
+        async def query(conn: Any) -> list[tuple[Any, ...]]:
+            cur = await conn.execute(_LOOKUP_SQL, {"id": workspace_id, "names": _SECRET_NAMES})
+            return await cur.fetchall()
+
+        rows = await self._db.run(query)
+        if not rows:
+            log.debug("workspace %r unknown", workspace_id)
+            return None
+        keys = _keys_from_rows(workspace_id, rows, self._fernet)
+        log.debug("workspace %r keys loaded (calendly=%s ghl=%s legacy=%s)", workspace_id,
+                  keys.calendly_signing_key is not None, keys.ghl.ed25519 is not None, keys.ghl.legacy_rsa is not None)
+        return keys
+
+    def invalidate(self, workspace_id: str | None = None) -> None:
+        """Forget one workspace (or all) so the next request reads the database again."""
+        if workspace_id is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(workspace_id, None)

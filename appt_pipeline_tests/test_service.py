@@ -1,0 +1,625 @@
+"""The webhook intake service (SPEC §7, §11) over real HTTP on loopback against the real test database.
+
+Every hostile or broken delivery is answered with the documented status and stores nothing; valid
+deliveries are stored durably (pending or ignored), deduplicated, and without PII.
+"""
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from appt_pipeline.domain.signatures import (
+    calendly_signature,
+    ghl_ed25519_signature,
+    ghl_rsa_signature,
+    public_key_text,
+)
+from appt_pipeline.domain.webhook_staging import email_hash, stage_calendly, stage_ghl
+from appt_pipeline.sandbox.server import SimulatorServer
+from appt_pipeline.service import ServiceConfigError, ServiceSettings, create_app
+from appt_pipeline.store.webhook_events import insert_events
+from appt_pipeline.store.workspaces import set_secret, set_workspace
+from appt_pipeline_tests.conftest import APP_TABLES
+from appt_pipeline_tests.helpers import SECRET_KEY, rows, seed
+
+CAL_KEY_A = "cal-signing-key-A-" + uuid.uuid4().hex
+CAL_KEY_B = "cal-signing-key-B-" + uuid.uuid4().hex
+GHL_KEY = Ed25519PrivateKey.generate()
+GHL_OTHER_KEY = Ed25519PrivateKey.generate()
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+EMAIL = "jane.doe@example.com"
+NAME = "Jane Doe"
+PHONE = "+1 415 555 0199"
+
+#: workspace id → (columns, secrets)
+WORKSPACES: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
+    "cal-a": ({"meeting_booking_provider": "CALENDLY"}, {"calendly_webhook_signing_key": CAL_KEY_A}),
+    "cal-b": ({"meeting_booking_provider": "CALENDLY"}, {"calendly_webhook_signing_key": CAL_KEY_B}),
+    "ghl-a": ({"ghl_location_id": "loc-a"}, {"ghl_webhook_public_key": public_key_text(GHL_KEY.public_key())}),
+    "ghl-legacy": ({"ghl_location_id": "loc-l"},
+                   {"ghl_webhook_public_key": public_key_text(GHL_KEY.public_key()),
+                    "ghl_webhook_legacy_public_key": public_key_text(RSA_KEY.public_key())}),
+    "bare": ({}, {}),
+}
+
+
+# ------------------------------------------------------------------------------------------- bodies
+
+
+def calendly_body(event: str = "invitee.created", invitee: str | None = None, **extra: Any) -> dict[str, Any]:
+    """A current-form Calendly delivery full of PII (name, e-mail, phone, answers) that must not be stored."""
+    invitee = invitee or uuid.uuid4().hex[:16]
+    ev = f"https://api.calendly.com/scheduled_events/EV{invitee}"
+    body: dict[str, Any] = {
+        "created_at": "2026-03-01T12:00:00.000000Z",
+        "created_by": "https://api.calendly.com/users/AAAAAAAAAAAAAAAA",
+        "event": event,
+        "payload": {
+            "cancel_url": "https://calendly.com/cancellations/X",
+            "created_at": "2026-03-01T11:59:58.000000Z",
+            "email": EMAIL,
+            "name": NAME,
+            "first_name": "Jane",
+            "event": ev,
+            "new_invitee": None,
+            "old_invitee": None,
+            "questions_and_answers": [{"question": "Phone?", "answer": PHONE}],
+            "text_reminder_number": PHONE,
+            "rescheduled": False,
+            "status": "active",
+            "timezone": "America/New_York",
+            "updated_at": "2026-03-01T11:59:59.000000Z",
+            "uri": f"{ev}/invitees/{invitee}",
+            "scheduled_event": {
+                "uri": ev, "name": "Intro call with Jane Doe", "status": "active",
+                "start_time": "2026-03-05T15:00:00.000000Z", "end_time": "2026-03-05T15:30:00.000000Z",
+                "event_type": "https://api.calendly.com/event_types/ET1",
+                "event_memberships": [{"user": "https://api.calendly.com/users/U1", "user_email": "host@example.com",
+                                       "user_name": "Host Name"}],
+                "meeting_notes_plain": f"call {NAME} at {PHONE}",
+                "created_at": "2026-03-01T11:59:58.000000Z", "updated_at": "2026-03-01T11:59:58.000000Z",
+            },
+        },
+    }
+    body.update(extra)
+    return body
+
+
+def ghl_body(kind: str = "AppointmentCreate", location: str = "loc-a", webhook_id: str | None = None,
+             sent: datetime | None = None, **extra: Any) -> dict[str, Any]:
+    """A signed-delivery-shaped GHL body with PII in title/notes/address."""
+    body: dict[str, Any] = {
+        "type": kind,
+        "locationId": location,
+        "webhookId": webhook_id or uuid.uuid4().hex,
+        "timestamp": (sent or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
+        "appointment": {
+            "id": "appt-" + uuid.uuid4().hex[:12], "address": f"{NAME}, {PHONE}", "title": f"Call with {NAME}",
+            "calendarId": "cal-1", "contactId": "contact-1", "groupId": "g1", "appointmentStatus": "confirmed",
+            "assignedUserId": "u1", "users": ["u1"], "notes": f"email {EMAIL}", "source": "booking_widget",
+            "startTime": "2026-03-05T16:00:00+05:30", "endTime": "2026-03-05T16:30:00+05:30",
+            "dateAdded": "2026-03-01T10:00:00Z", "dateUpdated": "2026-03-01T10:00:00Z",
+        },
+    }
+    body.update(extra)
+    return body
+
+
+def raw(body: Any) -> bytes:
+    return json.dumps(body).encode()
+
+
+def cal_headers(body: bytes, key: str = CAL_KEY_A, t: int | None = None, **extra: str) -> dict[str, str]:
+    t = int(time.time()) if t is None else t
+    return {"Content-Type": "application/json", "Calendly-Webhook-Signature": calendly_signature(key, body, t), **extra}
+
+
+def ghl_headers(body: bytes, key: Ed25519PrivateKey = GHL_KEY, **extra: str) -> dict[str, str]:
+    return {"Content-Type": "application/json", "X-GHL-Signature": ghl_ed25519_signature(key, body), **extra}
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def workspaces(engine: sa.Engine) -> sa.Engine:
+    """The workspaces of :data:`WORKSPACES` with their encrypted keys (once per module; app tables emptied)."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"TRUNCATE {APP_TABLES} RESTART IDENTITY CASCADE")
+    for ws, (columns, secrets) in WORKSPACES.items():
+        seed(engine, ws, leads=0)
+        if columns:
+            set_workspace(engine, ws, columns)
+        for name, value in secrets.items():
+            set_secret(engine, ws, name, value, SECRET_KEY)
+    return engine
+
+
+@pytest.fixture(scope="module")
+def server(database_url: str, workspaces: sa.Engine) -> Iterator[SimulatorServer]:
+    """The intake app on a loopback port (one per module, so its key cache sees the same keys every test)."""
+    settings = ServiceSettings(database_url=database_url, secret_key=SECRET_KEY, pool_timeout_s=2.0)
+    with SimulatorServer(create_app(settings)) as srv:
+        yield srv
+
+
+@pytest.fixture()
+def db(workspaces: sa.Engine) -> sa.Engine:
+    """The module's database with ``webhook_events`` emptied before the test."""
+    with workspaces.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM webhook_events")
+    return workspaces
+
+
+@pytest.fixture()
+def client(server: SimulatorServer, db: sa.Engine) -> Iterator[httpx.Client]:
+    """An HTTP client of the service (staging table empty)."""
+    with httpx.Client(base_url=server.base_url, timeout=10) as c:
+        yield c
+
+
+def stored(engine: sa.Engine) -> list[sa.Row[Any]]:
+    return rows(engine, "SELECT workspace_id, provider::text AS provider, event_type, dedupe_key, status, error, "
+                        "payload::text AS payload FROM webhook_events ORDER BY id")
+
+
+# ------------------------------------------------------------------------------------ hostile matrix
+
+
+@dataclass
+class Case:
+    """One hostile/broken delivery: where it goes, what is sent, what must come back."""
+
+    name: str
+    path: str
+    body: bytes
+    headers: dict[str, str]
+    status: int
+    error: str
+    fields: list[str] | None = field(default=None)
+
+
+def _cases() -> list[Case]:
+    now = int(time.time())
+    c_body = raw(calendly_body())
+    other = raw(calendly_body())
+    g_body = raw(ghl_body())
+    g_other = raw(ghl_body())
+    cal, ghl_a = "/webhooks/calendly/cal-a", "/webhooks/ghl/ghl-a"
+    wrong_sig = calendly_signature(CAL_KEY_B, c_body, now)
+    return [
+        Case("calendly bad signature (other key)", cal, c_body,
+             {"Content-Type": "application/json", "Calendly-Webhook-Signature": wrong_sig}, 401, "bad_signature"),
+        Case("calendly missing signature", cal, c_body, {"Content-Type": "application/json"}, 401,
+             "missing_signature"),
+        Case("calendly signature of another body reused", cal, c_body,
+             {"Content-Type": "application/json",
+              "Calendly-Webhook-Signature": calendly_signature(CAL_KEY_A, other, now)}, 401, "bad_signature"),
+        Case("calendly malformed signature header", cal, c_body,
+             {"Content-Type": "application/json", "Calendly-Webhook-Signature": "sha256=deadbeef"}, 401,
+             "malformed_signature"),
+        Case("calendly signature header without t", cal, c_body,
+             {"Content-Type": "application/json", "Calendly-Webhook-Signature": "v1=" + "0" * 64}, 401,
+             "malformed_signature"),
+        Case("calendly t older than 180 s", cal, c_body, cal_headers(c_body, t=now - 181 - 5), 401,
+             "stale_timestamp"),
+        Case("calendly t in the future", cal, c_body, cal_headers(c_body, t=now + 600), 401, "stale_timestamp"),
+        Case("calendly body signed for workspace A posted to B", "/webhooks/calendly/cal-b", c_body,
+             cal_headers(c_body, key=CAL_KEY_A), 401, "bad_signature"),
+        Case("calendly unknown workspace", "/webhooks/calendly/nope", c_body, cal_headers(c_body), 404,
+             "unknown_workspace"),
+        Case("ghl unknown workspace", "/webhooks/ghl/nope", g_body, ghl_headers(g_body), 404, "unknown_workspace"),
+        Case("calendly malformed JSON", cal, b"{not json", cal_headers(b"{not json"), 400, "invalid_json"),
+        Case("calendly truncated JSON", cal, c_body[:-10], cal_headers(c_body[:-10]), 400, "invalid_json"),
+        Case("ghl truncated JSON", ghl_a, g_body[:-1], ghl_headers(g_body[:-1]), 400, "invalid_json"),
+        Case("calendly text/plain", cal, c_body, cal_headers(c_body, **{"Content-Type": "text/plain"}), 415,
+             "unsupported_media_type"),
+        Case("ghl form-encoded", ghl_a, g_body,
+             ghl_headers(g_body, **{"Content-Type": "application/x-www-form-urlencoded"}), 415,
+             "unsupported_media_type"),
+        Case("calendly no content type", cal, c_body,
+             {"Calendly-Webhook-Signature": calendly_signature(CAL_KEY_A, c_body, now)}, 415,
+             "unsupported_media_type"),
+        Case("calendly oversize body (Content-Length)", cal, b"{" + b" " * 262_144 + b"}",
+             cal_headers(b"{}"), 413, "body_too_large"),
+        Case("calendly body without payload", cal, raw({"event": "invitee.created"}),
+             cal_headers(raw({"event": "invitee.created"})), 400, "missing_fields", ["payload"]),
+        Case("calendly handled event without invitee uri",
+             cal, raw(calendly_body(payload={"status": "active"})),
+             cal_headers(raw(calendly_body(payload={"status": "active"}))), 400, "missing_fields", ["payload.uri"]),
+        Case("calendly JSON array", cal, b"[1, 2]", cal_headers(b"[1, 2]"), 400, "not_an_object"),
+        Case("ghl JSON string", ghl_a, b'"hello"', ghl_headers(b'"hello"'), 400, "not_an_object"),
+        Case("ghl bad signature (other key)", ghl_a, g_body, ghl_headers(g_body, key=GHL_OTHER_KEY), 401,
+             "bad_signature"),
+        Case("ghl signature of another body reused", ghl_a, g_body,
+             {"Content-Type": "application/json", "X-GHL-Signature": ghl_ed25519_signature(GHL_KEY, g_other)}, 401,
+             "bad_signature"),
+        Case("ghl missing signature", ghl_a, g_body, {"Content-Type": "application/json"}, 401, "missing_signature"),
+        Case("ghl malformed signature (not base64)", ghl_a, g_body,
+             {"Content-Type": "application/json", "X-GHL-Signature": "!!not base64!!"}, 401, "malformed_signature"),
+        Case("ghl timestamp older than 5 min", ghl_a,
+             raw(b := ghl_body(sent=datetime.now(UTC) - timedelta(minutes=5, seconds=30))), ghl_headers(raw(b)), 401,
+             "stale_timestamp"),
+        Case("ghl timestamp in the future", ghl_a,
+             raw(b := ghl_body(sent=datetime.now(UTC) + timedelta(minutes=10))), ghl_headers(raw(b)), 401,
+             "stale_timestamp"),
+        Case("ghl other locationId", ghl_a, raw(b := ghl_body(location="loc-other")), ghl_headers(raw(b)), 403,
+             "location_mismatch"),
+        Case("ghl legacy RSA signature without a legacy key", ghl_a, g_body,
+             {"Content-Type": "application/json", "x-wh-signature": ghl_rsa_signature(RSA_KEY, g_body)}, 401,
+             "legacy_signature_disabled"),
+        Case("ghl legacy RSA signature of another body", "/webhooks/ghl/ghl-legacy",
+             raw(b := ghl_body(location="loc-l")),
+             {"Content-Type": "application/json", "x-wh-signature": ghl_rsa_signature(RSA_KEY, g_other)}, 401,
+             "bad_signature"),
+        Case("ghl without webhookId", ghl_a, raw(b := ghl_body(webhookId=None)), ghl_headers(raw(b)), 400,
+             "missing_fields", ["webhookId"]),
+        Case("ghl unparseable startTime", ghl_a,
+             raw(b := ghl_body(appointment={"id": "x", "startTime": "next tuesday"})), ghl_headers(raw(b)), 400,
+             "invalid_field", ["appointment.startTime"]),
+        Case("calendly workspace without signing key", "/webhooks/calendly/bare", c_body, cal_headers(c_body), 401,
+             "no_key"),
+        Case("ghl workspace without public key", "/webhooks/ghl/bare", g_body, ghl_headers(g_body), 401, "no_key"),
+        Case("calendly NUL character in a stored field", cal,
+             raw(b := calendly_body(payload={**calendly_body()["payload"], "timezone": "Europe/\u0000Paris"})),
+             cal_headers(raw(b)), 400, "invalid_field"),
+    ]
+
+
+CASES = _cases()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_hostile_and_broken_deliveries_are_refused_and_store_nothing(client: httpx.Client, db: sa.Engine,
+                                                                     case: Case) -> None:
+    resp = client.post(case.path, content=case.body, headers=case.headers)
+    assert resp.status_code == case.status, resp.text
+    answer = resp.json()
+    assert answer["error"] == case.error
+    if case.fields is not None:
+        assert answer["fields"] == case.fields
+    assert stored(db) == []
+
+
+def test_the_matrix_is_large_enough() -> None:
+    assert len(CASES) >= 20
+
+
+def test_oversize_chunked_body_is_refused_without_reading_it_all(client: httpx.Client, db: sa.Engine) -> None:
+    sent = 0
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal sent
+        yield b'{"event": "invitee.created", "pad": "'
+        for _ in range(40):  # 40 × 16 KiB = 640 KiB, no Content-Length
+            sent += 1
+            yield b"x" * 16_384
+        yield b'"}'
+
+    resp = client.post("/webhooks/calendly/cal-a", content=chunks(),
+                       headers={"Content-Type": "application/json",
+                                "Calendly-Webhook-Signature": calendly_signature(CAL_KEY_A, b"{}", int(time.time()))})
+    assert resp.status_code == 413
+    assert resp.json() == {"error": "body_too_large"}
+    assert stored(db) == []
+    # the connection stays usable
+    assert client.get("/health").status_code == 200
+
+
+# ------------------------------------------------------------------------------------------ accepted
+
+
+def test_valid_calendly_delivery_is_stored_pending_without_pii(client: httpx.Client, db: sa.Engine) -> None:
+    body = raw(calendly_body(invitee="INV1"))
+    resp = client.post("/webhooks/calendly/cal-a", content=body, headers=cal_headers(body))
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"ok": True, "duplicate": False, "status": "pending"}
+    [row] = stored(db)
+    assert (row.workspace_id, row.provider, row.event_type, row.status) == ("cal-a", "CALENDLY", "invitee.created",
+                                                                           "pending")
+    for secret in (EMAIL, NAME, "Jane", "415 555", "Host Name", "host@example.com", "meeting_notes", "questions"):
+        assert secret not in row.payload
+    payload = json.loads(row.payload)
+    assert payload["payload"]["uri"].endswith("/invitees/INV1")
+    assert payload["payload"]["email_hash"] == email_hash("cal-a", EMAIL)
+    assert payload["payload"]["scheduled_event"]["event_type"] == "https://api.calendly.com/event_types/ET1"
+
+
+def test_valid_ghl_delivery_is_stored_pending_without_pii(client: httpx.Client, db: sa.Engine) -> None:
+    body = raw(ghl_body(webhook_id="wh-1"))
+    resp = client.post("/webhooks/ghl/ghl-a", content=body, headers=ghl_headers(body))
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"ok": True, "duplicate": False, "status": "pending"}
+    [row] = stored(db)
+    assert (row.workspace_id, row.provider, row.event_type, row.status) == ("ghl-a", "GHL", "AppointmentCreate",
+                                                                           "pending")
+    for secret in (EMAIL, NAME, "415 555", "Call with", "booking_widget"):
+        assert secret not in row.payload
+    payload = json.loads(row.payload)
+    assert payload["webhookId"] == "wh-1"
+    assert payload["appointment"]["calendarId"] == "cal-1"
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "application/vnd.calendly+json",
+                                          "APPLICATION/JSON"])
+def test_json_media_types_with_parameters_or_suffix_are_accepted(client: httpx.Client, db: sa.Engine,
+                                                                 content_type: str) -> None:
+    body = raw(calendly_body())
+    resp = client.post("/webhooks/calendly/cal-a", content=body,
+                       headers=cal_headers(body, **{"Content-Type": content_type}))
+    assert resp.status_code == 200, resp.text
+    assert len(stored(db)) == 1
+
+
+def test_ghl_delivery_without_location_or_with_epoch_timestamp_is_accepted(client: httpx.Client,
+                                                                           db: sa.Engine) -> None:
+    no_location = ghl_body()
+    del no_location["locationId"]
+    epoch_ms = ghl_body()
+    epoch_ms["timestamp"] = int(time.time() * 1000)
+    for body in (raw(no_location), raw(epoch_ms)):
+        resp = client.post("/webhooks/ghl/ghl-a", content=body, headers=ghl_headers(body))
+        assert resp.status_code == 200, resp.text
+    assert len(stored(db)) == 2
+
+
+@pytest.mark.parametrize("provider", ["calendly", "ghl"])
+def test_unknown_event_types_are_stored_as_ignored(client: httpx.Client, db: sa.Engine, provider: str) -> None:
+    if provider == "calendly":
+        body = raw(calendly_body(event="routing_form_submission.created"))
+        resp = client.post("/webhooks/calendly/cal-a", content=body, headers=cal_headers(body))
+    else:
+        body = raw(ghl_body(kind="ContactCreate"))
+        resp = client.post("/webhooks/ghl/ghl-a", content=body, headers=ghl_headers(body))
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"ok": True, "duplicate": False, "status": "ignored"}
+    [row] = stored(db)
+    assert (row.status, row.error) == ("ignored", "unhandled_event")
+    assert EMAIL not in row.payload and NAME not in row.payload
+
+
+def test_duplicate_delivery_is_acknowledged_and_stored_once(client: httpx.Client, db: sa.Engine) -> None:
+    c_body = raw(calendly_body(invitee="DUP"))
+    g_body = raw(ghl_body(webhook_id="wh-dup"))
+    answers = []
+    for _ in range(2):
+        # Calendly signs every attempt afresh; GHL redelivers the same bytes and signature
+        answers.append(client.post("/webhooks/calendly/cal-a", content=c_body, headers=cal_headers(c_body)).json())
+        answers.append(client.post("/webhooks/ghl/ghl-a", content=g_body, headers=ghl_headers(g_body)).json())
+    assert [a["duplicate"] for a in answers] == [False, False, True, True]
+    assert all(a["ok"] for a in answers)
+    assert len(stored(db)) == 2
+
+
+def test_same_event_for_two_workspaces_is_not_a_duplicate(client: httpx.Client, db: sa.Engine) -> None:
+    body = raw(calendly_body(invitee="SHARED"))
+    assert client.post("/webhooks/calendly/cal-a", content=body, headers=cal_headers(body)).json()["duplicate"] is False
+    assert client.post("/webhooks/calendly/cal-b", content=body,
+                       headers=cal_headers(body, key=CAL_KEY_B)).json()["duplicate"] is False
+    assert len(stored(db)) == 2
+
+
+def test_legacy_rsa_signature_is_accepted_when_the_legacy_key_is_configured(client: httpx.Client,
+                                                                            db: sa.Engine) -> None:
+    body = raw(ghl_body(location="loc-l"))
+    resp = client.post("/webhooks/ghl/ghl-legacy", content=body,
+                       headers={"Content-Type": "application/json", "x-wh-signature": ghl_rsa_signature(RSA_KEY, body)})
+    assert resp.status_code == 200, resp.text
+    # the current Ed25519 header keeps working for that workspace too
+    body2 = raw(ghl_body(location="loc-l"))
+    assert client.post("/webhooks/ghl/ghl-legacy", content=body2, headers=ghl_headers(body2)).status_code == 200
+    assert [r.workspace_id for r in stored(db)] == ["ghl-legacy", "ghl-legacy"]
+
+
+def test_concurrent_deliveries_are_group_committed_and_all_stored(server: SimulatorServer, client: httpx.Client,
+                                                                  db: sa.Engine) -> None:
+    service = server.app.state.service
+    groups_before = service.writer.groups
+    bodies = [raw(calendly_body()) for _ in range(150)]
+    bodies += bodies[:30]  # 30 redeliveries racing their originals
+
+    def send(body: bytes) -> int:
+        return client.post("/webhooks/calendly/cal-a", content=body, headers=cal_headers(body)).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(send, bodies))
+    assert statuses == [200] * len(bodies)
+    assert len(stored(db)) == 150
+    assert service.writer.groups - groups_before < 150  # rows shared transactions (group commit)
+
+
+def test_health_and_openapi(client: httpx.Client) -> None:
+    assert client.get("/health").json() == {"status": "ok", "database": "ok"}
+    doc = client.get("/openapi.json").json()
+    for path, codes in (("/webhooks/calendly/{workspace_id}", {"200", "400", "401", "404", "413", "415", "503"}),
+                        ("/webhooks/ghl/{workspace_id}", {"200", "400", "401", "403", "404", "413", "415", "429"})):
+        op = doc["paths"][path]["post"]
+        assert op["requestBody"]["content"]["application/json"]["schema"]["type"] == "object"
+        assert codes <= set(op["responses"])
+    assert client.get("/no/such/route").json() == {"error": "not_found"}
+
+
+def test_health_is_503_when_the_database_is_unreachable() -> None:
+    settings = ServiceSettings(database_url="postgresql+psycopg://postgres@127.0.0.1:1/nowhere",
+                               secret_key=SECRET_KEY, pool_timeout_s=0.5, connect_timeout_s=1)
+    with SimulatorServer(create_app(settings)) as srv, httpx.Client(base_url=srv.base_url, timeout=10) as c:
+        resp = c.get("/health")
+        assert resp.status_code == 503
+        assert resp.json() == {"status": "unavailable", "database": "unavailable"}
+        body = raw(calendly_body())
+        resp = c.post("/webhooks/calendly/cal-a", content=body, headers=cal_headers(body))
+        assert (resp.status_code, resp.headers["Retry-After"], resp.json()) == (503, "5",
+                                                                                {"error": "database_unavailable"})
+        body = raw(ghl_body())
+        resp = c.post("/webhooks/ghl/ghl-a", content=body, headers=ghl_headers(body))
+        assert (resp.status_code, resp.headers["Retry-After"]) == (429, "5")
+
+
+def test_settings_refuse_a_missing_database_url_or_secret_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("APPT_DATABASE_URL", raising=False)
+    with pytest.raises(ServiceConfigError, match="APPT_DATABASE_URL is not set"):
+        create_app(ServiceSettings(secret_key=SECRET_KEY))
+    with pytest.raises(ServiceConfigError, match="APPT_SECRET_KEY"):
+        create_app(ServiceSettings(database_url="postgresql://postgres@127.0.0.1/x", secret_key=None))
+    with pytest.raises(ServiceConfigError, match="must be a PostgreSQL URL"):
+        create_app(ServiceSettings(database_url="sqlite:///x.db", secret_key=SECRET_KEY))
+    with pytest.raises(ServiceConfigError, match="cannot be parsed") as refused:
+        create_app(ServiceSettings(database_url="not a url:hunter2", secret_key=SECRET_KEY))
+    assert "hunter2" not in str(refused.value)
+    settings = ServiceSettings(database_url="postgresql+psycopg://u:hunter2@db.example:5432/appt",
+                               secret_key=SECRET_KEY)
+    assert settings.conninfo() == "postgresql://u:hunter2@db.example:5432/appt"
+    assert "hunter2" not in settings.describe() and "hunter2" not in repr(settings)
+    assert SECRET_KEY not in repr(settings)
+
+
+def test_the_store_insert_keeps_every_field_and_masks_free_text(db: sa.Engine) -> None:
+    """``store.webhook_events.insert_events`` (the statement the service's group commit runs) stores each staged
+    field as staged: unicode, offsets normalised to UTC, ignored rows processed at once, no PII."""
+    canceled = calendly_body(event="invitee.canceled")
+    canceled["payload"].update(status="canceled", timezone="Europe/Zürich",
+                               cancellation={"canceler_type": "invitee", "reason": "Désolé ☃ — call me at "
+                                             f"{PHONE} or {EMAIL}", "created_at": "2026-03-02T09:00:00+01:00"})
+    staged = [
+        ("cal-a", stage_calendly(calendly_body(), workspace_id="cal-a")),
+        ("cal-a", stage_calendly(canceled, workspace_id="cal-a")),
+        ("cal-a", stage_calendly({"event": "routing_form_submission.created", "payload": {}}, workspace_id="cal-a")),
+        ("ghl-a", stage_ghl(ghl_body(), workspace_id="ghl-a")),
+        ("ghl-a", stage_ghl(ghl_body(kind="ContactCreate"), workspace_id="ghl-a")),
+    ]
+    assert staged[2][1].provider_created_at is None and staged[4][1].status == "ignored"
+    with db.begin() as conn:
+        assert len(insert_events(conn, staged)) == len(staged)
+        assert insert_events(conn, staged) == set()  # all duplicates now
+    query = ("SELECT workspace_id, provider::text, event_type, dedupe_key, provider_created_at, payload, status, "
+             "error, processed_at IS NULL FROM webhook_events ORDER BY dedupe_key")
+    stored = {r[3]: tuple(r) for r in rows(db, query)}
+    for ws, event in staged:
+        row = stored[event.dedupe_key]
+        assert row[:5] == (ws, event.provider.value, event.event_type, event.dedupe_key, event.provider_created_at)
+        assert row[5] == event.payload and row[6:] == (event.status, event.error, event.status == "pending")
+    reason = stored[staged[1][1].dedupe_key][5]["payload"]["cancellation"]["reason"]
+    assert reason.startswith("Désolé ☃") and EMAIL not in reason and PHONE not in reason
+
+
+def test_unusable_stored_keys_answer_like_an_unavailable_database(client: httpx.Client, db: sa.Engine) -> None:
+    """A key encrypted with another APPT_SECRET_KEY, or a stored public key that does not parse, is an operator
+    error: answer 503 (Calendly) / 429 (GHL) so the provider retries until it is fixed; never 5xx-with-loss."""
+    from cryptography.fernet import Fernet
+
+    seed(db, "cal-rotated", leads=0)
+    set_secret(db, "cal-rotated", "calendly_webhook_signing_key", CAL_KEY_A, Fernet.generate_key().decode())
+    seed(db, "ghl-garbled", leads=0)
+    set_secret(db, "ghl-garbled", "ghl_webhook_public_key", "not a key", SECRET_KEY)
+    body = raw(calendly_body())
+    resp = client.post("/webhooks/calendly/cal-rotated", content=body, headers=cal_headers(body))
+    assert (resp.status_code, resp.json(), resp.headers["Retry-After"]) == (503, {"error": "database_unavailable"},
+                                                                            "5")
+    body = raw(ghl_body())
+    resp = client.post("/webhooks/ghl/ghl-garbled", content=body, headers=ghl_headers(body))
+    assert resp.status_code == 429
+    assert stored(db) == []
+
+
+def test_workspace_deleted_after_it_was_cached_is_unknown_and_nothing_is_stored(client: httpx.Client,
+                                                                              db: sa.Engine) -> None:
+    seed(db, "doomed", leads=0)
+    set_secret(db, "doomed", "calendly_webhook_signing_key", CAL_KEY_A, SECRET_KEY)
+    first = raw(calendly_body())
+    assert client.post("/webhooks/calendly/doomed", content=first, headers=cal_headers(first)).status_code == 200
+    with db.begin() as conn:  # the key cache still knows the workspace: the insert hits the foreign key
+        conn.execute(sa.text("DELETE FROM workspaces WHERE id = 'doomed'"))
+    body = raw(calendly_body())
+    resp = client.post("/webhooks/calendly/doomed", content=body, headers=cal_headers(body))
+    assert (resp.status_code, resp.json()) == (404, {"error": "unknown_workspace"})
+    assert stored(db) == []
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cli_serve_runs_the_service_and_stops_cleanly(database_url: str, db: sa.Engine, tmp_path: Any,
+                                                      workers: int) -> None:
+    """``appt-pipeline serve`` (lifespan, uvloop, httptools; an app factory per worker with --workers 2)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    port = _free_port()
+    env = {**os.environ, "APPT_DATABASE_URL": database_url, "APPT_SECRET_KEY": SECRET_KEY,
+           "APPT_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
+    exe = Path(sys.executable).with_name("appt-pipeline")
+    proc = subprocess.Popen([str(exe), "serve", "--port", str(port), "--workers", str(workers)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "service did not become healthy"
+            time.sleep(0.2)
+        body = raw(ghl_body())
+        resp = httpx.post(f"http://127.0.0.1:{port}/webhooks/ghl/ghl-a", content=body, headers=ghl_headers(body))
+        assert resp.status_code == 200, resp.text
+        assert "server" not in resp.headers
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        out = proc.communicate(timeout=30)[0].decode()
+    assert proc.returncode in (0, -signal.SIGTERM), out  # uvicorn re-raises the signal after a graceful shutdown
+    assert "Application shutdown complete" in out or workers > 1
+    assert len(stored(db)) == 1
+    assert SECRET_KEY not in out and "hunter" not in out
+
+
+def test_cli_serve_refuses_to_start_without_a_secret_key(database_url: str, tmp_path: Any) -> None:
+    import os
+
+    from click.testing import CliRunner
+
+    from appt_pipeline.cli import main
+
+    env = {"APPT_DATABASE_URL": database_url, "APPT_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path / "dh")}
+    old = os.environ.pop("APPT_SECRET_KEY", None)
+    try:
+        result = CliRunner().invoke(main, ["serve", "--port", "0"], env=env)
+    finally:
+        if old is not None:
+            os.environ["APPT_SECRET_KEY"] = old
+    assert result.exit_code == 2, result.output
+    assert "APPT_SECRET_KEY" in result.output
+
+
+def test_one_app_can_be_served_again_after_its_server_stopped(database_url: str, workspaces: sa.Engine) -> None:
+    app = create_app(ServiceSettings(database_url=database_url, secret_key=SECRET_KEY))
+    for _ in range(2):  # a new event loop and a new pool each time
+        with SimulatorServer(app) as srv, httpx.Client(base_url=srv.base_url, timeout=10) as c:
+            bodies = [raw(ghl_body()) for _ in range(5)]
+            with ThreadPoolExecutor(5) as pool:  # concurrent first requests share one start
+                statuses = list(pool.map(
+                    lambda b: c.post("/webhooks/ghl/ghl-a", content=b, headers=ghl_headers(b)).status_code, bodies))
+            assert statuses == [200] * 5
+            assert c.get("/health").status_code == 200
