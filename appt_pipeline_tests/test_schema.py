@@ -126,7 +126,7 @@ def test_upgrade_is_idempotent(database_url: str) -> None:
     again = upgrade(database_url)
     assert again.applied == []
     assert again.current == ["0001_schema", "0002_legacy_parse", "0003_attribution_checked",
-                             "0004_legacy_parse_parallel_restricted"]
+                             "0004_legacy_parse_parallel_restricted", "0005_webhooks"]
 
 
 def test_legacy_timestamp_parser_is_lenient_and_never_runs_in_parallel_workers(db: sa.Engine) -> None:
