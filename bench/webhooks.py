@@ -386,7 +386,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", default=os.environ.get("APPT_BENCH_DATABASE_URL", DEFAULT_SERVER_URL))
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of measured load (intake)")
-    parser.add_argument("--connections", type=int, default=32, help="concurrent connections (intake)")
+    parser.add_argument("--connections", type=int, default=24, help="concurrent connections (intake)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--workers", type=int, default=1, help="service worker processes")
     parser.add_argument("--max-rps", type=float, default=8_000, help="sizes the request file (no reuse)")
