@@ -1,5 +1,6 @@
 """Few, focused end-to-end tests of the running system: the README's main command on the embedded
-default, and `appt-pipeline dev` serving the Dagster UI over the runs the CLI made."""
+default, and `appt-pipeline dev` serving the Dagster UI over the runs the CLI made and applying a change made in a
+simulator through a signed webhook, the intake service, the sensor and a webhook_ingest_job run."""
 
 import os
 import signal
@@ -158,7 +159,9 @@ def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def test_dev_serves_the_ui_over_the_cli_runs_and_stops_on_sigint(db: sa.Engine, cli_env: dict[str, str]) -> None:
+def test_dev_serves_the_ui_over_the_cli_runs_applies_simulator_changes_by_webhook_and_stops_on_sigint(
+    db: sa.Engine, cli_env: dict[str, str]
+) -> None:
     # a fresh Dagster storage database for this test
     dagster_db = sa.make_url(dagster_url_for(cli_env["APPT_DATABASE_URL"])).database
     with sa.create_engine(sa.make_url(cli_env["APPT_DATABASE_URL"]).set(database="postgres"),
@@ -171,9 +174,12 @@ def test_dev_serves_the_ui_over_the_cli_runs_and_stops_on_sigint(db: sa.Engine, 
     run_id = ran.stdout.strip()
     assert len(run_id) == 36
 
-    port = _free_port()
-    proc = subprocess.Popen([*CLI, "dev", "--port", str(port)], env=cli_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    assert _cli(["run", "migration_job", "--workspace", "ws_7_0"], cli_env).returncode == 0
+
+    port, service_port, ghl_port, calendly_port = (_free_port() for _ in range(4))
+    proc = subprocess.Popen([*CLI, "dev", "--port", str(port), "--service-port", str(service_port), "--ghl-port",
+                             str(ghl_port), "--calendly-port", str(calendly_port)], env=cli_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}/graphql"
         deadline = time.monotonic() + 90
@@ -195,6 +201,34 @@ def test_dev_serves_the_ui_over_the_cli_runs_and_stops_on_sigint(db: sa.Engine, 
         assert {"key": "dagster/partition", "value": "ws_7_1"} in runs[run_id]["tags"]
         page = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
         assert page.status_code == 200 and "Dagster" in page.text
+
+        # a reschedule made in the GHL simulator reaches the history: signed webhook → service → staging row →
+        # webhook_events_sensor (daemon) → webhook_ingest_job run
+        assert httpx.get(f"http://127.0.0.1:{service_port}/health", timeout=5).status_code == 200
+        keys = [r[0] for r in db.connect().execute(sa.text(
+            "SELECT ghl_appointment_id FROM appointments WHERE workspace_id = 'ws_7_0' AND status = 'CONFIRMED' "
+            "AND start_at IS NOT NULL ORDER BY ghl_appointment_id LIMIT 20"))]
+        new_start = "2031-01-06T15:00:00Z"
+        moved = next(k for k in keys if httpx.post(
+            f"http://127.0.0.1:{ghl_port}/_admin/appointments/{k}/reschedule",
+            json={"startTime": new_start, "force": True}, timeout=10).status_code == 200)
+        deadline = time.monotonic() + 60
+        while True:
+            with db.connect() as conn:
+                row = conn.execute(sa.text("SELECT start_at, last_source FROM appointments "
+                                           "WHERE ghl_appointment_id = :k"), {"k": moved}).one()
+            if row.last_source == "WEBHOOK":
+                break
+            assert time.monotonic() < deadline, "the simulator's change did not reach the history within 60 s"
+            time.sleep(0.5)
+        assert row.start_at.isoformat() == "2031-01-06T15:00:00+00:00"
+        deadline = time.monotonic() + 30  # the rows commit before the run reports its end
+        while True:
+            runs = httpx.post(url, json={"query": query}, timeout=10).json()["data"]["runsOrError"]["results"]
+            if any(r["jobName"] == "webhook_ingest_job" and r["status"] == "SUCCESS" for r in runs):
+                break
+            assert time.monotonic() < deadline, [(r["jobName"], r["status"]) for r in runs]
+            time.sleep(0.5)
     finally:
         os.kill(proc.pid, signal.SIGINT)
         try:
