@@ -25,7 +25,7 @@ from appt_pipeline.domain.vocab import Provider, Source, Status
 from appt_pipeline.sandbox.server import SimulatorServer
 from appt_pipeline.service.app import create_app
 from appt_pipeline.service.settings import ServiceSettings
-from appt_pipeline.store.embedded import _libpq_conninfo
+from appt_pipeline.store.embedded import libpq_conninfo
 from appt_pipeline.store.workspaces import set_secret, set_workspace
 from appt_pipeline.store.write_path import write_observations
 from appt_pipeline.webhook_ingest import ingest_workspace
@@ -144,7 +144,7 @@ def _dump(database_url: str) -> str:
     """``pg_dump --data-only`` of the test database (every app table, as text)."""
     pg_dump = shutil.which("pg_dump")
     if pg_dump is not None:
-        result = subprocess.run([pg_dump, "--data-only", "--no-owner", "-d", _libpq_conninfo(database_url)],
+        result = subprocess.run([pg_dump, "--data-only", "--no-owner", "-d", libpq_conninfo(database_url)],
                                 capture_output=True, text=True, timeout=60)
         if result.returncode == 0:
             return result.stdout

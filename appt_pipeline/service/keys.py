@@ -124,7 +124,7 @@ class WorkspaceDirectory:
     def __init__(self, db: Database, secret_key: str, *, ttl_s: float, negative_ttl_s: float,
                  max_entries: int) -> None:
         self._db = db
-        self._fernet = Fernet(secret_key.strip().encode())
+        self.fernet = Fernet(secret_key.strip().encode())
         self._ttl_s = ttl_s
         self._negative_ttl_s = negative_ttl_s
 
@@ -188,7 +188,7 @@ class WorkspaceDirectory:
         if not rows:
             log.debug("workspace %r unknown", workspace_id)
             return None
-        keys = _keys_from_rows(workspace_id, rows, self._fernet)
+        keys = _keys_from_rows(workspace_id, rows, self.fernet)
         log.debug("workspace %r keys loaded (calendly=%s ghl=%s legacy=%s)", workspace_id,
                   keys.calendly_signing_key is not None, keys.ghl.ed25519 is not None, keys.ghl.legacy_rsa is not None)
         return keys

@@ -8,9 +8,9 @@ import os
 from dataclasses import dataclass, field
 
 from appt_pipeline.settings import DATABASE_URL_ENV, SECRET_KEY_ENV
-from appt_pipeline.store.embedded import _libpq_conninfo
+from appt_pipeline.store.embedded import libpq_conninfo
 from appt_pipeline.store.engine import app_url, redact_url
-from appt_pipeline.store.workspaces import _fernet
+from appt_pipeline.store.workspaces import fernet
 
 #: SPEC §7: bodies over 256 KiB are refused with 413.
 MAX_BODY_BYTES = 256 * 1024
@@ -83,7 +83,7 @@ class ServiceSettings:
         except Exception:  # sqlalchemy ArgumentError quotes the URL, password included: not repeated
             raise ServiceConfigError(f"{DATABASE_URL_ENV} is not a PostgreSQL URL (cannot be parsed)") from None
         try:
-            _fernet(self.secret_key)
+            fernet(self.secret_key)
         except ValueError as exc:  # SecretKeyError: missing or not a Fernet key (message holds no key)
             raise ServiceConfigError(str(exc)) from None
         if self.max_body_bytes < 1:
@@ -102,7 +102,7 @@ class ServiceSettings:
         """
         if not self.database_url:
             raise ServiceConfigError(f"{DATABASE_URL_ENV} is not set")
-        return _libpq_conninfo(app_url(self.database_url))
+        return libpq_conninfo(app_url(self.database_url))
 
     def describe(self) -> str:
         """Where the service writes, password masked (SPEC §11), for startup messages."""

@@ -47,7 +47,8 @@ def dagster_url_for(app_url: str) -> str:
     )
 
 
-def _libpq_conninfo(url: str) -> str:
+def libpq_conninfo(url: str) -> str:
+    """``url`` (SQLAlchemy form, any driver) as a libpq URI for psycopg / pg_dump (password kept)."""
     parsed = make_url(url)
     return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
 
@@ -58,7 +59,7 @@ def ensure_database(server_url: str, database: str) -> None:
     Raises ``psycopg.Error`` when the server cannot be reached or the database cannot be created.
     """
     admin = make_url(server_url).set(database="postgres")
-    with psycopg.connect(_libpq_conninfo(admin.render_as_string(hide_password=False)), autocommit=True,
+    with psycopg.connect(libpq_conninfo(admin.render_as_string(hide_password=False)), autocommit=True,
                          connect_timeout=10) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
         if not exists:

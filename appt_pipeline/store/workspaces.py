@@ -73,7 +73,9 @@ def workspace_ids(engine: sa.Engine) -> list[str]:
         return [r[0] for r in conn.execute(sa.text("SELECT id FROM workspaces ORDER BY id"))]
 
 
-def _fernet(key: str | None) -> Fernet:
+def fernet(key: str | None) -> Fernet:
+    """The Fernet cipher of ``key`` (``APPT_SECRET_KEY``). Raises :class:`SecretKeyError` when it is missing or
+    not a Fernet key; the message never holds the key."""
     if not key:
         raise SecretKeyError(
             "APPT_SECRET_KEY is not set; generate one with "
@@ -96,7 +98,7 @@ def set_secret(engine: sa.Engine, workspace_id: str, name: str, value: str, key:
     value = value.strip()
     if not value:
         raise ValueError("secret value is empty")
-    token = _fernet(key).encrypt(value.encode())
+    token = fernet(key).encrypt(value.encode())
     with engine.begin() as conn:
         if not conn.execute(sa.text("SELECT 1 FROM workspaces WHERE id = :id"), {"id": workspace_id}).first():
             raise ValueError(f"workspace {workspace_id!r} does not exist")
@@ -119,7 +121,7 @@ def get_secret(engine: sa.Engine, workspace_id: str, name: str, key: str | None)
     if token is None:
         return None
     try:
-        return _fernet(key).decrypt(bytes(token)).decode()
+        return fernet(key).decrypt(bytes(token)).decode()
     except InvalidToken:
         raise SecretKeyError(
             f"secret {name!r} of workspace {workspace_id!r} cannot be decrypted with this key"
