@@ -400,7 +400,7 @@ def dev(host: str, port: int, service_port: int, ghl_port: int, calendly_port: i
     import dagster as dg
 
     from appt_pipeline.launch import ensure_partitions
-    from appt_pipeline.local_stack import local_stack
+    from appt_pipeline.local_stack import local_stack, session_secret_key
     from appt_pipeline.sample import SAMPLE_DIR
     from appt_pipeline.sandbox.legacy_seed import legacy_seeds
     from appt_pipeline.store.legacy_import import import_legacy
@@ -408,7 +408,7 @@ def dev(host: str, port: int, service_port: int, ghl_port: int, calendly_port: i
 
     if logging.getLogger().level > logging.DEBUG:  # the simulators' deliveries log one INFO line each (-v shows)
         logging.getLogger("httpx").setLevel(logging.WARNING)
-    with _runtime() as rt, _dev_secret_key() as key, contextlib.ExitStack() as stack:
+    with _runtime() as rt, session_secret_key() as (key, _), contextlib.ExitStack() as stack:
         legacy = legacy_seeds(SAMPLE_DIR)
         ids = workspace_ids(rt.engine)
         if not set(legacy.accounts) & set(ids):
@@ -451,23 +451,6 @@ def dev(host: str, port: int, service_port: int, ghl_port: int, calendly_port: i
                 os.killpg(proc.pid, signal.SIGKILL)
     if code not in (0, -signal.SIGINT, 130):
         sys.exit(EXIT_WORK_FAILED)
-
-
-@contextlib.contextmanager
-def _dev_secret_key() -> Iterator[str]:
-    """``APPT_SECRET_KEY``, or an ephemeral Fernet key exported for this process and its children (the Dagster
-    run workers decrypt provider tokens with it); never printed. The stack disconnects on exit either way."""
-    key = os.environ.get(SECRET_KEY_ENV)
-    if key:
-        yield key
-        return
-    from cryptography.fernet import Fernet
-
-    os.environ[SECRET_KEY_ENV] = key = Fernet.generate_key().decode()
-    try:
-        yield key
-    finally:
-        os.environ.pop(SECRET_KEY_ENV, None)
 
 
 def _dev_examples(sims: Any) -> list[str]:

@@ -33,23 +33,21 @@ idempotent end to end:
 """
 
 import contextlib
-import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import sqlalchemy as sa
-from cryptography.fernet import Fernet
 
 from appt_pipeline.defs.jobs import RUN_LOGGERS
 from appt_pipeline.defs.resources import AppDatabase
 from appt_pipeline.defs.sensors import webhook_events_sensor
 from appt_pipeline.domain.vocab import Provider
 from appt_pipeline.launch import RunOutcome, ensure_partitions, run_partition_job
-from appt_pipeline.local_stack import LocalStack, local_stack
+from appt_pipeline.local_stack import LocalStack, local_stack, session_secret_key
 from appt_pipeline.runtime import Runtime
 from appt_pipeline.sample import SAMPLE_DIR
 from appt_pipeline.sandbox.legacy_seed import (
@@ -60,7 +58,6 @@ from appt_pipeline.sandbox.legacy_seed import (
     expected_history,
     legacy_seeds,
 )
-from appt_pipeline.settings import SECRET_KEY_ENV
 from appt_pipeline.store.legacy_import import import_legacy
 from appt_pipeline.store.reconcile import count_due_leads, select_due_leads
 from appt_pipeline.store.workspaces import workspace_ids
@@ -271,7 +268,7 @@ def run_demo(
     summary.seeded_bookings = len(legacy.bookings)
     summary.seeded_skipped = dict(sorted(legacy.skipped.items()))
     with contextlib.ExitStack() as stack:
-        key, summary.ephemeral_secret_key = stack.enter_context(_secret_key())
+        key, summary.ephemeral_secret_key = stack.enter_context(session_secret_key())
         sims = stack.enter_context(local_stack(runtime.engine, runtime.urls.app_url, legacy, ids, secret_key=key,
                                                id_seed=f"demo:{drift_seed}"))
         say(f"simulators: GHL {sims.ghl_url}, Calendly {sims.calendly_url}; webhook service {sims.service_url}")
@@ -343,21 +340,6 @@ def _reconcile(instance: dg.DagsterInstance, ws: str, lead_budget: int) -> RunOu
     return run_partition_job(instance, "reconciliation_job", ws,
                              run_config={"ops": {"appointment_history_and_rollups": {"config": config}},
                                          "loggers": RUN_LOGGERS})
-
-
-@contextlib.contextmanager
-def _secret_key() -> Iterator[tuple[str, bool]]:
-    """``(key, ephemeral)``: ``APPT_SECRET_KEY``, or a new Fernet key set in this process's environment
-    only (the in-process Dagster runs decrypt with it), removed again on exit and never shown."""
-    key = os.environ.get(SECRET_KEY_ENV)
-    if key:
-        yield key, False
-        return
-    os.environ[SECRET_KEY_ENV] = key = Fernet.generate_key().decode()
-    try:
-        yield key, True
-    finally:
-        os.environ.pop(SECRET_KEY_ENV, None)
 
 
 def _replay_watermark(engine: sa.Engine, providers: dict[str, Provider], now: datetime,

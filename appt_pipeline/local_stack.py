@@ -16,11 +16,13 @@ providers'), so a stopped simulator is never called with a token an ephemeral ke
 """
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from cryptography.fernet import Fernet
 
 from appt_pipeline.domain.vocab import Provider
 from appt_pipeline.providers.calendly import CALENDLY_BASE_URL
@@ -29,6 +31,7 @@ from appt_pipeline.sandbox import CalendlySimulator, GhlSimulator, SimulatorServ
 from appt_pipeline.sandbox.legacy_seed import LegacySeed
 from appt_pipeline.service.app import create_app
 from appt_pipeline.service.settings import ServiceSettings
+from appt_pipeline.settings import SECRET_KEY_ENV
 from appt_pipeline.store.workspaces import set_secret, set_workspace
 
 TOKEN_SECRET = {Provider.GHL: "ghl_private_token", Provider.CALENDLY: "calendly_access_token"}
@@ -85,6 +88,23 @@ class LocalStack:
     def delivery_counts(self) -> dict[str, dict[str, Any]]:
         """Per simulator: deliveries by state (``delivered``, ``failed``, …) from its delivery records."""
         return {"GHL": self.ghl.webhooks.counts(), "CALENDLY": self.calendly.webhooks.counts()}
+
+
+@contextlib.contextmanager
+def session_secret_key() -> Iterator[tuple[str, bool]]:
+    """``(key, ephemeral)``: ``APPT_SECRET_KEY``, or a new Fernet key set in this process's environment only
+    (in-process runs and child processes such as ``dagster dev`` decrypt with it), removed again on exit and
+    never shown. Secrets stored under an ephemeral key are unreadable afterwards: the stack disconnects the
+    workspaces on exit either way."""
+    key = os.environ.get(SECRET_KEY_ENV)
+    if key:
+        yield key, False
+        return
+    os.environ[SECRET_KEY_ENV] = key = Fernet.generate_key().decode()
+    try:
+        yield key, True
+    finally:
+        os.environ.pop(SECRET_KEY_ENV, None)
 
 
 @contextlib.contextmanager

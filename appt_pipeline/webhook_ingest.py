@@ -44,6 +44,7 @@ from appt_pipeline.providers.normalize import (
     parse_calendly_webhook,
     parse_ghl_webhook,
 )
+from appt_pipeline.store.engine import transaction
 from appt_pipeline.store.webhook_events import CLAIM_PENDING_SQL, EventOutcome, mark_events
 from appt_pipeline.store.write_path import WriteResult, apply_observations
 
@@ -309,17 +310,8 @@ def ingest_workspace(engine: sa.Engine, workspace_id: str, *, source: Source = S
     report = IngestReport(workspace_id)
     while max_batches is None or report.batches < max_batches:
         before = report.claimed
-        with engine.connect() as conn:
-            tx = conn.begin()
-            try:
-                ingest_batch(conn, workspace_id, source=source, batch_size=batch_size, report=report)
-            except BaseException:
-                tx.rollback()
-                raise
-            if dry_run:
-                tx.rollback()
-            else:
-                tx.commit()
+        with transaction(engine, dry_run=dry_run) as conn:
+            ingest_batch(conn, workspace_id, source=source, batch_size=batch_size, report=report)
         if dry_run or report.claimed - before < batch_size:
             break
     report.duration_s = time.monotonic() - started

@@ -1,6 +1,8 @@
 """SQLAlchemy engines for the app database (psycopg 3 driver)."""
 
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -26,3 +28,20 @@ def get_engine(url: str) -> sa.Engine:
 def redact_url(url: str) -> str:
     """``url`` with any password masked, for logs and messages (SPEC §11)."""
     return make_url(url).render_as_string(hide_password=True)
+
+
+@contextmanager
+def transaction(engine: sa.Engine, *, dry_run: bool = False) -> Iterator[sa.Connection]:
+    """A connection in one new transaction: committed when the block ends, rolled back when it raises — or
+    always with ``dry_run`` (the block's reads and flags say what would happen; nothing is written)."""
+    with engine.connect() as conn:
+        tx = conn.begin()
+        try:
+            yield conn
+        except BaseException:
+            tx.rollback()
+            raise
+        if dry_run:
+            tx.rollback()
+        else:
+            tx.commit()

@@ -58,6 +58,7 @@ from appt_pipeline.domain.rules import (
     utc_now,
 )
 from appt_pipeline.domain.vocab import Status
+from appt_pipeline.store.engine import transaction
 from appt_pipeline.store.rollups import PRIMARY_ORDER, rollup_update_sql
 
 log = logging.getLogger(__name__)
@@ -862,15 +863,5 @@ def write_observations(
     With ``dry_run`` the transaction is rolled back: the results say exactly what would happen and
     nothing is written.
     """
-    with engine.connect() as conn:
-        tx = conn.begin()
-        try:
-            results = apply_observations(conn, observations, now=now)
-        except BaseException:
-            tx.rollback()
-            raise
-        if dry_run:
-            tx.rollback()
-        else:
-            tx.commit()
-    return results
+    with transaction(engine, dry_run=dry_run) as conn:
+        return apply_observations(conn, observations, now=now)
