@@ -126,7 +126,27 @@ def test_upgrade_is_idempotent(database_url: str) -> None:
     again = upgrade(database_url)
     assert again.applied == []
     assert again.current == ["0001_schema", "0002_legacy_parse", "0003_attribution_checked",
-                             "0004_legacy_parse_parallel_restricted", "0005_webhooks"]
+                             "0004_legacy_parse_parallel_restricted", "0005_webhooks", "0006_time_ordered_ids"]
+
+
+def test_appointment_ids_are_time_ordered_uuid_v7(db: sa.Engine) -> None:
+    """New appointment ids are RFC 9562 version 7: version 7, variant 10, and increasing with the clock."""
+    with db.connect() as conn:
+        first = conn.execute(sa.text("SELECT appt_uuid_v7()")).scalar_one()
+        conn.execute(sa.text("SELECT pg_sleep(0.002)"))
+        ids = conn.execute(sa.text("SELECT appt_uuid_v7() FROM generate_series(1, 1000)")).scalars().all()
+        millis = conn.execute(sa.text("SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)")).scalar_one()
+        default = conn.execute(sa.text(
+            "SELECT column_default FROM information_schema.columns "
+            "WHERE table_name = 'appointments' AND column_name = 'id'"
+        )).scalar_one()
+    assert default == "appt_uuid_v7()"
+    assert len(set(ids)) == 1000
+    for u in [first, *ids]:
+        assert u.version == 7 and u.variant == "specified in RFC 4122"
+        assert 0 <= int(millis) - (u.int >> 80) < 60_000  # 48-bit Unix milliseconds, taken just now
+    assert all(first < u for u in ids)  # a later millisecond sorts after
+    assert [u.int >> 80 for u in ids] == sorted(u.int >> 80 for u in ids)
 
 
 def test_legacy_timestamp_parser_is_lenient_and_never_runs_in_parallel_workers(db: sa.Engine) -> None:

@@ -931,3 +931,48 @@ def test_key_inserted_between_noting_and_writing(db: sa.Engine, monkeypatch: pyt
     with pytest.raises(write_path.ConcurrentKeyInsert), db.connect() as conn, conn.begin():
         apply_observations(conn, [ghl(l1, "g2", start_at=NOW + D), ghl(l1, "g1", X)], now=NOW + H)
     assert snapshot(db) == before
+
+
+def test_key_moved_while_waiting_for_the_lead_locks(db: sa.Engine) -> None:
+    """A writer waits on the lead that owns its key; meanwhile the key moves to a lead outside its lock set. The
+    writer notes the moved row, releases its locks, locks the new owner in order and moves the key on: both
+    leads the key left end with the all-null rollup, and the writer held the new owner's lock when it wrote."""
+    import threading
+
+    l0, l1, l2 = seed(db)
+    write(db, ghl(l0, "g1", start_at=NOW + D))
+    other = db.connect()
+    tx = other.begin()
+    apply_observations(other, [ghl(l2, "g1", start_at=NOW + D)], now=NOW + H)  # g1: l0 → l2, not committed
+    outcome: list[Any] = []
+    restarts: list[str] = []
+
+    def restarted(conn: sa.Connection, name: str, context: Any) -> None:
+        restarts.append(name)
+
+    sa.event.listen(db, "rollback_savepoint", restarted)
+    writer = threading.Thread(target=lambda: outcome.append(write(db, ghl(l1, "g1", start_at=NOW + 2 * D),
+                                                                  now=NOW + 2 * H)))
+    writer.start()
+    with db.connect() as watch:  # the writer queues on l0, the owner it read before the other committed
+        for _ in range(200):
+            waiting = watch.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )).scalar_one()
+            if waiting:
+                break
+            threading.Event().wait(0.05)
+    assert waiting, "the writer never waited for the other's lead locks"
+    tx.commit()
+    other.close()
+    writer.join(timeout=30)
+    sa.event.remove(db, "rollback_savepoint", restarted)
+    assert not writer.is_alive()
+    assert len(restarts) == 1  # noted l2 as the owner, released its locks and locked {l1, l2} in order
+    (result,) = outcome[0]
+    assert (result.is_new, result.error_kind, result.primary_changed) == (False, None, True)
+    assert appt(db, "g1").lead_id == l1
+    by_lead = {r.id: r for r in rows(db, "SELECT * FROM leads")}
+    assert by_lead[l1].ghl_appointment_id == "g1"
+    assert rollup_of(by_lead[l0]) == EMPTY_ROLLUP and rollup_of(by_lead[l2]) == EMPTY_ROLLUP
+    assert drifted(db, NOW + 2 * H) == 0

@@ -32,7 +32,7 @@ import sqlalchemy as sa
 
 from appt_pipeline.domain.rules import utc_now
 from appt_pipeline.domain.vocab import STATUS_SYNONYMS
-from appt_pipeline.store.write_path import apply_staged, ensure_stage
+from appt_pipeline.store.write_path import KEY_KIND, KEY_VALUE, apply_staged, ensure_stage, rows_by_key
 
 log = logging.getLogger(__name__)
 
@@ -85,49 +85,75 @@ _STATUS_VALUES, _STATUS_PARAMS = _status_values()
 #: SQL lookup key equals ``domain.vocab.normalise_status_key``.
 _TRIM = "regexp_replace({}, '^[\\s\\u00a0]+|[\\s\\u00a0]+$', '', 'g')"
 
-_CHUNK_BOUNDS = """
-SELECT max(id), count(*) FROM (
-    SELECT id FROM leads WHERE workspace_id = :ws AND (CAST(:after AS text) IS NULL OR id > :after)
-    ORDER BY id LIMIT :limit
-) c
-"""
-
-_CHUNK_LEADS = "workspace_id = :ws AND (CAST(:after AS text) IS NULL OR l.id > :after) AND l.id <= :upto"
-
+# One chunk: the next ``:limit`` leads of the workspace in id order. Leads with a provider id are staged (one
+# observation each); the statement returns the chunk's last lead id and its size (the resume point, and the
+# leads skipped = size − staged). ``warning`` flags a row whose booked_slot is not ISO-8601 and that has no
+# appointment_start_at (SPEC §5: start_at NULL); it counts only if the row is created.
 _STAGE = f"""
-INSERT INTO appt_obs (ord, round, workspace_id, lead_id, provider, status, source, ghl_appointment_id,
-    calendly_invitee_uri, calendly_scheduled_event_uri, start_at, end_at, booked_at, canceled_at,
-    status_changed_at, legacy_lead_key, error_kind)
-SELECT row_number() OVER (ORDER BY l.id), 0, l.workspace_id, l.id, x.provider, coalesce(m.status, 'CONFIRMED'),
-    'MIGRATION',
-    CASE WHEN x.provider = 'GHL' THEN l.ghl_appointment_id END,
-    CASE WHEN x.provider = 'CALENDLY' THEN l.calendly_invitee_uri END,
-    CASE WHEN x.provider = 'CALENDLY' THEN l.calendly_scheduled_event_uri END,
-    coalesce(l.appointment_start_at, appt_parse_legacy_timestamp(l.booked_slot)),
-    l.appointment_end_at, l.appointment_booked_at,
-    CASE WHEN m.status IN ('CANCELED', 'RESCHEDULED') THEN coalesce(l.appointment_canceled_at, :now) END,
-    coalesce(l.appointment_canceled_at, l.appointment_booked_at, :now),
-    l.id,
-    CASE WHEN m.status IS NULL AND nullif({_TRIM.format("l.appointment_status")}, '') IS NOT NULL
-         THEN 'unknown_status' END
-FROM leads l
-CROSS JOIN LATERAL (SELECT CASE WHEN l.ghl_appointment_id IS NOT NULL THEN 'GHL'
-                               ELSE 'CALENDLY' END::meeting_booking_provider AS provider) x
-LEFT JOIN ({_STATUS_VALUES}) m(raw, status) ON m.raw = lower({_TRIM.format("l.appointment_status")})
-WHERE {_CHUNK_LEADS}
-  AND (l.ghl_appointment_id IS NOT NULL OR l.calendly_invitee_uri IS NOT NULL
-       OR l.calendly_scheduled_event_uri IS NOT NULL)
+WITH chunk AS (
+    SELECT id, workspace_id, ghl_appointment_id, calendly_invitee_uri, calendly_scheduled_event_uri,
+           appointment_start_at, appointment_end_at, appointment_booked_at, appointment_canceled_at,
+           appointment_status, booked_slot
+    FROM leads
+    WHERE workspace_id = :ws AND (CAST(:after AS text) IS NULL OR id > :after)
+    ORDER BY id LIMIT :limit
+),
+staged AS (
+    INSERT INTO appt_obs (ord, round, workspace_id, lead_id, provider, status, source, ghl_appointment_id,
+        calendly_invitee_uri, calendly_scheduled_event_uri, start_at, end_at, booked_at, canceled_at,
+        status_changed_at, legacy_lead_key, error_kind, warning)
+    SELECT row_number() OVER (ORDER BY l.id), 0, l.workspace_id, l.id, x.provider,
+        coalesce(m.status, 'CONFIRMED'), 'MIGRATION',
+        CASE WHEN x.provider = 'GHL' THEN l.ghl_appointment_id END,
+        CASE WHEN x.provider = 'CALENDLY' THEN l.calendly_invitee_uri END,
+        CASE WHEN x.provider = 'CALENDLY' THEN l.calendly_scheduled_event_uri END,
+        x.start_at, l.appointment_end_at, l.appointment_booked_at,
+        CASE WHEN m.status IN ('CANCELED', 'RESCHEDULED') THEN coalesce(l.appointment_canceled_at, :now) END,
+        coalesce(l.appointment_canceled_at, l.appointment_booked_at, :now),
+        l.id,
+        CASE WHEN m.status IS NULL AND nullif({_TRIM.format("l.appointment_status")}, '') IS NOT NULL
+             THEN 'unknown_status' END,
+        CASE WHEN x.start_at IS NULL AND nullif(btrim(l.booked_slot), '') IS NOT NULL
+             THEN 'unparseable_booked_slot' END
+    FROM chunk l
+    CROSS JOIN LATERAL (SELECT CASE WHEN l.ghl_appointment_id IS NOT NULL THEN 'GHL'
+                                   ELSE 'CALENDLY' END::meeting_booking_provider AS provider,
+                               coalesce(l.appointment_start_at, appt_parse_legacy_timestamp(l.booked_slot))
+                                   AS start_at) x
+    LEFT JOIN ({_STATUS_VALUES}) m(raw, status) ON m.raw = lower({_TRIM.format("l.appointment_status")})
+    WHERE l.ghl_appointment_id IS NOT NULL OR l.calendly_invitee_uri IS NOT NULL
+       OR l.calendly_scheduled_event_uri IS NOT NULL
+    RETURNING 1
+)
+SELECT (SELECT max(id) FROM chunk), (SELECT count(*) FROM chunk), (SELECT count(*) FROM staged)
 """
 
-# Already migrated (legacy key present), or key already owned: by this lead → exists, else a conflict.
-_MARK_EXISTING = """
-UPDATE appt_obs o SET error_kind = CASE WHEN a.lead_id = o.lead_id THEN 'exists' ELSE 'duplicate_provider_id' END,
-                      prev_lead_id = a.lead_id
-FROM appointments a
-WHERE o.error_kind IS DISTINCT FROM 'exists' AND (
-    a.legacy_lead_key = o.lead_id
-    OR (o.provider = 'GHL' AND a.ghl_appointment_id = o.ghl_appointment_id)
-    OR (o.provider = 'CALENDLY' AND a.calendly_invitee_uri = o.calendly_invitee_uri))
+# Already migrated (the lead's legacy key is present), or its provider key is already owned: by this lead →
+# exists, else a conflict naming the owner. Each key kind is one sorted scan of its unique index (write_path's
+# _rows_by_key, plus the legacy key of every lead); a lead with several hits is `exists` if one is its own.
+_MARK_EXISTING = f"""
+WITH found AS (
+    {rows_by_key("o.error_kind IS NULL")}
+    UNION ALL
+    SELECT 'lead', a.legacy_lead_key, a.id FROM appointments a
+    WHERE a.legacy_lead_key = ANY (ARRAY(SELECT lead_id FROM appt_obs WHERE error_kind IS NULL))
+),
+matched AS (
+    SELECT o.ord, o.lead_id, f.id FROM found f JOIN appt_obs o ON o.error_kind IS NULL AND o.lead_id = f.k
+    WHERE f.kind = 'lead'
+    UNION ALL
+    SELECT o.ord, o.lead_id, f.id FROM found f
+    JOIN appt_obs o ON o.error_kind IS NULL AND f.kind = {KEY_KIND} AND f.k = {KEY_VALUE}
+),
+hits AS (
+    SELECT m.ord, bool_or(a.lead_id = m.lead_id) AS own, min(a.lead_id) AS owner
+    FROM matched m JOIN appointments a ON a.id = m.id
+    GROUP BY m.ord
+)
+UPDATE appt_obs o SET error_kind = CASE WHEN h.own THEN 'exists' ELSE 'duplicate_provider_id' END,
+                      prev_lead_id = CASE WHEN h.own THEN o.lead_id ELSE h.owner END
+FROM hits h
+WHERE o.ord = h.ord
 """
 
 # Several leads of the chunk claim one provider id: the smallest lead id wins.
@@ -140,14 +166,6 @@ FROM (
     WINDOW w AS (PARTITION BY provider, coalesce(ghl_appointment_id, calendly_invitee_uri) ORDER BY lead_id)
 ) d
 WHERE o.ord = d.ord AND d.n > 1
-"""
-
-# Rows (to be) created without a start because booked_slot is not ISO-8601 (SPEC §5); leads that get no row
-# (errors, already migrated) are not counted.
-_WARNINGS = """
-SELECT count(*) FROM appt_obs o JOIN leads l ON l.id = o.lead_id
-WHERE o.error_kind IS NULL AND o.start_at IS NULL AND l.appointment_start_at IS NULL
-  AND nullif(btrim(l.booked_slot), '') IS NOT NULL
 """
 
 # Dry-run only: provider ids claimed by earlier chunks of this run (their rows were never written), so that
@@ -171,8 +189,10 @@ WHERE error_kind IS NULL AND coalesce(ghl_appointment_id, calendly_invitee_uri) 
 ON CONFLICT DO NOTHING
 """
 
+# Outcome per staged lead, and the warnings of the rows (to be) created.
 _OUTCOMES = """
-SELECT coalesce(error_kind, 'created'), count(*) FROM appt_obs GROUP BY 1
+SELECT coalesce(error_kind, 'created'), count(*), count(*) FILTER (WHERE error_kind IS NULL AND warning IS NOT NULL)
+FROM appt_obs GROUP BY 1
 """
 
 _ERROR_SAMPLES = """
@@ -255,21 +275,23 @@ def migrate_workspace(
             with conn.begin() as tx:
                 conn.exec_driver_sql(_CHUNK_SETTINGS)
                 params = {"ws": workspace_id, "after": after, "limit": chunk_size, "now": run_now, **_STATUS_PARAMS}
-                upto, n_leads = conn.execute(sa.text(_CHUNK_BOUNDS), params).one()
+                upto, n_leads, n_staged = conn.execute(sa.text(_STAGE), params).one()
                 if not n_leads:
                     tx.rollback()
                     break
                 params["upto"] = upto
-                conn.execute(sa.text(_STAGE), params)
                 conn.exec_driver_sql(_MARK_EXISTING)
                 conn.exec_driver_sql(_MARK_DUPLICATES)
                 if not apply:
                     conn.exec_driver_sql(_DRY_CLAIMS_MARK)
                     conn.exec_driver_sql(_DRY_CLAIMS_ADD)
-                outcome = dict(conn.exec_driver_sql(_OUTCOMES).all())
+                outcome: dict[str, int] = {}
+                warn = 0
+                for kind, count, warned in conn.exec_driver_sql(_OUTCOMES):
+                    outcome[kind] = int(count)
+                    warn += int(warned)
                 # every lead of the chunk with a provider id was staged; the others are skipped
-                skipped = int(n_leads) - sum(int(v) for v in outcome.values())
-                warn = int(conn.exec_driver_sql(_WARNINGS).scalar_one())
+                skipped = int(n_leads) - int(n_staged)
                 _collect_samples(conn, report)
                 if apply:
                     # apply_staged analyzes the staging table itself (a 50k-row chunk without statistics gets

@@ -7,18 +7,19 @@ Every writer stages its observations in the per-connection temp table ``appt_obs
 0. analyzes ``appt_obs`` when the batch is large (temp tables are never auto-analyzed), then locks
    every affected lead of the whole batch once (the observed leads and the leads the keys currently
    belong to), by primary-key lookups in id order, and keeps the locked ids and their workspace in
-   the temp table ``appt_obs_locked``; if a key moved to an unlocked lead while we waited, the locks
-   are released and taken again. Writers sharing a lead or a key queue here, before noting existing
-   keys; no concurrent write of those leads' rows happens until commit.
+   the temp table ``appt_obs_locked``. Writers sharing a lead or a key queue here, before noting
+   existing keys; no concurrent write of those leads' rows happens until commit.
 
 Then round by round:
 
 1. marks observations of unknown leads / leads of another workspace (answered by the lock set),
    upgrades event-only migrated rows, locks the existing rows of the staged provider keys (in id
-   order) and notes them, and locks any lead of the round not locked yet (normally none);
+   order) and notes them. A noted row owned by a lead we did not lock (the key moved while we waited
+   for the lead locks) releases everything since the batch lock and takes it again with the new set
+   (round 0), or locks that lead out of order (later rounds, normally never);
 2. notes each lead's primary before the write (skipped with ``flags=False`` in a round without side
    effects, see :func:`apply_staged`);
-3. writes: keys not found get a plain ``INSERT`` (ids assigned in ``appt_obs``); found keys an
+3. writes: keys not found get a plain ``INSERT`` (time-ordered ids assigned in ``appt_obs``); found keys an
    ``INSERT … ON CONFLICT (provider key) DO UPDATE`` honouring the monotonic rules of §4.1 (stale
    observations, terminal Calendly invitees, ``canceled_at`` never re-stamped, ``source`` never
    overwritten). If a unique index objects to the plain INSERT (a key inserted concurrently, or rows
@@ -104,6 +105,7 @@ CREATE TEMP TABLE IF NOT EXISTS appt_obs (
     legacy_lead_key               text,
     webhook_event_id              bigint,
     error_kind                    text,
+    warning                       text,
     -- filled by apply_staged
     appointment_id                uuid,
     prev_found                    boolean NOT NULL DEFAULT false,
@@ -125,7 +127,7 @@ CREATE TEMP TABLE IF NOT EXISTS appt_obs_leads (
 ) ON COMMIT DELETE ROWS;
 -- the leads this transaction has locked (and their workspace): apply_staged's lock set
 CREATE TEMP TABLE IF NOT EXISTS appt_obs_locked (
-    lead_id       text PRIMARY KEY,
+    lead_id       text NOT NULL,  -- distinct (every insert excludes the ids present); no index to maintain
     workspace_id  text NOT NULL
 ) ON COMMIT DELETE ROWS;
 """
@@ -300,7 +302,7 @@ _UPSERTS = tuple(_upsert_sql(arbiter, kind_filter) for arbiter, kind_filter in _
 # staging table and one plain INSERT (no speculative insertion, no RETURNING, no join back); only found keys
 # (their rows are locked) go through INSERT … ON CONFLICT … DO UPDATE.
 _ASSIGN_NEW_IDS = """
-UPDATE appt_obs o SET appointment_id = gen_random_uuid(), is_new = true, new_status = o.status
+UPDATE appt_obs o SET appointment_id = appt_uuid_v7(), is_new = true, new_status = o.status
 WHERE o.round = :round AND o.error_kind IS NULL AND NOT o.prev_found
 """
 _INSERT_NEW = f"""
@@ -337,35 +339,59 @@ WHERE o.round = :round AND o.error_kind IS NULL AND o.provider = 'CALENDLY'
                 AND c.calendly_invitee_uri IS NULL)
 """
 
+def rows_by_key(filter_sql: str) -> str:
+    """SELECT ``kind, k, id`` of the existing rows holding a key staged in ``appt_obs`` (rows matching ``filter_sql``).
+
+    ``kind`` is the key kind of :data:`KEY_KIND` ('G' GHL id, 'C' invitee URI, 'L' legacy lead key). ``col =
+    ANY (ARRAY(…))`` makes each kind one sorted scan of its unique index, whatever the table's size (a join is
+    planned as a hash join over a scan of all of ``appointments``, or as an OR of three probes per row).
+    """
+    return f"""
+    SELECT 'G' AS kind, a.ghl_appointment_id AS k, a.id FROM appointments a
+    WHERE a.ghl_appointment_id = ANY (ARRAY(
+        SELECT o.ghl_appointment_id FROM appt_obs o WHERE {filter_sql} AND o.provider = 'GHL'))
+    UNION ALL
+    SELECT 'C', a.calendly_invitee_uri, a.id FROM appointments a
+    WHERE a.calendly_invitee_uri = ANY (ARRAY(
+        SELECT o.calendly_invitee_uri FROM appt_obs o
+        WHERE {filter_sql} AND o.provider = 'CALENDLY' AND o.calendly_invitee_uri IS NOT NULL))
+    UNION ALL
+    SELECT 'L', a.legacy_lead_key, a.id FROM appointments a
+    WHERE a.legacy_lead_key = ANY (ARRAY(
+        SELECT o.legacy_lead_key FROM appt_obs o
+        WHERE {filter_sql} AND o.provider = 'CALENDLY' AND o.calendly_invitee_uri IS NULL))"""
+
+
+#: (kind, key) of a staged observation ``o``, the counterpart of :func:`rows_by_key` (equality joins hash).
+KEY_KIND = "(CASE WHEN o.provider = 'GHL' THEN 'G' WHEN o.calendly_invitee_uri IS NOT NULL THEN 'C' ELSE 'L' END)"
+KEY_VALUE = "coalesce(o.ghl_appointment_id, o.calendly_invitee_uri, o.legacy_lead_key)"
+
+# The existing rows of the round's keys are locked in id order (FOR UPDATE re-reads a row a concurrent writer
+# changed while we waited) and noted on their observations.
 _LOCK_AND_NOTE_EXISTING = f"""
-WITH prev AS (
-    SELECT a.id, a.workspace_id, a.lead_id, a.status, a.start_at, a.ghl_appointment_id, a.calendly_invitee_uri,
-           a.legacy_lead_key
-    FROM appointments a
-    WHERE a.id IN (SELECT a2.id FROM appointments a2 JOIN appt_obs o ON {_key_match("a2")}
-                   WHERE o.round = :round AND o.error_kind IS NULL)
+WITH found AS ({rows_by_key("o.round = :round AND o.error_kind IS NULL")}
+),
+prev AS (
+    SELECT a.id, a.workspace_id, a.lead_id, a.status, a.start_at FROM appointments a
+    WHERE a.id = ANY (ARRAY(SELECT id FROM found))
     ORDER BY a.id
     FOR UPDATE
 )
 UPDATE appt_obs o SET prev_found = true, appointment_id = a.id, prev_lead_id = a.lead_id,
     prev_status = a.status, prev_start_at = a.start_at,
     error_kind = CASE WHEN a.workspace_id <> o.workspace_id THEN 'provider_key_in_other_workspace' END
-FROM prev a
-WHERE o.round = :round AND o.error_kind IS NULL AND {_key_match("a")}
+FROM found f JOIN prev a ON a.id = f.id
+WHERE o.round = :round AND o.error_kind IS NULL AND f.kind = {KEY_KIND} AND f.k = {KEY_VALUE}
 """
 
 # Before any round, the leads of the whole batch are locked in one id-ordered pass: the observed leads and the
 # current owners of the staged keys. This precedes every snapshot that notes existing keys, so writers sharing a
 # lead or a key queue here (no lock-order deadlock, also across rounds) and then see every key the other
 # committed (no ConcurrentKeyInsert). See _lock_batch_leads for keys that move while we wait.
-_BATCH_LEAD_IDS = """
+_BATCH_LEAD_IDS = f"""
     SELECT lead_id FROM appt_obs WHERE error_kind IS NULL
-    UNION SELECT a.lead_id FROM appt_obs o JOIN appointments a ON a.ghl_appointment_id = o.ghl_appointment_id
-    WHERE o.error_kind IS NULL AND o.provider = 'GHL'
-    UNION SELECT a.lead_id FROM appt_obs o JOIN appointments a ON a.calendly_invitee_uri = o.calendly_invitee_uri
-    WHERE o.error_kind IS NULL AND o.provider = 'CALENDLY'
-    UNION SELECT a.lead_id FROM appt_obs o JOIN appointments a ON a.legacy_lead_key = o.legacy_lead_key
-    WHERE o.error_kind IS NULL AND o.provider = 'CALENDLY' AND o.calendly_invitee_uri IS NULL
+    UNION SELECT a.lead_id FROM appointments a
+    WHERE a.id = ANY (ARRAY(SELECT id FROM ({rows_by_key("o.error_kind IS NULL")}) f))
 """
 
 
@@ -383,28 +409,23 @@ WITH locked AS (
     FOR UPDATE
 )
 INSERT INTO appt_obs_locked (lead_id, workspace_id) SELECT id, workspace_id FROM locked
-ON CONFLICT (lead_id) DO NOTHING
 """
 
 
 _LOCK_BATCH_LEADS = _lock_leads_sql(_BATCH_LEAD_IDS)
 
-# After locking: does the batch set (read again now) hold an existing lead we did not lock — a key that moved to
-# another lead (or a lead created) while we waited?
-_BATCH_LEADS_MOVED = f"""
+# After noting a round's existing keys (their rows are locked now and cannot move): does one belong to a lead we
+# did not lock — a key that moved to another lead while we waited for the lead locks? Temp tables only.
+_OWNERS_UNLOCKED = """
 SELECT EXISTS (
-    SELECT 1 FROM leads l
-    WHERE l.id = ANY (ARRAY(
-        SELECT s.lead_id FROM ({_BATCH_LEAD_IDS}) s(lead_id)
-        WHERE NOT EXISTS (SELECT 1 FROM appt_obs_locked k WHERE k.lead_id = s.lead_id)))
-)
+    SELECT 1 FROM appt_obs o
+    WHERE o.round = :round AND o.error_kind IS NULL AND o.prev_lead_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM appt_obs_locked k WHERE k.lead_id = o.prev_lead_id))
 """
 
-# Per round, the leads it writes that the batch lock did not cover (a key moved after the batch lock and its
-# re-check; normally none): locked now, out of batch order (a deadlock is retried by write_observations).
+# Locks those owners, out of batch order (normally never needed; a deadlock is retried by write_observations).
 _LOCK_LEADS = _lock_leads_sql("""
-        SELECT lead_id FROM appt_obs WHERE round = :round AND error_kind IS NULL
-        UNION SELECT prev_lead_id FROM appt_obs
+        SELECT prev_lead_id FROM appt_obs
         WHERE round = :round AND error_kind IS NULL AND prev_lead_id IS NOT NULL
         EXCEPT SELECT lead_id FROM appt_obs_locked""")
 
@@ -438,19 +459,6 @@ LEFT JOIN (
                         UNION SELECT prev_lead_id FROM appt_obs WHERE round = :round AND error_kind IS NULL)
     ORDER BY a.lead_id, {PRIMARY_ORDER}
 ) p ON p.lead_id = f.lead_id
-"""
-
-# The same lead set without the primary before the write: for a round without side effects when the caller
-# reads no per-observation flags (``apply_staged(flags=False)``).
-_NOTE_LEADS_NO_PRIMARY = """
-INSERT INTO appt_obs_leads (lead_id, side_effects)
-SELECT lead_id, bool_or(side_effects) FROM (
-    SELECT lead_id, source NOT IN ('MIGRATION', 'BACKFILL') AS side_effects
-    FROM appt_obs WHERE round = :round AND error_kind IS NULL
-    UNION ALL
-    SELECT prev_lead_id, source NOT IN ('MIGRATION', 'BACKFILL') FROM appt_obs
-    WHERE round = :round AND error_kind IS NULL AND prev_lead_id IS NOT NULL
-) s GROUP BY lead_id
 """
 
 _STATUS_CHANGES = """
@@ -568,6 +576,14 @@ WHERE o.round = :round AND o.error_kind IS NULL AND f.lead_id = o.lead_id
 
 _ROLLUPS = rollup_update_sql("SELECT lead_id FROM appt_obs_leads")
 
+# The same recompute for a round without side effects whose caller reads no flags (apply_staged(flags=False)):
+# the round's leads straight from appt_obs, without noting them in appt_obs_leads first.
+_ROLLUPS_OF_ROUND = rollup_update_sql(
+    """SELECT lead_id FROM appt_obs WHERE round = :round AND error_kind IS NULL
+       UNION ALL SELECT prev_lead_id FROM appt_obs
+       WHERE round = :round AND error_kind IS NULL AND prev_lead_id IS NOT NULL"""
+)
+
 # Lead status side effects when the primary (row or its status) changed (SPEC §3).
 _LEAD_STATUS = f"""
 UPDATE leads l SET status = CASE WHEN f.new_primary_status = 'CONFIRMED' THEN 'meeting-booked' ELSE 'qualified' END,
@@ -654,18 +670,18 @@ def apply_staged(conn: sa.Connection, *, now: datetime | None = None, flags: boo
     rounds, staged = conn.exec_driver_sql(_STAGE_SIZE).one()
     if staged >= ANALYZE_STAGE_ROWS:
         conn.exec_driver_sql(_ANALYZE_STAGE)
-    conn.exec_driver_sql("DELETE FROM appt_obs_locked")
-    _lock_batch_leads(conn)
+    _lock_batch_and_note_first_round(conn, {"round": 0})
     for round_no in range(rounds):
         p = {"round": round_no, "now": now, "ref": now}
-        conn.execute(sa.text(_MARK_UNKNOWN_LEADS), p)
+        if round_no:
+            _note_existing(conn, p)
+            if conn.execute(sa.text(_OWNERS_UNLOCKED), p).scalar_one():
+                conn.execute(sa.text(_LOCK_LEADS), p)
         from_hints, to_hints, heuristic, side_effects = conn.execute(sa.text(_ROUND_FLAGS), p).one()
         primaries = flags or side_effects
-        conn.execute(sa.text(_UPGRADE_EVENT_ONLY_ROWS), p)
-        conn.execute(sa.text(_LOCK_AND_NOTE_EXISTING), p)
-        conn.execute(sa.text(_LOCK_LEADS), p)
-        conn.exec_driver_sql("DELETE FROM appt_obs_leads")
-        conn.execute(sa.text(_NOTE_LEADS if primaries else _NOTE_LEADS_NO_PRIMARY), p)
+        if primaries:
+            conn.exec_driver_sql("DELETE FROM appt_obs_leads")
+            conn.execute(sa.text(_NOTE_LEADS), p)
         _write_rows(conn, p, totals)
         totals["status_changes"] += conn.execute(sa.text(_STATUS_CHANGES), p).rowcount
         if from_hints:
@@ -679,7 +695,9 @@ def apply_staged(conn: sa.Connection, *, now: datetime | None = None, flags: boo
         if primaries:
             conn.execute(sa.text(_NOTE_NEW_PRIMARY), p)
             conn.execute(sa.text(_NOTE_PRIMARY_CHANGED), p)
-        totals["rollups_changed"] += len(conn.execute(sa.text(_ROLLUPS), p).all())
+            totals["rollups_changed"] += len(conn.execute(sa.text(_ROLLUPS), p).all())
+        else:
+            totals["rollups_changed"] += len(conn.execute(sa.text(_ROLLUPS_OF_ROUND), p).all())
         if side_effects:
             totals["leads_status_changed"] += conn.execute(sa.text(_LEAD_STATUS), p).rowcount
             totals["tasks_completed"] += conn.execute(sa.text(_COMPLETE_TASKS), p).rowcount
@@ -737,23 +755,36 @@ def _upsert(conn: sa.Connection, upserts: Sequence[str], params: dict[str, objec
     return counts
 
 
-def _lock_batch_leads(conn: sa.Connection, attempts: int = 5) -> None:
-    """Lock the batch's leads in id order; start again if keys moved to other leads while we waited.
+def _note_existing(conn: sa.Connection, params: dict[str, object]) -> None:
+    """Step 1 of a round: unknown leads, event-only upgrades, then lock and note the existing keys' rows."""
+    conn.execute(sa.text(_MARK_UNKNOWN_LEADS), params)
+    conn.execute(sa.text(_UPGRADE_EVENT_ONLY_ROWS), params)
+    conn.execute(sa.text(_LOCK_AND_NOTE_EXISTING), params)
 
-    The set is read at the start of the locking statement; a writer we waited for may have moved a staged
-    key to a lead outside it. Locking that lead later would be out of order (a deadlock), so the locks are
-    released (savepoint, which also empties ``appt_obs_locked`` again) and taken again with the new set. A
-    set still moving after ``attempts`` is left to ``_LOCK_LEADS`` (a deadlock there is retried by
-    :func:`write_observations`).
+
+def _lock_batch_and_note_first_round(conn: sa.Connection, params: dict[str, object], attempts: int = 5) -> None:
+    """Lock the batch's leads in id order, then note round 0's existing keys; start again if a key moved.
+
+    The lead set (observed leads and current owners of the staged keys) is read at the start of the locking
+    statement; a writer we waited for may have moved a staged key to a lead outside it. Noting the round's
+    existing keys locks their rows (they cannot move any more) and shows such an owner. Locking it then would be
+    out of order (a deadlock), so everything since the savepoint is undone — locks released, ``appt_obs`` and
+    ``appt_obs_locked`` as before — and taken again with the new set. A set still moving after ``attempts`` is
+    locked out of order (a deadlock there is retried by :func:`write_observations`). Later rounds observe the
+    same keys again (the n-th occurrence of each key is in round n), so their owners are our leads.
     """
+    conn.exec_driver_sql("DELETE FROM appt_obs_locked")
     for _ in range(attempts):
         savepoint = conn.begin_nested()
         conn.exec_driver_sql(_LOCK_BATCH_LEADS)
-        if not conn.exec_driver_sql(_BATCH_LEADS_MOVED).scalar_one():
+        _note_existing(conn, params)
+        if not conn.execute(sa.text(_OWNERS_UNLOCKED), params).scalar_one():
             savepoint.commit()
             return
         savepoint.rollback()
     conn.exec_driver_sql(_LOCK_BATCH_LEADS)
+    _note_existing(conn, params)
+    conn.execute(sa.text(_LOCK_LEADS), params)
 
 
 def _create_tasks(conn: sa.Connection, params: dict[str, object]) -> int:
