@@ -301,6 +301,11 @@ def test_unknown_status_is_counted_and_the_lead_skipped(db: sa.Engine, tmp_path:
     assert lead(db, "u2") == legacy_u2  # untouched legacy rollup
     rerun = migrate_workspace(db, "ws_a", apply=True)
     assert (rerun.created, rerun.exists, rerun.errors_by_kind) == (0, 2, {"unknown_status": 2})
+    # a lead migrated before is reported as such, whatever its legacy status says now
+    with db.begin() as conn:
+        conn.execute(sa.text("UPDATE leads SET appointment_status = 'garbled' WHERE id = 'u1'"))
+    again = migrate_workspace(db, "ws_a", apply=True)
+    assert (again.created, again.exists, again.errors_by_kind) == (0, 2, {"unknown_status": 2})
 
 
 # --------------------------------------------------------------------------------------------- times

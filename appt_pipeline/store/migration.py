@@ -130,20 +130,20 @@ SELECT (SELECT max(id) FROM chunk), (SELECT count(*) FROM chunk), (SELECT count(
 
 # Already migrated (the lead's legacy key is present), or its provider key is already owned: by this lead →
 # exists, else a conflict naming the owner. Each key kind is one sorted scan of its unique index (write_path's
-# _rows_by_key, plus the legacy key of every lead); a lead with several hits is `exists` if one is its own.
+# rows_by_key, plus the legacy key of every lead); a lead with several hits is `exists` if one is its own. This
+# outranks `unknown_status` (the only error staging sets): a lead migrated before is reported as it is.
 _MARK_EXISTING = f"""
 WITH found AS (
-    {rows_by_key("o.error_kind IS NULL")}
+    {rows_by_key("true")}
     UNION ALL
     SELECT 'lead', a.legacy_lead_key, a.id FROM appointments a
-    WHERE a.legacy_lead_key = ANY (ARRAY(SELECT lead_id FROM appt_obs WHERE error_kind IS NULL))
+    WHERE a.legacy_lead_key = ANY (ARRAY(SELECT lead_id FROM appt_obs))
 ),
 matched AS (
-    SELECT o.ord, o.lead_id, f.id FROM found f JOIN appt_obs o ON o.error_kind IS NULL AND o.lead_id = f.k
+    SELECT o.ord, o.lead_id, f.id FROM found f JOIN appt_obs o ON o.lead_id = f.k
     WHERE f.kind = 'lead'
     UNION ALL
-    SELECT o.ord, o.lead_id, f.id FROM found f
-    JOIN appt_obs o ON o.error_kind IS NULL AND f.kind = {KEY_KIND} AND f.k = {KEY_VALUE}
+    SELECT o.ord, o.lead_id, f.id FROM found f JOIN appt_obs o ON f.kind = {KEY_KIND} AND f.k = {KEY_VALUE}
 ),
 hits AS (
     SELECT m.ord, bool_or(a.lead_id = m.lead_id) AS own, min(a.lead_id) AS owner
