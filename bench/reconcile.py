@@ -126,6 +126,44 @@ class Server:
             c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def connect_workspace(
+    engine: sa.Engine, ws: str, world: GhlWorld | CalendlyWorld, sim: GhlSimulator | CalendlySimulator, base_url: str
+) -> str:
+    """Point workspace ``ws`` at the simulator serving ``world`` (settings + encrypted token); returns the provider
+    account key the rate limit is shared by (GHL location id, Calendly user URI)."""
+    if isinstance(world, GhlWorld):
+        set_workspace(
+            engine,
+            ws,
+            {
+                "meeting_booking_provider": "GHL",
+                "ghl_location_id": world.location,
+                "ghl_api_base_url": base_url,
+                "timezone": "America/Chicago",
+            },
+        )
+        set_secret(engine, ws, "ghl_private_token", world.token, KEY)
+        return world.location
+    assert isinstance(sim, CalendlySimulator)
+    user_uri = sim.user_uri(world.token) or ""
+    types = sim.event_type_uris(user_uri)
+    set_workspace(
+        engine,
+        ws,
+        {
+            "meeting_booking_provider": "CALENDLY",
+            "calendly_organization_uri": sim.organization_uri(world.token),
+            "calendly_user_uri": user_uri,
+            "calendly_event_type_uri": types[0],
+            "calendly_direct_book_event_type_uri": types[1],
+            "calendly_api_base_url": base_url,
+            "timezone": "America/New_York",
+        },
+    )
+    set_secret(engine, ws, "calendly_access_token", world.token, KEY)
+    return user_uri
+
+
 def insert_leads(engine: sa.Engine, ws: str, leads: list[tuple[str, str, str | None]]) -> None:
     """Engaged leads (``last_inbound_at`` set, status ``qualified``): due for reconciliation."""
     with engine.begin() as conn:
@@ -507,19 +545,8 @@ def throughput(provider: str, engine: sa.Engine, n: int, args: argparse.Namespac
     )
 
     with SimulatorServer(sim) as server:
+        account_key = connect_workspace(engine, ws, world, sim, server.base_url)
         if isinstance(world, GhlWorld):
-            set_workspace(
-                engine,
-                ws,
-                {
-                    "meeting_booking_provider": "GHL",
-                    "ghl_location_id": world.location,
-                    "ghl_api_base_url": server.base_url,
-                    "timezone": "America/Chicago",
-                },
-            )
-            set_secret(engine, ws, "ghl_private_token", world.token, KEY)
-            account_key = world.location
             email_only = sum(1 for _, _, c in world.leads if c is None)
             log(
                 f"  setup: {n:,} contacts, {len(world.seed.locations[0].appointments):,} appointments "
@@ -527,24 +554,6 @@ def throughput(provider: str, engine: sa.Engine, n: int, args: argparse.Namespac
                 f"only (resolved first: +1 request)"
             )
         else:
-            assert isinstance(sim, CalendlySimulator)
-            user_uri = sim.user_uri(world.token) or ""
-            types = sim.event_type_uris(user_uri)
-            set_workspace(
-                engine,
-                ws,
-                {
-                    "meeting_booking_provider": "CALENDLY",
-                    "calendly_organization_uri": sim.organization_uri(world.token),
-                    "calendly_user_uri": user_uri,
-                    "calendly_event_type_uri": types[0],
-                    "calendly_direct_book_event_type_uri": types[1],
-                    "calendly_api_base_url": server.base_url,
-                    "timezone": "America/New_York",
-                },
-            )
-            set_secret(engine, ws, "calendly_access_token", world.token, KEY)
-            account_key = user_uri
             log(
                 f"  setup: {n:,} invitee e-mails, {len(world.seed.users[0].scheduled_events):,} scheduled events "
                 f"(1–3 per e-mail, both event types); per lead 1 events list + 1 invitees list per event"
@@ -749,36 +758,7 @@ def robustness(provider: str, engine: sa.Engine, n: int, args: argparse.Namespac
     converged_at: int | None = None
     verdict: Verdict | None = None
     with SimulatorServer(sim) as server:
-        if isinstance(world, GhlWorld):
-            set_workspace(
-                engine,
-                ws,
-                {
-                    "meeting_booking_provider": "GHL",
-                    "ghl_location_id": world.location,
-                    "ghl_api_base_url": server.base_url,
-                    "timezone": "America/Chicago",
-                },
-            )
-            set_secret(engine, ws, "ghl_private_token", world.token, KEY)
-        else:
-            assert isinstance(sim, CalendlySimulator)
-            user_uri = sim.user_uri(world.token) or ""
-            types = sim.event_type_uris(user_uri)
-            set_workspace(
-                engine,
-                ws,
-                {
-                    "meeting_booking_provider": "CALENDLY",
-                    "calendly_organization_uri": sim.organization_uri(world.token),
-                    "calendly_user_uri": user_uri,
-                    "calendly_event_type_uri": types[0],
-                    "calendly_direct_book_event_type_uri": types[1],
-                    "calendly_api_base_url": server.base_url,
-                    "timezone": "America/New_York",
-                },
-            )
-            set_secret(engine, ws, "calendly_access_token", world.token, KEY)
+        connect_workspace(engine, ws, world, sim, server.base_url)
         insert_leads(engine, ws, world.leads)
         sim.faults.configure(**FAULTS, seed=args.seed + 17)
         log(

@@ -670,7 +670,8 @@ def apply_staged(conn: sa.Connection, *, now: datetime | None = None, flags: boo
     rounds, staged = conn.exec_driver_sql(_STAGE_SIZE).one()
     if staged >= ANALYZE_STAGE_ROWS:
         conn.exec_driver_sql(_ANALYZE_STAGE)
-    _lock_batch_and_note_first_round(conn, {"round": 0})
+    if rounds:
+        _lock_batch_and_note_first_round(conn, {"round": 0})
     for round_no in range(rounds):
         p = {"round": round_no, "now": now, "ref": now}
         if round_no:
