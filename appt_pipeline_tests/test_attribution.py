@@ -10,13 +10,13 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from appt_pipeline.attribution import AttributionReport, backfill_attribution, load_attribution_accounts
 from appt_pipeline.defs.attribution import attribution_backfill_job, calendar_attribution
 from appt_pipeline.defs.partitions import workspace_partitions
 from appt_pipeline.defs.resources import AppDatabase, ProviderSettings
 from appt_pipeline.domain.observation import Observation
 from appt_pipeline.domain.rules import utc_now
 from appt_pipeline.domain.vocab import Provider, Source, Status
+from appt_pipeline.pipelines.attribution import AttributionReport, backfill_attribution, load_attribution_accounts
 from appt_pipeline.sandbox import (
     CalendlyEventType,
     CalendlyInvitee,

@@ -131,7 +131,7 @@ def test_demo_on_the_embedded_default_runs_twice_and_creates_nothing_the_second_
     # the providers'), so that the reconciliation schedule skips them instead of calling a stopped simulator
     connections = """
 import sqlalchemy as sa
-from appt_pipeline.runtime import app_environment
+from appt_pipeline.cli.runtime import app_environment
 with app_environment() as rt, rt.engine.connect() as conn:
     q = "SELECT count(*) FROM workspace_secrets WHERE workspace_id LIKE 'ws_7_%'"
     print(conn.execute(sa.text(q)).scalar_one())

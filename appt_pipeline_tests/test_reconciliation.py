@@ -10,13 +10,9 @@ import sqlalchemy as sa
 
 from appt_pipeline.domain.rules import utc_now
 from appt_pipeline.domain.vocab import Source
+from appt_pipeline.pipelines.accounts import WorkspaceNotConfigured, load_provider_account
+from appt_pipeline.pipelines.reconciliation import ReconcileSettings, reconcile_workspace
 from appt_pipeline.providers.http import RateLimit
-from appt_pipeline.reconciliation import (
-    ReconcileSettings,
-    WorkspaceNotConfigured,
-    load_provider_account,
-    reconcile_workspace,
-)
 from appt_pipeline.sandbox import (
     CalendlyEventType,
     CalendlyInvitee,

@@ -11,8 +11,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from appt_pipeline.domain.webhook_staging import email_hash, stage_calendly, stage_ghl
+from appt_pipeline.pipelines.webhook_ingest import ingest_workspace
 from appt_pipeline.store.webhook_events import insert_events
-from appt_pipeline.webhook_ingest import ingest_workspace
 from appt_pipeline_tests.helpers import rows, seed
 
 API = "https://api.calendly.com"

@@ -22,13 +22,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from appt_pipeline.domain.observation import Observation
 from appt_pipeline.domain.signatures import calendly_signature, ghl_ed25519_signature, public_key_text
 from appt_pipeline.domain.vocab import Provider, Source, Status
+from appt_pipeline.pipelines.webhook_ingest import ingest_workspace
 from appt_pipeline.sandbox.server import SimulatorServer
 from appt_pipeline.service.app import create_app
 from appt_pipeline.service.settings import ServiceSettings
 from appt_pipeline.store.embedded import libpq_conninfo
 from appt_pipeline.store.workspaces import set_secret, set_workspace
 from appt_pipeline.store.write_path import write_observations
-from appt_pipeline.webhook_ingest import ingest_workspace
 from appt_pipeline_tests.helpers import SECRET_KEY, rows, seed
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "providers"

@@ -8,12 +8,12 @@ import dagster as dg
 import sqlalchemy as sa
 from dagster._core.test_utils import create_run_for_test
 
+from appt_pipeline.cli.launch import run_partition_job
 from appt_pipeline.definitions import defs
 from appt_pipeline.defs.partitions import workspace_partitions
 from appt_pipeline.defs.resources import AppDatabase
 from appt_pipeline.defs.sensors import webhook_events_sensor
 from appt_pipeline.domain.webhook_staging import stage_calendly
-from appt_pipeline.launch import run_partition_job
 from appt_pipeline.store.webhook_events import insert_events
 from appt_pipeline_tests.helpers import rows, seed
 from appt_pipeline_tests.test_webhook_ingest import calendly_body, deliver, with_email

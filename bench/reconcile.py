@@ -58,11 +58,12 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 from sqlalchemy.engine import make_url
 
-from appt_pipeline import reconciliation as recmod
 from appt_pipeline.domain.rules import utc_now
 from appt_pipeline.domain.vocab import map_status
+from appt_pipeline.pipelines import reconciliation as recmod
+from appt_pipeline.pipelines.accounts import load_provider_account
+from appt_pipeline.pipelines.reconciliation import ReconcileReport, ReconcileSettings, reconcile_workspace
 from appt_pipeline.providers.http import CALENDLY_RATE_LIMIT, GHL_RATE_LIMIT, RateLimit
-from appt_pipeline.reconciliation import ReconcileReport, ReconcileSettings, load_provider_account, reconcile_workspace
 from appt_pipeline.sandbox import (
     CalendlyEventType,
     CalendlyInvitee,

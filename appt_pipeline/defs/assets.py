@@ -17,16 +17,12 @@ from appt_pipeline.defs.partitions import workspace_partitions
 from appt_pipeline.defs.resources import AppDatabase, ProviderSettings
 from appt_pipeline.domain.rules import utc_now
 from appt_pipeline.domain.vocab import Source
+from appt_pipeline.pipelines.accounts import WorkspaceNotConfigured, load_provider_account
+from appt_pipeline.pipelines.reconciliation import ReconcileSettings, reconcile_workspace
+from appt_pipeline.pipelines.webhook_ingest import DEFAULT_BATCH_SIZE, ingest_workspace
 from appt_pipeline.providers.http import RateLimit
-from appt_pipeline.reconciliation import (
-    ReconcileSettings,
-    WorkspaceNotConfigured,
-    load_provider_account,
-    reconcile_workspace,
-)
 from appt_pipeline.store.migration import DEFAULT_CHUNK_SIZE, migrate_workspace
 from appt_pipeline.store.rollups import drift_report
-from appt_pipeline.webhook_ingest import DEFAULT_BATCH_SIZE, ingest_workspace
 
 GROUP = "appointments"
 BACKFILL_TAG = "dagster/backfill"

@@ -1,7 +1,7 @@
 """The ``calendar_attribution`` asset and ``attribution_backfill_job`` (SPEC §9), partitioned by workspace.
 
 A materialization fills the partition's missing calendar attribution from the providers
-(:func:`appt_pipeline.attribution.backfill_attribution`: batches, pause, per-run limit, failures
+(:func:`appt_pipeline.pipelines.attribution.backfill_attribution`: batches, pause, per-run limit, failures
 isolated) and reports the coverage per provider afterwards. Run config (:class:`AttributionConfig`):
 ``batch_size`` (10), ``pause_ms`` (500), ``limit`` (500, max 5,000), ``dry_run`` (false).
 
@@ -14,17 +14,17 @@ from typing import Any
 
 import dagster as dg
 
-from appt_pipeline.attribution import (
+from appt_pipeline.defs.partitions import workspace_partitions
+from appt_pipeline.defs.resources import AppDatabase, ProviderSettings
+from appt_pipeline.pipelines.accounts import WorkspaceNotConfigured
+from appt_pipeline.pipelines.attribution import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_LIMIT,
     AttributionReport,
     backfill_attribution,
     load_attribution_accounts,
 )
-from appt_pipeline.defs.partitions import workspace_partitions
-from appt_pipeline.defs.resources import AppDatabase, ProviderSettings
 from appt_pipeline.providers.http import RateLimit
-from appt_pipeline.reconciliation import WorkspaceNotConfigured
 
 GROUP = "appointments"
 

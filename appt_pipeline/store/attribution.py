@@ -4,7 +4,7 @@ Attribution is ``appointments.ghl_calendar_id`` for GHL rows and ``appointments.
 for Calendly rows (SPEC §1). Every write path stores it when it knows it (empty strings become NULL,
 so "missing" is exactly ``IS NULL``; the schema's CHECK forbids ``''``, which also retires the
 original's empty-string blind spot, peer-behaviour §14 item 27). The backfill
-(:mod:`appt_pipeline.attribution`) asks the providers for the rest and writes it here.
+(:mod:`appt_pipeline.pipelines.attribution`) asks the providers for the rest and writes it here.
 
 All statements are set-based and scoped to one workspace:
 

@@ -21,7 +21,7 @@ from appt_pipeline.settings import PROJECT_ROOT, SECRET_KEY_ENV
 from appt_pipeline.store.workspaces import SECRET_NAMES, WORKSPACE_SETTABLE
 
 if TYPE_CHECKING:
-    from appt_pipeline.runtime import Runtime
+    from appt_pipeline.cli.runtime import Runtime
 
 log = logging.getLogger("appt_pipeline")
 
@@ -55,7 +55,7 @@ def main(verbose: bool) -> None:
 @contextlib.contextmanager
 def _runtime() -> Iterator["Runtime"]:
     """The command's databases and Dagster home; an unreachable database is a work failure (exit 1)."""
-    from appt_pipeline.runtime import app_environment
+    from appt_pipeline.cli.runtime import app_environment
 
     with contextlib.ExitStack() as stack:
         try:
@@ -257,8 +257,8 @@ def run(job_name: str, workspace_id: str) -> None:
     """Run Dagster job JOB for a workspace partition in the instance; print the run id; exit 1 on failure."""
     import dagster as dg
 
+    from appt_pipeline.cli.launch import RunInProgressError, run_partition_job
     from appt_pipeline.definitions import defs
-    from appt_pipeline.launch import RunInProgressError, run_partition_job
 
     names = sorted(job.name for job in defs.resolve_all_job_defs() if not job.name.startswith("__"))
     if job_name not in names:
@@ -295,7 +295,7 @@ def demo() -> None:
 
     import dagster as dg
 
-    from appt_pipeline.demo import run_demo
+    from appt_pipeline.local.demo import run_demo
     from appt_pipeline.store.workspaces import SecretKeyError
 
     started = time.monotonic()
@@ -399,8 +399,8 @@ def dev(host: str, port: int, service_port: int, ghl_port: int, calendly_port: i
     """
     import dagster as dg
 
-    from appt_pipeline.launch import ensure_partitions
-    from appt_pipeline.local_stack import local_stack, session_secret_key
+    from appt_pipeline.cli.launch import ensure_partitions
+    from appt_pipeline.local.stack import local_stack, session_secret_key
     from appt_pipeline.sample import SAMPLE_DIR
     from appt_pipeline.sandbox.legacy_seed import legacy_seeds
     from appt_pipeline.store.legacy_import import import_legacy

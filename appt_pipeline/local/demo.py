@@ -42,13 +42,13 @@ from pathlib import Path
 import dagster as dg
 import sqlalchemy as sa
 
+from appt_pipeline.cli.launch import RunOutcome, ensure_partitions, run_partition_job
+from appt_pipeline.cli.runtime import Runtime
 from appt_pipeline.defs.jobs import RUN_LOGGERS
 from appt_pipeline.defs.resources import AppDatabase
 from appt_pipeline.defs.sensors import webhook_events_sensor
 from appt_pipeline.domain.vocab import Provider
-from appt_pipeline.launch import RunOutcome, ensure_partitions, run_partition_job
-from appt_pipeline.local_stack import LocalStack, local_stack, session_secret_key
-from appt_pipeline.runtime import Runtime
+from appt_pipeline.local.stack import LocalStack, local_stack, session_secret_key
 from appt_pipeline.sample import SAMPLE_DIR
 from appt_pipeline.sandbox.legacy_seed import (
     DriftAction,

@@ -42,6 +42,7 @@ from sqlalchemy.exc import DBAPIError
 
 from appt_pipeline.domain.rules import utc_now
 from appt_pipeline.domain.vocab import Provider
+from appt_pipeline.pipelines.accounts import ProviderAccount, provider_account, workspace_row
 from appt_pipeline.providers.calendly import CalendlyClient
 from appt_pipeline.providers.ghl import GhlClient
 from appt_pipeline.providers.http import (
@@ -54,7 +55,6 @@ from appt_pipeline.providers.http import (
     RetryPolicy,
 )
 from appt_pipeline.providers.normalize import CALENDLY_CANONICAL_BASE
-from appt_pipeline.reconciliation import ProviderAccount, provider_account, workspace_row
 from appt_pipeline.store.attribution import (
     AttributionCandidate,
     AttributionFill,
@@ -85,7 +85,7 @@ def load_attribution_accounts(
 ) -> tuple[list[ProviderAccount], dict[str, str]]:
     """Every provider account the workspace can be asked with, and why the others cannot.
 
-    Unlike :func:`appt_pipeline.reconciliation.load_provider_account` (the *booking* provider only),
+    Unlike :func:`appt_pipeline.pipelines.reconciliation.load_provider_account` (the *booking* provider only),
     attribution serves both providers, because a workspace's history may hold rows of either
     (peer-behaviour §11.1). GHL needs ``ghl_location_id`` and the ``ghl_private_token`` secret;
     Calendly needs the ``calendly_access_token`` secret (its limiter account is
