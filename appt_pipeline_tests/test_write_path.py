@@ -904,7 +904,8 @@ def test_flags_false_writes_the_same(db: sa.Engine, monkeypatch: pytest.MonkeyPa
     with_flags, tables = run()
     _reset(db)
     original = write_path.apply_staged
-    monkeypatch.setattr(write_path, "apply_staged", lambda conn, *, now=None: original(conn, now=now, flags=False))
+    monkeypatch.setattr(write_path.apply, "apply_staged",
+                        lambda conn, *, now=None: original(conn, now=now, flags=False))
     without_flags, tables_without = run()
     assert tables_without == tables
     assert drifted(db, NOW + 2 * H) == 0
@@ -927,7 +928,7 @@ def test_key_inserted_between_noting_and_writing(db: sa.Engine, monkeypatch: pyt
     l0, l1, _ = seed(db)
     write(db, ghl(l0, "g1", start_at=NOW + D))
     before = snapshot(db)
-    monkeypatch.setattr(write_path, "_LOCK_AND_NOTE_EXISTING", "SELECT 1")  # does not see g1
+    monkeypatch.setattr(write_path.locks, "_LOCK_AND_NOTE_EXISTING", "SELECT 1")  # does not see g1
     with pytest.raises(write_path.ConcurrentKeyInsert), db.connect() as conn, conn.begin():
         apply_observations(conn, [ghl(l1, "g2", start_at=NOW + D), ghl(l1, "g1", X)], now=NOW + H)
     assert snapshot(db) == before

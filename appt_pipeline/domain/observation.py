@@ -7,13 +7,13 @@ Pure data, no I/O. Every writer builds observations and hands them to the one wr
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from appt_pipeline.domain.vocab import Provider, Source, Status
+from appt_pipeline.domain.vocab import ErrorKind, Provider, Source, Status
 
 
 class InvalidObservationError(ValueError):
     """An observation that breaks SPEC §1's key rules; ``kind`` is the counted error kind."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: ErrorKind, message: str) -> None:
         super().__init__(message)
         self.kind = kind
 
@@ -68,7 +68,7 @@ class Observation:
             return "calendly:" + self.calendly_invitee_uri
         if self.legacy_lead_key:
             return "legacy:" + self.legacy_lead_key
-        raise InvalidObservationError("missing_provider_key", "observation has no provider key")
+        raise InvalidObservationError(ErrorKind.MISSING_PROVIDER_KEY, "observation has no provider key")
 
     def validate(self) -> "Observation":
         """Check SPEC §1's key rules; return ``self`` with empty optional strings (ids, attribution) made ``None``.
@@ -82,22 +82,24 @@ class Observation:
             return replace(self, **empty).validate()
         if self.provider is Provider.GHL:
             if not self.ghl_appointment_id:
-                raise InvalidObservationError("missing_provider_key", "GHL observation without ghl_appointment_id")
+                raise InvalidObservationError(
+                    ErrorKind.MISSING_PROVIDER_KEY, "GHL observation without ghl_appointment_id"
+                )
             if self.calendly_invitee_uri or self.calendly_scheduled_event_uri:
-                raise InvalidObservationError("mixed_provider_ids", "GHL observation carries Calendly URIs")
+                raise InvalidObservationError(ErrorKind.MIXED_PROVIDER_IDS, "GHL observation carries Calendly URIs")
         else:
             if self.ghl_appointment_id:
-                raise InvalidObservationError("mixed_provider_ids", "Calendly observation carries a GHL id")
+                raise InvalidObservationError(ErrorKind.MIXED_PROVIDER_IDS, "Calendly observation carries a GHL id")
             if not self.calendly_invitee_uri and not (self.legacy_lead_key and self.calendly_scheduled_event_uri):
                 raise InvalidObservationError(
-                    "missing_provider_key", "Calendly observation without calendly_invitee_uri"
+                    ErrorKind.MISSING_PROVIDER_KEY, "Calendly observation without calendly_invitee_uri"
                 )
         for when in (
             self.start_at, self.end_at, self.booked_at, self.provider_updated_at, self.canceled_at,
             self.status_changed_at,
         ):
             if when is not None and when.tzinfo is None:
-                raise InvalidObservationError("naive_datetime", "observation times must be timezone-aware")
+                raise InvalidObservationError(ErrorKind.NAIVE_DATETIME, "observation times must be timezone-aware")
         return self
 
 

@@ -47,7 +47,63 @@ class Source(StrEnum):
     @property
     def has_side_effects(self) -> bool:
         """False for MIGRATION and BACKFILL: they never change lead status or create tasks (SPEC §3, §4.4)."""
-        return self not in (Source.MIGRATION, Source.BACKFILL)
+        return self not in SOURCES_WITHOUT_SIDE_EFFECTS
+
+
+#: Sources that never change lead status or create tasks (SPEC §3, §4.4); bound into SQL as a parameter.
+SOURCES_WITHOUT_SIDE_EFFECTS: tuple[Source, ...] = (Source.MIGRATION, Source.BACKFILL)
+
+
+class WebhookStatus(StrEnum):
+    """``webhook_events.status`` of a stored delivery (SPEC §6): pending until ingested, then one of the rest."""
+
+    PENDING = "pending"
+    PROCESSED = "processed"
+    IGNORED = "ignored"
+    FAILED = "failed"
+
+
+class ErrorKind(StrEnum):
+    """Counted error kinds and reasons of the write path, the migration and webhook ingestion (SPEC §2, §4, §5, §6).
+
+    Each is reported as its value (``errors_by_kind`` keys, ``webhook_events.error``).
+    """
+
+    # an observation breaks SPEC §1's key rules (domain.observation)
+    MISSING_PROVIDER_KEY = "missing_provider_key"
+    MIXED_PROVIDER_IDS = "mixed_provider_ids"
+    NAIVE_DATETIME = "naive_datetime"
+    # the write path (SPEC §4)
+    UNKNOWN_LEAD = "unknown_lead"
+    LEAD_IN_OTHER_WORKSPACE = "lead_in_other_workspace"
+    PROVIDER_KEY_IN_OTHER_WORKSPACE = "provider_key_in_other_workspace"
+    # status mapping (SPEC §2) and the migration (SPEC §5)
+    UNKNOWN_STATUS = "unknown_status"
+    DUPLICATE_PROVIDER_ID = "duplicate_provider_id"
+    # webhook ingestion (SPEC §6)
+    LEAD_NOT_FOUND = "lead_not_found"
+    UNHANDLED_EVENT = "unhandled_event"
+    INVALID_EVENT = "invalid_event"
+
+
+#: Write-path error kinds of an observation whose lead is not ours: a webhook row is ``ignored``, not ``failed``.
+LEAD_ERROR_KINDS: frozenset[ErrorKind] = frozenset({ErrorKind.UNKNOWN_LEAD, ErrorKind.LEAD_IN_OTHER_WORKSPACE})
+
+
+class WarningKind(StrEnum):
+    """Counted warnings (the row is still written)."""
+
+    UNPARSEABLE_BOOKED_SLOT = "unparseable_booked_slot"  # SPEC §5: start_at NULL
+
+
+class SecretName(StrEnum):
+    """Names of the encrypted per-workspace secrets (SPEC §1 ``workspace_secrets.name``)."""
+
+    GHL_PRIVATE_TOKEN = "ghl_private_token"
+    CALENDLY_ACCESS_TOKEN = "calendly_access_token"
+    CALENDLY_WEBHOOK_SIGNING_KEY = "calendly_webhook_signing_key"
+    GHL_WEBHOOK_PUBLIC_KEY = "ghl_webhook_public_key"
+    GHL_WEBHOOK_LEGACY_PUBLIC_KEY = "ghl_webhook_legacy_public_key"
 
 
 #: Statuses that end a Calendly invitee's life: Calendly never reactivates one (SPEC §4.1).
@@ -74,7 +130,7 @@ STATUS_SYNONYMS: dict[str, Status] = {
 class UnknownStatusError(ValueError):
     """A status string outside SPEC §2's vocabulary. ``kind`` is the counted error kind."""
 
-    kind = "unknown_status"
+    kind = ErrorKind.UNKNOWN_STATUS
 
     def __init__(self, value: str) -> None:
         super().__init__(f"unknown appointment status {value!r}")
