@@ -31,8 +31,15 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from appt_pipeline.domain.rules import utc_now
-from appt_pipeline.domain.vocab import STATUS_SYNONYMS
-from appt_pipeline.store.write_path import KEY_KIND, KEY_VALUE, apply_staged, ensure_stage, rows_by_key
+from appt_pipeline.domain.vocab import STATUS_SYNONYMS, ErrorKind, Source, WarningKind
+from appt_pipeline.store.write_path import (
+    KEY_KIND,
+    KEY_VALUE,
+    apply_staged,
+    ensure_stage,
+    rows_by_key,
+    stage_insert_sql,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +88,14 @@ def _status_values() -> tuple[str, dict[str, str]]:
 
 _STATUS_VALUES, _STATUS_PARAMS = _status_values()
 
+#: The vocabulary the statements below bind (never pasted into SQL text).
+_VOCAB_PARAMS: dict[str, str] = {
+    "migration": Source.MIGRATION.value,
+    "unknown_status": ErrorKind.UNKNOWN_STATUS.value,
+    "duplicate_provider_id": ErrorKind.DUPLICATE_PROVIDER_ID.value,
+    "unparseable_booked_slot": WarningKind.UNPARSEABLE_BOOKED_SLOT.value,
+}
+
 #: Trim as Python's ``str.strip`` does (any whitespace, incl. tabs, newlines and no-break spaces), so the
 #: SQL lookup key equals ``domain.vocab.normalise_status_key``.
 _TRIM = "regexp_replace({}, '^[\\s\\u00a0]+|[\\s\\u00a0]+$', '', 'g')"
@@ -99,22 +114,29 @@ WITH chunk AS (
     ORDER BY id LIMIT :limit
 ),
 staged AS (
-    INSERT INTO appt_obs (ord, round, workspace_id, lead_id, provider, status, source, ghl_appointment_id,
-        calendly_invitee_uri, calendly_scheduled_event_uri, start_at, end_at, booked_at, canceled_at,
-        status_changed_at, legacy_lead_key, error_kind, warning)
-    SELECT row_number() OVER (ORDER BY l.id), 0, l.workspace_id, l.id, x.provider,
-        coalesce(m.status, 'CONFIRMED'), 'MIGRATION',
-        CASE WHEN x.provider = 'GHL' THEN l.ghl_appointment_id END,
-        CASE WHEN x.provider = 'CALENDLY' THEN l.calendly_invitee_uri END,
-        CASE WHEN x.provider = 'CALENDLY' THEN l.calendly_scheduled_event_uri END,
-        x.start_at, l.appointment_end_at, l.appointment_booked_at,
-        CASE WHEN m.status IN ('CANCELED', 'RESCHEDULED') THEN coalesce(l.appointment_canceled_at, :now) END,
-        coalesce(l.appointment_canceled_at, l.appointment_booked_at, :now),
-        l.id,
-        CASE WHEN m.status IS NULL AND nullif({_TRIM.format("l.appointment_status")}, '') IS NOT NULL
-             THEN 'unknown_status' END,
-        CASE WHEN x.start_at IS NULL AND nullif(btrim(l.booked_slot), '') IS NOT NULL
-             THEN 'unparseable_booked_slot' END
+    {stage_insert_sql({
+        "ord": "row_number() OVER (ORDER BY l.id)",
+        "round": "0",
+        "workspace_id": "l.workspace_id",
+        "lead_id": "l.id",
+        "provider": "x.provider",
+        "status": "coalesce(m.status, 'CONFIRMED')",
+        "source": "CAST(:migration AS appointment_source)",
+        "ghl_appointment_id": "CASE WHEN x.provider = 'GHL' THEN l.ghl_appointment_id END",
+        "calendly_invitee_uri": "CASE WHEN x.provider = 'CALENDLY' THEN l.calendly_invitee_uri END",
+        "calendly_scheduled_event_uri": "CASE WHEN x.provider = 'CALENDLY' THEN l.calendly_scheduled_event_uri END",
+        "start_at": "x.start_at",
+        "end_at": "l.appointment_end_at",
+        "booked_at": "l.appointment_booked_at",
+        "canceled_at": "CASE WHEN m.status IN ('CANCELED', 'RESCHEDULED') "
+                       "THEN coalesce(l.appointment_canceled_at, :now) END",
+        "status_changed_at": "coalesce(l.appointment_canceled_at, l.appointment_booked_at, :now)",
+        "legacy_lead_key": "l.id",
+        "error_kind": f"CASE WHEN m.status IS NULL AND nullif({_TRIM.format('l.appointment_status')}, '') IS NOT NULL"
+                      " THEN CAST(:unknown_status AS text) END",
+        "warning": "CASE WHEN x.start_at IS NULL AND nullif(btrim(l.booked_slot), '') IS NOT NULL"
+                   " THEN CAST(:unparseable_booked_slot AS text) END",
+    })}
     FROM chunk l
     CROSS JOIN LATERAL (SELECT CASE WHEN l.ghl_appointment_id IS NOT NULL THEN 'GHL'
                                    ELSE 'CALENDLY' END::meeting_booking_provider AS provider,
@@ -129,9 +151,10 @@ SELECT (SELECT max(id) FROM chunk), (SELECT count(*) FROM chunk), (SELECT count(
 """
 
 # Already migrated (the lead's legacy key is present), or its provider key is already owned: by this lead →
-# exists, else a conflict naming the owner. Each key kind is one sorted scan of its unique index (write_path's
-# rows_by_key, plus the legacy key of every lead); a lead with several hits is `exists` if one is its own. This
-# outranks `unknown_status` (the only error staging sets): a lead migrated before is reported as it is.
+# ``already_present`` (not applied, counted as exists), else a conflict naming the owner (``claimed_by_lead_id``).
+# Each key kind is one sorted scan of its unique index (write_path's rows_by_key, plus the legacy key of every
+# lead); a lead with several hits is `exists` if one is its own. This outranks `unknown_status` (the only error
+# staging sets): a lead migrated before is reported as it is.
 _MARK_EXISTING = f"""
 WITH found AS (
     {rows_by_key("true")}
@@ -150,19 +173,20 @@ hits AS (
     FROM matched m JOIN appointments a ON a.id = m.id
     GROUP BY m.ord
 )
-UPDATE appt_obs o SET error_kind = CASE WHEN h.own THEN 'exists' ELSE 'duplicate_provider_id' END,
-                      prev_lead_id = CASE WHEN h.own THEN o.lead_id ELSE h.owner END
+UPDATE appt_obs o SET already_present = h.own,
+                      error_kind = CASE WHEN NOT h.own THEN CAST(:duplicate_provider_id AS text) END,
+                      claimed_by_lead_id = CASE WHEN NOT h.own THEN h.owner END
 FROM hits h
 WHERE o.ord = h.ord
 """
 
 # Several leads of the chunk claim one provider id: the smallest lead id wins.
 _MARK_DUPLICATES = """
-UPDATE appt_obs o SET error_kind = 'duplicate_provider_id', prev_lead_id = d.winner
+UPDATE appt_obs o SET error_kind = :duplicate_provider_id, claimed_by_lead_id = d.winner
 FROM (
     SELECT ord, first_value(lead_id) OVER w AS winner, row_number() OVER w AS n
     FROM appt_obs
-    WHERE error_kind IS NULL AND coalesce(ghl_appointment_id, calendly_invitee_uri) IS NOT NULL
+    WHERE error_kind IS NULL AND NOT already_present AND coalesce(ghl_appointment_id, calendly_invitee_uri) IS NOT NULL
     WINDOW w AS (PARTITION BY provider, coalesce(ghl_appointment_id, calendly_invitee_uri) ORDER BY lead_id)
 ) d
 WHERE o.ord = d.ord AND d.n > 1
@@ -177,35 +201,39 @@ CREATE TEMP TABLE IF NOT EXISTS appt_dry_claims (
 )
 """
 _DRY_CLAIMS_MARK = """
-UPDATE appt_obs o SET error_kind = 'duplicate_provider_id', prev_lead_id = c.lead_id
+UPDATE appt_obs o SET error_kind = :duplicate_provider_id, claimed_by_lead_id = c.lead_id
 FROM appt_dry_claims c
-WHERE o.error_kind IS NULL AND c.provider = o.provider
+WHERE o.error_kind IS NULL AND NOT o.already_present AND c.provider = o.provider
   AND c.key = coalesce(o.ghl_appointment_id, o.calendly_invitee_uri) AND c.lead_id <> o.lead_id
 """
 _DRY_CLAIMS_ADD = """
 INSERT INTO appt_dry_claims (provider, key, lead_id)
 SELECT provider, coalesce(ghl_appointment_id, calendly_invitee_uri), lead_id FROM appt_obs
-WHERE error_kind IS NULL AND coalesce(ghl_appointment_id, calendly_invitee_uri) IS NOT NULL
+WHERE error_kind IS NULL AND NOT already_present AND coalesce(ghl_appointment_id, calendly_invitee_uri) IS NOT NULL
 ON CONFLICT DO NOTHING
 """
 
-# Outcome per staged lead, and the warnings of the rows (to be) created.
+# Outcome per staged lead (already present, an error kind, or created when neither), and the warnings of the
+# rows (to be) created.
 _OUTCOMES = """
-SELECT coalesce(error_kind, 'created'), count(*), count(*) FILTER (WHERE error_kind IS NULL AND warning IS NOT NULL)
-FROM appt_obs GROUP BY 1
+SELECT already_present, error_kind, count(*),
+       count(*) FILTER (WHERE error_kind IS NULL AND NOT already_present AND warning IS NOT NULL)
+FROM appt_obs GROUP BY 1, 2
 """
+
+# Leads migrated before are not applied again.
+_DROP_PRESENT = "DELETE FROM appt_obs WHERE already_present"
 
 _ERROR_SAMPLES = """
 SELECT lead_id, error_kind,
-       CASE error_kind
-         WHEN 'duplicate_provider_id' THEN 'provider id already claimed by lead ' || prev_lead_id
-         ELSE '' END
-FROM appt_obs WHERE error_kind NOT IN ('exists') ORDER BY lead_id LIMIT :limit
+       CASE WHEN claimed_by_lead_id IS NOT NULL THEN 'provider id already claimed by lead ' || claimed_by_lead_id
+            ELSE '' END
+FROM appt_obs WHERE error_kind IS NOT NULL ORDER BY lead_id LIMIT :limit
 """
 
 _UNKNOWN_STATUS_SAMPLES = """
 SELECT o.lead_id, l.appointment_status FROM appt_obs o JOIN leads l ON l.id = o.lead_id
-WHERE o.error_kind = 'unknown_status' ORDER BY o.lead_id LIMIT :limit
+WHERE o.error_kind = :unknown_status ORDER BY o.lead_id LIMIT :limit
 """
 
 # Planner settings of each chunk's transaction: JIT compilation costs up to ~0.5 s per large statement
@@ -274,21 +302,22 @@ def migrate_workspace(
             run_now = now or utc_now()
             with conn.begin() as tx:
                 conn.exec_driver_sql(_CHUNK_SETTINGS)
-                params = {"ws": workspace_id, "after": after, "limit": chunk_size, "now": run_now, **_STATUS_PARAMS}
+                params = {"ws": workspace_id, "after": after, "limit": chunk_size, "now": run_now, **_STATUS_PARAMS,
+                          **_VOCAB_PARAMS}
                 upto, n_leads, n_staged = conn.execute(sa.text(_STAGE), params).one()
                 if not n_leads:
                     tx.rollback()
                     break
                 params["upto"] = upto
-                conn.exec_driver_sql(_MARK_EXISTING)
-                conn.exec_driver_sql(_MARK_DUPLICATES)
+                conn.execute(sa.text(_MARK_EXISTING), _VOCAB_PARAMS)
+                conn.execute(sa.text(_MARK_DUPLICATES), _VOCAB_PARAMS)
                 if not apply:
-                    conn.exec_driver_sql(_DRY_CLAIMS_MARK)
+                    conn.execute(sa.text(_DRY_CLAIMS_MARK), _VOCAB_PARAMS)
                     conn.exec_driver_sql(_DRY_CLAIMS_ADD)
-                outcome: dict[str, int] = {}
+                outcome: Counter[str] = Counter()
                 warn = 0
-                for kind, count, warned in conn.exec_driver_sql(_OUTCOMES):
-                    outcome[kind] = int(count)
+                for present, error_kind, count, warned in conn.exec_driver_sql(_OUTCOMES):
+                    outcome["exists" if present else error_kind or "created"] += int(count)
                     warn += int(warned)
                 # every lead of the chunk with a provider id was staged; the others are skipped
                 skipped = int(n_leads) - int(n_staged)
@@ -296,6 +325,7 @@ def migrate_workspace(
                 if apply:
                     # apply_staged analyzes the staging table itself (a 50k-row chunk without statistics gets
                     # quadratic plans); the migration reads no per-observation flags (and has no side effects)
+                    conn.exec_driver_sql(_DROP_PRESENT)
                     summary = apply_staged(conn, now=run_now, flags=False)
                     report.rollups_changed += summary.rollups_changed
                     report.status_changes += summary.status_changes
@@ -317,7 +347,7 @@ def migrate_workspace(
             report.exists += int(outcome.pop("exists", 0))
             kinds.update({k: int(v) for k, v in outcome.items()})
             if warn:
-                warnings["unparseable_booked_slot"] += warn
+                warnings[WarningKind.UNPARSEABLE_BOOKED_SLOT.value] += warn
             report.errors = sum(kinds.values())
             report.errors_by_kind = dict(sorted(kinds.items()))
             report.warnings_by_kind = dict(sorted(warnings.items()))
@@ -335,8 +365,8 @@ def _collect_samples(conn: sa.Connection, report: MigrationReport) -> None:
     room = MAX_ERROR_SAMPLES - len(report.error_samples)
     if room <= 0:
         return
-    statuses = dict(conn.execute(sa.text(_UNKNOWN_STATUS_SAMPLES), {"limit": room}).all())
+    statuses = dict(conn.execute(sa.text(_UNKNOWN_STATUS_SAMPLES), {"limit": room, **_VOCAB_PARAMS}).all())
     for lead_id, kind, detail in conn.execute(sa.text(_ERROR_SAMPLES), {"limit": room}):
-        if kind == "unknown_status":
+        if kind == ErrorKind.UNKNOWN_STATUS:
             detail = f"unknown appointment status {statuses.get(lead_id)!r}"
         report.error_samples.append({"lead_id": lead_id, "kind": kind, "detail": detail})
