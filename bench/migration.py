@@ -235,12 +235,15 @@ def describe(server: Server, tpl: str) -> Dataset:
 
 def _statement_labels(dialect: sa.Dialect) -> dict[str, str]:
     """Normalised SQL text → constant name, for every SQL constant of the migration and the write path."""
-    from appt_pipeline.store import migration, rollups, write_path
+    from appt_pipeline.store import migration, rollups
+    from appt_pipeline.store.write_path import apply, links, locks, side_effects, staging, upsert
 
     def norm(s: str) -> str:
         return " ".join(s.split())
 
-    modules = [(migration, "migration"), (write_path, "write_path"), (rollups, "rollups")]
+    write_path = [(m, "write_path." + m.__name__.rsplit(".", 1)[1])
+                  for m in (apply, links, locks, side_effects, staging, upsert)]
+    modules = [(migration, "migration"), *write_path, (rollups, "rollups")]
     if os.environ.get(PATCH_ENV):
         modules.insert(0, (importlib.import_module(os.environ[PATCH_ENV]), "PATCH"))
     labels: dict[str, str] = {}
