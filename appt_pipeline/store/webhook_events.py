@@ -115,3 +115,24 @@ def mark_events(conn: sa.Connection, outcomes: Iterable[EventOutcome], now: date
          "now": now},
     )
     return result.rowcount
+
+
+#: Statuses :func:`requeue_events` may put back to ``pending`` (SPEC §12 ``webhooks requeue``).
+REQUEUEABLE_STATUSES = ("failed",)
+
+
+def requeue_events(conn: sa.Connection, workspace_id: str, status: str = "failed") -> int:
+    """Put the workspace's ``status`` rows back to ``pending`` (``processed_at`` and ``error`` cleared) so
+    the sensor ingests them again; returns how many (SPEC §12).
+
+    Raises:
+        ValueError: ``status`` is not one of :data:`REQUEUEABLE_STATUSES`.
+    """
+    if status not in REQUEUEABLE_STATUSES:
+        raise ValueError(f"only {', '.join(REQUEUEABLE_STATUSES)} rows can be requeued, not {status!r}")
+    result = conn.execute(
+        sa.text("UPDATE webhook_events SET status = 'pending', processed_at = NULL, error = NULL "
+                "WHERE workspace_id = :ws AND status = :status"),
+        {"ws": workspace_id, "status": status},
+    )
+    return result.rowcount
