@@ -1,6 +1,7 @@
 """The Dagster code location of appt-pipeline: ``defs`` (loaded by workspace.yaml and ``[tool.dagster]``).
 
-No I/O at import: the app database URL comes from ``APPT_DATABASE_URL`` at run time (``EnvVar``).
+No I/O at import: the app database URL (``APPT_DATABASE_URL``) and the key of stored secrets
+(``APPT_SECRET_KEY``) are read from the environment at run time (``EnvVar``; see ``defs.resources``).
 """
 
 import dagster as dg
@@ -14,7 +15,7 @@ from appt_pipeline.defs.assets import (
 )
 from appt_pipeline.defs.attribution import attribution_backfill_job, calendar_attribution
 from appt_pipeline.defs.jobs import migration_job, reconciliation_job, webhook_ingest_job
-from appt_pipeline.defs.resources import AppDatabase, ProviderSettings
+from appt_pipeline.defs.resources import AppDatabase, ProviderClients
 from appt_pipeline.defs.schedules import reconciliation_schedule
 from appt_pipeline.defs.sensors import webhook_events_sensor, workspace_registry_sensor
 from appt_pipeline.settings import DATABASE_URL_ENV
@@ -27,7 +28,7 @@ defs = dg.Definitions(
     sensors=[workspace_registry_sensor, webhook_events_sensor],
     resources={
         "app_db": AppDatabase(url=dg.EnvVar(DATABASE_URL_ENV)),
-        "providers": ProviderSettings(),
+        "providers": ProviderClients(),  # APPT_SECRET_KEY when an account is loaded (ProviderClients doc)
     },
     # one process per run instead of one per step: ~2 s saved per step on 2 cores (dagster-feasibility §3)
     executor=dg.in_process_executor,

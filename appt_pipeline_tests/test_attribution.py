@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from appt_pipeline.defs.attribution import attribution_backfill_job, calendar_attribution
 from appt_pipeline.defs.partitions import workspace_partitions
-from appt_pipeline.defs.resources import AppDatabase, ProviderSettings
+from appt_pipeline.defs.resources import AppDatabase, ProviderClients
 from appt_pipeline.domain.observation import Observation
 from appt_pipeline.domain.rules import utc_now
 from appt_pipeline.domain.vocab import Provider, Source, Status
@@ -305,7 +305,7 @@ def test_calendar_attribution_asset_materializes_with_coverage_metadata(
     defs = dg.Definitions(
         assets=[calendar_attribution], jobs=[attribution_backfill_job],
         resources={"app_db": AppDatabase(url=database_url),
-                   "providers": ProviderSettings(secret_key_env="APPT_TEST_ATTRIBUTION_KEY")},
+                   "providers": ProviderClients(secret_key=dg.EnvVar("APPT_TEST_ATTRIBUTION_KEY"))},
     )
     job = defs.resolve_job_def("attribution_backfill_job")
     with dg.instance_for_test() as instance:

@@ -383,3 +383,35 @@ def test_db_upgrade_twice_applies_nothing_the_second_time(server_url: str, tmp_p
     finally:
         drop_database(server_url, name)
         drop_database(server_url, f"{name}_dagster")
+
+
+# ---------------------------------------------------------------------------------------- webhooks
+
+
+def test_webhooks_requeue_puts_failed_rows_back_and_says_how_many(db: sa.Engine, env: dict[str, str]) -> None:
+    from appt_pipeline.pipelines.webhook_ingest import ingest_workspace
+    from appt_pipeline_tests.helpers import seed
+    from appt_pipeline_tests.test_webhook_ingest import deliver, ghl_body, with_email
+
+    [lead_id] = seed(db, "ws1", leads=1)
+    with_email(db, lead_id, contact="contact-1")
+    deliver(db, "ws1", ghl_body("AppointmentCreate", "g-bad", status="tentative-ish"),
+            ghl_body("AppointmentUpdate", "g-bad2", status="tentative-ish"),
+            ghl_body("AppointmentCreate", "g-ok", updated="2026-03-01T11:00:00Z"))
+    assert ingest_workspace(db, "ws1").failed == 2
+
+    proc = run_cli(env, "webhooks", "requeue", "--workspace", "ws1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert one_json(proc) == {"workspace_id": "ws1", "status": "failed", "requeued": 2}
+    assert sorted(r[0] for r in rows(db, "SELECT status FROM webhook_events")) == ["pending", "pending", "processed"]
+
+    human = run_cli(env, "webhooks", "requeue", "--workspace", "ws1", "--status", "failed")
+    assert human.returncode == 0 and human.stdout == ""
+    assert "0 failed rows put back to pending" in human.stderr
+
+
+def test_webhooks_requeue_unknown_workspace_or_status_exits_2(db: sa.Engine, env: dict[str, str]) -> None:
+    proc = run_cli(env, "webhooks", "requeue", "--workspace", "ws_nope", "--json")
+    assert proc.returncode == 2 and proc.stdout == "" and "ws_nope" in proc.stderr
+    assert run_cli(env, "webhooks", "requeue", "--workspace", "ws1", "--status", "processed").returncode == 2
+    assert run_cli(env, "webhooks", "requeue").returncode == 2  # --workspace is required

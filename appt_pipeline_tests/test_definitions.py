@@ -156,7 +156,7 @@ def test_reconciliation_schedule_requests_one_run_per_workspace_with_due_leads(
 def test_reconciliation_job_materializes_with_api_counters(db: sa.Engine, database_url: str) -> None:
     from cryptography.fernet import Fernet
 
-    from appt_pipeline.defs.resources import ProviderSettings
+    from appt_pipeline.defs.resources import ProviderClients
     from appt_pipeline.sandbox import (
         GhlAppointment,
         GhlCalendar,
@@ -188,7 +188,7 @@ def test_reconciliation_job_materializes_with_api_counters(db: sa.Engine, databa
             result = job.execute_in_process(
                 partition_key="wsr", instance=instance,
                 resources={"app_db": AppDatabase(url=database_url),
-                           "providers": ProviderSettings(secret_key_env="APPT_TEST_KEY")},
+                           "providers": ProviderClients(secret_key=dg.EnvVar("APPT_TEST_KEY"))},
             )
     assert result.success
     history = next(e.step_materialization_data.materialization.metadata

@@ -12,8 +12,13 @@ from appt_pipeline.domain.redaction import EMAIL_MASK, PHONE_MASK
 from appt_pipeline.domain.vocab import Provider, Source, Status, UnknownStatusError
 from appt_pipeline.providers.normalize import (
     GHL_DELETED_REASON,
+    CalendlyInvitee,
+    CalendlyNoShow,
+    calendly_event_invitee,
     calendly_observation,
+    calendly_webhook_observation,
     ghl_observation,
+    ghl_webhook_observation,
     parse_calendly_available_times,
     parse_calendly_event,
     parse_calendly_event_type,
@@ -321,3 +326,76 @@ def test_split_range() -> None:
     assert parts[-1][1] == start + timedelta(days=30)
     assert all(hi - lo <= timedelta(days=7) for lo, hi in parts)
     assert split_range(start, start, timedelta(days=1)) == []
+
+
+# ------------------------------------------------------------------------------- webhook event rules (SPEC §7)
+
+_INV = CalendlyInvitee(uri="https://api.calendly.com/scheduled_events/e1/invitees/i1", status="active",
+                       event_uri="https://api.calendly.com/scheduled_events/e1")
+_KW: dict[str, Any] = {"workspace_id": "ws1", "lead_id": "lead1", "source": Source.WEBHOOK}
+
+
+def test_calendly_no_show_created_marks_and_deleted_unmarks() -> None:
+    marked = calendly_event_invitee("invitee_no_show.created", _INV)
+    assert marked.no_show is not None and marked.status == "active"
+    already = CalendlyNoShow(uri="https://api.calendly.com/invitee_no_shows/n1")
+    kept = calendly_event_invitee("invitee_no_show.created", CalendlyInvitee(uri=_INV.uri, status="active",
+                                                                               no_show=already))
+    assert kept.no_show is already
+    assert calendly_event_invitee("invitee_no_show.deleted", marked).no_show is None
+
+
+def test_calendly_canceled_event_forces_a_canceled_invitee() -> None:
+    forced = calendly_event_invitee("invitee.canceled", _INV)
+    assert forced.status == "canceled"
+    assert calendly_event_invitee("invitee.created", _INV) is _INV
+    rescheduled = CalendlyInvitee(uri=_INV.uri, status="active", rescheduled=True)
+    assert calendly_event_invitee("invitee.canceled", rescheduled).status == "canceled"
+
+
+def _calendly_delivery(event: str, **invitee: Any) -> dict[str, Any]:
+    return {"event": event, "created_at": "2026-03-01T10:00:00Z",
+            "payload": {"uri": _INV.uri, "event": _INV.event_uri, "status": "active", **invitee}}
+
+
+@pytest.mark.parametrize("event,extra,expected", [
+    ("invitee.created", {}, Status.CONFIRMED),
+    ("invitee.canceled", {}, Status.CANCELED),
+    ("invitee.canceled", {"rescheduled": True}, Status.RESCHEDULED),
+    ("invitee_no_show.created", {}, Status.NO_SHOW),
+    ("invitee_no_show.deleted", {"no_show": {"uri": "https://api.calendly.com/invitee_no_shows/n1"}},
+     Status.CONFIRMED),
+])
+def test_calendly_webhook_observation_status(event: str, extra: dict[str, Any], expected: Status) -> None:
+    obs = calendly_webhook_observation(event, _calendly_delivery(event, **extra), **_KW)
+    assert (obs.status, obs.calendly_invitee_uri, obs.source) == (expected, _INV.uri, Source.WEBHOOK)
+
+
+def test_calendly_webhook_without_invitee_is_an_error() -> None:
+    with pytest.raises(ValueError, match="missing_invitee"):
+        calendly_webhook_observation("invitee.created", {"event": "invitee.created", "payload": {}}, **_KW)
+
+
+def test_ghl_bare_delete_is_canceled_with_reason_deleted_and_no_times() -> None:
+    obs = ghl_webhook_observation("AppointmentDelete", {"type": "AppointmentDelete",
+                                                        "appointment": {"id": "g1", "calendarId": "cal-1"}}, **_KW)
+    assert (obs.status, obs.cancel_reason, obs.ghl_appointment_id, obs.ghl_calendar_id) == (
+        Status.CANCELED, GHL_DELETED_REASON, "g1", "cal-1")
+    assert obs.start_at is None and obs.provider is Provider.GHL
+    flagged = ghl_webhook_observation("AppointmentUpdate", {"appointment": {"id": "g1", "deleted": True}}, **_KW)
+    assert (flagged.status, flagged.cancel_reason) == (Status.CANCELED, GHL_DELETED_REASON)
+
+
+def test_ghl_webhook_without_times_uses_the_raw_status_and_needs_an_id() -> None:
+    obs = ghl_webhook_observation("AppointmentUpdate", {"appointment": {"id": "g1", "appointmentStatus": "noshow"}},
+                                  **_KW)
+    assert (obs.status, obs.cancel_reason) == (Status.NO_SHOW, None)
+    with pytest.raises(UnknownStatusError):
+        ghl_webhook_observation("AppointmentUpdate", {"appointment": {"id": "g1", "appointmentStatus": "odd"}}, **_KW)
+    with pytest.raises(ValueError, match="missing_appointment"):
+        ghl_webhook_observation("AppointmentDelete", {"appointment": {}}, **_KW)
+
+
+def test_ghl_webhook_with_times_goes_through_ghl_observation() -> None:
+    obs = ghl_webhook_observation("AppointmentCreate", {"type": "AppointmentCreate", **G1}, **_KW)
+    assert obs == ghl_observation(parse_ghl_webhook({"type": "AppointmentCreate", **G1}).appointment, **_KW)

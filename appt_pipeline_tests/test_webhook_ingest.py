@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from appt_pipeline.domain.webhook_staging import email_hash, stage_calendly, stage_ghl
@@ -358,3 +359,104 @@ def test_batches_cover_every_pending_row(db: sa.Engine) -> None:
     report = ingest_workspace(db, "ws1", batch_size=5)
     assert (report.claimed, report.processed, report.batches) == (23, 23, 5)
     assert len(appts(db)) == 23
+
+
+# --------------------------------------------------------------------------- transient database errors
+
+
+def _url_with(database_url: str, **options: str) -> str:
+    """``database_url`` whose sessions start with the given server settings (``-c name=value``)."""
+    opts = " ".join(f"-c {k}={v}" for k, v in options.items())
+    return sa.make_url(database_url).update_query_dict({"options": opts}).render_as_string(hide_password=False)
+
+
+def test_a_lock_timeout_fails_the_run_and_leaves_the_rows_pending(db: sa.Engine, database_url: str) -> None:
+    """A real lock conflict (another session holds the lead row) is transient: the webhook run fails, its rows stay
+    pending, nothing is marked failed, and the next run applies them."""
+    import dagster as dg
+
+    from appt_pipeline.definitions import defs
+    from appt_pipeline.defs.partitions import workspace_partitions
+    from appt_pipeline.defs.resources import AppDatabase
+
+    [lead] = seed(db, leads=1)
+    with_email(db, lead)
+    deliver(db, "ws1", calendly_body("invitee.created", "i1"), calendly_body("invitee.created", "i2",
+                                                                            updated="2026-03-01T11:00:00Z"))
+    impatient = AppDatabase(url=_url_with(database_url, lock_timeout="200ms"))
+    job = defs.resolve_job_def("webhook_ingest_job")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(workspace_partitions.name, ["ws1"])
+        with db.connect() as holder, holder.begin():
+            holder.execute(sa.text("SELECT 1 FROM leads WHERE id = :id FOR UPDATE"), {"id": lead})
+            result = job.execute_in_process(partition_key="ws1", instance=instance, raise_on_error=False,
+                                            resources={"app_db": impatient})
+        assert not result.success
+        assert events(db) == [("invitee.created", "pending", None)] * 2
+        assert appts(db) == []
+        again = job.execute_in_process(partition_key="ws1", instance=instance, resources={"app_db": impatient})
+    assert again.success
+    assert events(db) == [("invitee.created", "processed", None)] * 2
+
+
+def test_a_terminated_connection_during_ingestion_leaves_the_rows_pending(db: sa.Engine) -> None:
+    """The server ends the ingesting session (``pg_terminate_backend`` from a second connection) while it waits
+    for a lock: ingestion raises, no row is marked, the rows stay pending for the next run."""
+    import threading
+
+    [lead] = seed(db, leads=1)
+    with_email(db, lead)
+    deliver(db, "ws1", calendly_body("invitee.created", "i1"))
+    outcome: dict[str, BaseException] = {}
+
+    def ingest() -> None:
+        try:
+            ingest_workspace(db, "ws1")
+        except BaseException as exc:  # handed to the test thread
+            outcome["error"] = exc
+
+    with db.connect() as holder, holder.begin():
+        holder.execute(sa.text("SELECT 1 FROM leads WHERE id = :id FOR UPDATE"), {"id": lead})
+        worker = threading.Thread(target=ingest)
+        worker.start()
+        with db.connect() as admin:
+            for _ in range(100):  # wait until the ingestion blocks on the lead row's lock
+                blocked = admin.execute(sa.text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND wait_event_type = 'Lock'")).scalars().all()
+                if blocked:
+                    break
+                worker.join(0.05)
+            assert blocked, "ingestion never waited for the lock"
+            admin.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": blocked[0]})
+        worker.join(10)
+    assert not worker.is_alive()
+    assert isinstance(outcome.get("error"), sa.exc.DBAPIError)
+    assert events(db) == [("invitee.created", "pending", None)]
+    assert ingest_workspace(db, "ws1").processed == 1
+    assert events(db) == [("invitee.created", "processed", None)]
+
+
+def test_requeue_puts_failed_rows_back_to_pending(db: sa.Engine) -> None:
+    from appt_pipeline.store.webhook_events import requeue_events
+
+    for ws in ("ws1", "ws2"):
+        [lead] = seed(db, ws, leads=1)
+        with_email(db, lead, contact=f"contact-{ws}")
+    deliver(db, "ws1", ghl_body("AppointmentCreate", "g-bad", contact="contact-ws1", status="tentative-ish"),
+            ghl_body("AppointmentCreate", "g-ok", contact="contact-ws1", updated="2026-03-01T11:00:00Z"))
+    deliver(db, "ws2", ghl_body("AppointmentCreate", "g-other", contact="contact-ws2", status="tentative-ish"))
+    ingest_workspace(db, "ws1")
+    ingest_workspace(db, "ws2")
+    state = "SELECT workspace_id, status, error, processed_at IS NULL FROM webhook_events ORDER BY id"
+    assert [tuple(r) for r in rows(db, state)] == [("ws1", "failed", "unknown_status", False),
+                                                   ("ws1", "processed", None, False),
+                                                   ("ws2", "failed", "unknown_status", False)]
+    with db.begin() as conn:
+        assert requeue_events(conn, "ws1") == 1
+    assert [tuple(r) for r in rows(db, state)] == [("ws1", "pending", None, True), ("ws1", "processed", None, False),
+                                                   ("ws2", "failed", "unknown_status", False)]
+    with db.begin() as conn:
+        assert requeue_events(conn, "ws1") == 0
+    with db.connect() as conn, pytest.raises(ValueError):
+        requeue_events(conn, "ws1", "processed")

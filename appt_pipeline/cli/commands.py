@@ -247,6 +247,38 @@ def rollups(workspace_id: str, repair: bool, as_json: bool) -> None:
         sys.exit(EXIT_WORK_FAILED)
 
 
+# --------------------------------------------------------------------------------------------- webhooks
+
+
+@main.group()
+def webhooks() -> None:
+    """Webhook staging rows (SPEC §7, §12)."""
+
+
+@webhooks.command("requeue")
+@click.option("--workspace", "workspace_id", required=True, help="Workspace id.")
+@click.option("--status", type=click.Choice(["failed"]), default="failed", show_default=True,
+              help="Which rows to put back to pending.")
+@click.option("--json", "as_json", is_flag=True, help='Print one JSON object: {"workspace_id", "status", "requeued"}.')
+def webhooks_requeue(workspace_id: str, status: str, as_json: bool) -> None:
+    """Put the workspace's failed staging rows back to pending; the sensor ingests them again.
+
+    Exit 2 for an unknown workspace.
+    """
+    import sqlalchemy as sa
+
+    from appt_pipeline.store.webhook_events import requeue_events
+
+    with _runtime() as rt, rt.engine.begin() as conn:
+        if not conn.execute(sa.text("SELECT 1 FROM workspaces WHERE id = :id"), {"id": workspace_id}).first():
+            raise BadInput(f"workspace {workspace_id!r} does not exist")
+        requeued = requeue_events(conn, workspace_id, status)
+    if as_json:
+        click.echo(json.dumps({"workspace_id": workspace_id, "status": status, "requeued": requeued}, sort_keys=True))
+    else:
+        _err(f"[webhooks] {workspace_id}: {requeued} {status} rows put back to pending")
+
+
 # -------------------------------------------------------------------------------------------------- run
 
 

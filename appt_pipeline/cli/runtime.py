@@ -44,16 +44,33 @@ def ensure_dagster_home() -> Path:
     target = home / "dagster.yaml"
     if not target.exists() or target.read_bytes() != source.read_bytes():
         shutil.copyfile(source, target)
-    os.environ["DAGSTER_HOME"] = str(home)
     return home
 
 
 @contextmanager
+def dagster_environment(urls: DatabaseUrls, dagster_home: Path) -> Iterator[None]:
+    """Set ``APPT_DATABASE_URL``, ``APPT_DAGSTER_PG_URL`` and ``DAGSTER_HOME`` for Dagster (module doc)
+    inside the block; restore the previous values (or unset them) afterwards."""
+    wanted = {DATABASE_URL_ENV: urls.app_url, DAGSTER_PG_URL_ENV: urls.dagster_url,
+              "DAGSTER_HOME": str(dagster_home)}
+    previous = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
 def app_environment() -> Iterator[Runtime]:
-    """Databases resolved and upgraded, URLs exported, ``DAGSTER_HOME`` ready (see module doc)."""
+    """Databases resolved and upgraded, ``DAGSTER_HOME`` ready, the Dagster environment set within the
+    block (:func:`dagster_environment`)."""
     urls = resolve_database_urls()
-    os.environ[DATABASE_URL_ENV] = urls.app_url
-    os.environ[DAGSTER_PG_URL_ENV] = urls.dagster_url
     schema = upgrade(urls.app_url)
     home = ensure_dagster_home()
-    yield Runtime(urls=urls, engine=get_engine(urls.app_url), dagster_home=home, schema=schema)
+    with dagster_environment(urls, home):
+        yield Runtime(urls=urls, engine=get_engine(urls.app_url), dagster_home=home, schema=schema)

@@ -14,13 +14,12 @@ import dagster as dg
 import sqlalchemy as sa
 
 from appt_pipeline.defs.partitions import workspace_partitions
-from appt_pipeline.defs.resources import AppDatabase, ProviderSettings
+from appt_pipeline.defs.resources import AppDatabase, ProviderClients
 from appt_pipeline.domain.rules import utc_now
 from appt_pipeline.domain.vocab import Source
-from appt_pipeline.pipelines.accounts import WorkspaceNotConfigured, load_provider_account
+from appt_pipeline.pipelines.accounts import WorkspaceNotConfigured
 from appt_pipeline.pipelines.reconciliation import ReconcileSettings, reconcile_workspace
 from appt_pipeline.pipelines.webhook_ingest import DEFAULT_BATCH_SIZE, ingest_workspace
-from appt_pipeline.providers.http import RateLimit
 from appt_pipeline.store.migration import DEFAULT_CHUNK_SIZE, migrate_workspace
 from appt_pipeline.store.rollups import drift_report
 
@@ -120,7 +119,7 @@ def appointment_history_and_rollups(
     context: dg.AssetExecutionContext,
     config: AppointmentHistoryConfig,
     app_db: AppDatabase,
-    providers: ProviderSettings,
+    providers: ProviderClients,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Apply one workspace's evidence through the one write path and check the rollups."""
     workspace_id = context.partition_key
@@ -178,21 +177,22 @@ def _migrate(context: dg.AssetExecutionContext, config: AppointmentHistoryConfig
     return history, {"rollups_changed": report.rollups_changed}
 
 
-def _reconcile(context: dg.AssetExecutionContext, config: AppointmentHistoryConfig, providers: ProviderSettings,
+def _reconcile(context: dg.AssetExecutionContext, config: AppointmentHistoryConfig, providers: ProviderClients,
                engine: sa.Engine, workspace_id: str) -> tuple[Metadata, Metadata]:
     backfill = context.run.tags.get(BACKFILL_TAG) is not None
     source = Source.BACKFILL if backfill else Source.RECONCILE_CRON
     try:
-        account = load_provider_account(engine, workspace_id, providers.secret_key())
+        account = providers.booking_account(engine, workspace_id)
     except WorkspaceNotConfigured as exc:
         context.log.warning(f"workspace {workspace_id} skipped: {exc}")
         return {"evidence": "reconciliation", "skipped_workspace": str(exc)}, {"rollups_changed": 0}
+    options = providers.client_options()
     settings = ReconcileSettings(
         lead_budget=config.lead_budget,
         time_budget_s=config.time_budget_s,
-        timeout_s=providers.timeout_s,
-        ghl_rate=RateLimit(providers.ghl_requests, providers.ghl_period_s),
-        calendly_rate=RateLimit(providers.calendly_requests, providers.calendly_period_s),
+        timeout_s=options.timeout_s,
+        ghl_rate=options.ghl_rate,
+        calendly_rate=options.calendly_rate,
     )
     report = asyncio.run(reconcile_workspace(engine, account, settings=settings, source=source,
                                              dry_run=not config.apply))

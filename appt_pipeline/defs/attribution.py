@@ -5,8 +5,9 @@ A materialization fills the partition's missing calendar attribution from the pr
 isolated) and reports the coverage per provider afterwards. Run config (:class:`AttributionConfig`):
 ``batch_size`` (10), ``pause_ms`` (500), ``limit`` (500, max 5,000), ``dry_run`` (false).
 
-Resources: ``app_db`` (:class:`AppDatabase`) and ``providers`` (:class:`ProviderSettings`: rate
-limits, timeout, and the environment variable holding the key of stored secrets).
+Resources: ``app_db`` (:class:`AppDatabase`) and ``providers`` (:class:`ProviderClients`: rate
+the key of stored secrets, rate
+limits and timeout of the client factory).
 """
 
 import asyncio
@@ -15,16 +16,14 @@ from typing import Any
 import dagster as dg
 
 from appt_pipeline.defs.partitions import workspace_partitions
-from appt_pipeline.defs.resources import AppDatabase, ProviderSettings
+from appt_pipeline.defs.resources import AppDatabase, ProviderClients
 from appt_pipeline.pipelines.accounts import WorkspaceNotConfigured
 from appt_pipeline.pipelines.attribution import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_LIMIT,
     AttributionReport,
     backfill_attribution,
-    load_attribution_accounts,
 )
-from appt_pipeline.providers.http import RateLimit
 
 GROUP = "appointments"
 
@@ -98,17 +97,18 @@ def report_metadata(report: AttributionReport) -> dict[str, Any]:
     "`calendly_event_type_uri` filled from the providers; metadata reports the coverage per provider.",
 )
 def calendar_attribution(
-    context: dg.AssetExecutionContext, config: AttributionConfig, app_db: AppDatabase, providers: ProviderSettings
+    context: dg.AssetExecutionContext, config: AttributionConfig, app_db: AppDatabase, providers: ProviderClients
 ) -> dg.MaterializeResult:
     """Run the attribution backfill for the workspace partition and report coverage, fills and failures."""
     workspace_id = context.partition_key
     engine = app_db.engine()
     try:
-        accounts, not_configured = load_attribution_accounts(engine, workspace_id, providers.secret_key())
+        accounts, not_configured = providers.attribution_accounts(engine, workspace_id)
     except WorkspaceNotConfigured as exc:
         raise dg.Failure(description=str(exc)) from None
     for provider, reason in not_configured.items():
         context.log.info(f"workspace {workspace_id}: {provider} not configured ({reason}); its rows are skipped")
+    options = providers.client_options()
     report = asyncio.run(backfill_attribution(
         engine,
         accounts,
@@ -118,9 +118,9 @@ def calendar_attribution(
         limit=config.limit,
         dry_run=config.dry_run,
         not_configured=not_configured,
-        ghl_rate=RateLimit(providers.ghl_requests, providers.ghl_period_s),
-        calendly_rate=RateLimit(providers.calendly_requests, providers.calendly_period_s),
-        timeout_s=providers.timeout_s,
+        ghl_rate=options.ghl_rate,
+        calendly_rate=options.calendly_rate,
+        timeout_s=options.timeout_s,
     ))
     for name, change in report.clamped.items():
         context.log.warning(f"{name} {change['requested']} is out of range; used {change['used']}")

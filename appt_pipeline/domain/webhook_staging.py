@@ -72,7 +72,7 @@ class StagedEvent:
 def email_hash(workspace_id: str, email: str) -> str:
     """Salted SHA-256 (hex) of a trimmed, lower-cased e-mail: ``sha256(workspace_id + ":" + email)``.
 
-    The same expression in SQL matches leads (``store.webhook_events.EMAIL_HASH_SQL``). Scoped to the
+    The same expression in SQL matches leads (``store.lead_match.EMAIL_HASH_SQL``). Scoped to the
     workspace so one address hashes differently in two tenants.
     """
     return hashlib.sha256(f"{workspace_id}:{email.strip().lower()}".encode()).hexdigest()

@@ -43,13 +43,13 @@ from sqlalchemy.exc import DBAPIError
 from appt_pipeline.domain.rules import utc_now
 from appt_pipeline.domain.vocab import Provider
 from appt_pipeline.pipelines.accounts import ProviderAccount, provider_account, workspace_row
+from appt_pipeline.pipelines.clients import ClientFactory, ClientOptions
 from appt_pipeline.providers.calendly import CalendlyClient
 from appt_pipeline.providers.ghl import GhlClient
 from appt_pipeline.providers.http import (
     CALENDLY_RATE_LIMIT,
     GHL_RATE_LIMIT,
     CallStats,
-    LimiterRegistry,
     ProviderError,
     RateLimit,
     RetryPolicy,
@@ -189,25 +189,17 @@ class _Lookup:
 
 
 class _Clients:
-    """One client per configured provider, each with its account's limiter and its own CallStats."""
+    """One client per configured provider (from the run's :class:`ClientFactory`), each with its own CallStats."""
 
-    def __init__(self, accounts: dict[Provider, ProviderAccount], http: httpx.AsyncClient, *, ghl_rate: RateLimit,
-                 calendly_rate: RateLimit, timeout_s: float, retry: RetryPolicy | None) -> None:
-        limiters = LimiterRegistry(ghl=ghl_rate, calendly=calendly_rate)
+    def __init__(self, accounts: dict[Provider, ProviderAccount], factory: ClientFactory) -> None:
         self.stats = {p.value: CallStats() for p in accounts}
         self.accounts = accounts
         self.ghl: GhlClient | None = None
         self.calendly: CalendlyClient | None = None
         if ghl := accounts.get(Provider.GHL):
-            self.ghl = GhlClient(base_url=ghl.base_url, token=ghl.token, location_id=ghl.account_key,
-                                 limiter=limiters.get("ghl", ghl.account_key), http=http, timeout_s=timeout_s,
-                                 stats=self.stats[Provider.GHL.value], retry=retry)
+            self.ghl = factory.ghl(ghl, self.stats[Provider.GHL.value])
         if cal := accounts.get(Provider.CALENDLY):
-            self.calendly = CalendlyClient(base_url=cal.base_url, token=cal.token, user_uri=cal.account_key,
-                                           organization_uri=cal.organization_uri,
-                                           limiter=limiters.get("calendly", cal.account_key), http=http,
-                                           timeout_s=timeout_s, stats=self.stats[Provider.CALENDLY.value],
-                                           retry=retry)
+            self.calendly = factory.calendly(cal, self.stats[Provider.CALENDLY.value])
 
     async def look_up(self, lookup: _Lookup) -> None:
         """Fill ``lookup.value`` or ``lookup.error_kind``; never raises (failures are isolated)."""
@@ -337,8 +329,8 @@ async def backfill_attribution(
     filled: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
     async with httpx.AsyncClient(timeout=timeout_s) as http:
-        clients = _Clients(by_provider, http, ghl_rate=ghl_rate, calendly_rate=calendly_rate, timeout_s=timeout_s,
-                           retry=retry)
+        options = ClientOptions(ghl_rate=ghl_rate, calendly_rate=calendly_rate, timeout_s=timeout_s, retry=retry)
+        clients = _Clients(by_provider, ClientFactory(http, options))
         for start in range(0, len(ordered), report.batch_size):
             if start:
                 await asyncio.sleep(report.pause_s)

@@ -30,8 +30,9 @@ import sqlalchemy as sa
 
 from appt_pipeline.domain.observation import Observation
 from appt_pipeline.domain.rules import utc_now
-from appt_pipeline.domain.vocab import Provider, Source
+from appt_pipeline.domain.vocab import Source
 from appt_pipeline.pipelines.accounts import ProviderAccount
+from appt_pipeline.pipelines.clients import ClientFactory, ClientOptions
 from appt_pipeline.providers.calendly import CalendlyClient
 from appt_pipeline.providers.ghl import GhlClient
 from appt_pipeline.providers.http import (
@@ -39,7 +40,6 @@ from appt_pipeline.providers.http import (
     GHL_RATE_LIMIT,
     CallStats,
     ErrorKind,
-    LimiterRegistry,
     ProviderError,
     RateLimit,
     RetryPolicy,
@@ -74,6 +74,11 @@ class ReconcileSettings:
     calendly_rate: RateLimit = CALENDLY_RATE_LIMIT
     recheck: RecheckPolicy = field(default_factory=RecheckPolicy)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def client_options(self) -> ClientOptions:
+        """The options of the run's :class:`ClientFactory` (limits, timeout, retries)."""
+        return ClientOptions(ghl_rate=self.ghl_rate, calendly_rate=self.calendly_rate, timeout_s=self.timeout_s,
+                             retry=self.retry)
 
 
 @dataclass
@@ -203,23 +208,13 @@ async def reconcile_workspace(
         leads = select_due_leads(conn, account.workspace_id, account.provider, now, settings.lead_budget)
     report.leads_due = len(leads)
     stats = CallStats()
-    limiters = LimiterRegistry(ghl=settings.ghl_rate, calendly=settings.calendly_rate)
-    limiter = limiters.get(account.provider.value.lower(), account.account_key)
     errors_by_kind: Counter[str] = Counter()
     pending: list[_LeadResult] = []
     window = timedelta(days=settings.window_days)
     state = {"checked": 0, "errors": 0, "broken": False}
 
     async with httpx.AsyncClient(timeout=settings.timeout_s) as http:
-        client: GhlClient | CalendlyClient
-        if account.provider is Provider.GHL:
-            client = GhlClient(base_url=account.base_url, token=account.token, location_id=account.account_key,
-                               limiter=limiter, http=http, timeout_s=settings.timeout_s, stats=stats,
-                               retry=settings.retry)
-        else:
-            client = CalendlyClient(base_url=account.base_url, token=account.token, user_uri=account.account_key,
-                                    organization_uri=account.organization_uri, limiter=limiter, http=http,
-                                    timeout_s=settings.timeout_s, stats=stats, retry=settings.retry)
+        client = ClientFactory(http, settings.client_options()).client(account, stats)
         gate = asyncio.Semaphore(settings.concurrency)
 
         async def check(lead: DueLead) -> _LeadResult | None:

@@ -2,24 +2,31 @@
 
 :func:`ingest_workspace` works in batches, each in one transaction:
 
-1. claims up to ``batch_size`` pending rows of the workspace in provider-time order
+1. **claim** — up to ``batch_size`` pending rows of the workspace in provider-time order
    (``FOR UPDATE SKIP LOCKED``: a concurrent ingestion never applies the same row);
-2. matches each event to a lead **of this workspace**, set-based (one query per key kind):
+2. **match** — each event to a lead **of this workspace**, set-based (one query per key kind,
+   ``store.lead_match``):
    Calendly by invitee URI, then the reschedule partner's URI (``old_invitee``/``new_invitee``,
    also within the batch), then scheduled-event URI, then the e-mail hash; GHL by appointment id,
    then ``contactId`` = ``leads.ghl_contact_id``. Keys are looked up in the appointment history
    (which holds every migrated key); no match → the row is ``ignored`` with ``lead_not_found``
    (a later reconciliation may still find the booking);
-3. turns events into observations with the same normalisers as reconciliation
-   (``providers.normalize``): ``invitee.created``/``invitee.canceled`` (RESCHEDULED when
+3. **build observation** — with the same normalisers as reconciliation; the event rules live
+   beside them (``providers.normalize.calendly_webhook_observation`` /
+   ``ghl_webhook_observation``): ``invitee.created``/``invitee.canceled`` (RESCHEDULED when
    ``rescheduled``), ``invitee_no_show.created`` → NO_SHOW, ``invitee_no_show.deleted`` → the
    invitee's own status again; GHL ``AppointmentCreate``/``Update`` by ``appointmentStatus``,
    ``AppointmentDelete`` → CANCELED with reason ``deleted``;
-4. applies them through :func:`~appt_pipeline.store.write_path.apply_observations` (monotonic
-   rules, reschedule links, rollups, lead status and follow-up tasks: SPEC §3, §4) and marks every
-   row ``processed``, ``ignored`` or ``failed`` with its reason — in the same transaction, so a
-   crash leaves rows pending and a re-run is safe. A batch the database refuses is retried one row
-   at a time (savepoints) so one bad event fails alone.
+4. **apply** — through :func:`~appt_pipeline.store.write_path.apply_observations` (monotonic
+   rules, reschedule links, rollups, lead status and follow-up tasks: SPEC §3, §4);
+5. **mark** — every row ``processed``, ``ignored`` or ``failed`` with its reason, in the same
+   transaction, so a crash leaves rows pending and a re-run is safe.
+
+A batch the database refuses is retried one row at a time (savepoints) so one bad event fails
+alone. A *transient* database error (deadlock, serialization failure, lock timeout, lost or
+terminated connection: ``store.engine.is_transient``) is never the event's fault: it propagates,
+the batch's transaction rolls back, its rows stay ``pending`` and the run fails, so the sensor
+launches another (SPEC §7). Rows that did fail are put back with ``appt-pipeline webhooks requeue``.
 """
 
 import logging
@@ -34,17 +41,11 @@ import sqlalchemy as sa
 
 from appt_pipeline.domain.observation import Observation
 from appt_pipeline.domain.rules import utc_now
-from appt_pipeline.domain.vocab import Provider, Source, Status, UnknownStatusError, map_status
+from appt_pipeline.domain.vocab import Provider, Source, Status, UnknownStatusError
 from appt_pipeline.domain.webhook_staging import CALENDLY_HANDLED, GHL_HANDLED
-from appt_pipeline.providers.normalize import (
-    GHL_DELETED_REASON,
-    CalendlyNoShow,
-    calendly_observation,
-    ghl_observation,
-    parse_calendly_webhook,
-    parse_ghl_webhook,
-)
-from appt_pipeline.store.engine import transaction
+from appt_pipeline.providers.normalize import calendly_webhook_observation, ghl_webhook_observation
+from appt_pipeline.store.engine import is_transient, transaction
+from appt_pipeline.store.lead_match import LOOKUP_ORDER, leads_by_key
 from appt_pipeline.store.webhook_events import CLAIM_PENDING_SQL, EventOutcome, mark_events
 from appt_pipeline.store.write_path import WriteResult, apply_observations
 
@@ -53,9 +54,6 @@ log = logging.getLogger(__name__)
 PROCESSED, IGNORED, FAILED = "processed", "ignored", "failed"
 LEAD_NOT_FOUND = "lead_not_found"
 DEFAULT_BATCH_SIZE = 1_000
-
-#: SQL of :func:`appt_pipeline.domain.webhook_staging.email_hash` over ``leads.email``.
-EMAIL_HASH_SQL = "encode(sha256(convert_to(:ws || ':' || lower(btrim(l.email)), 'UTF8')), 'hex')"
 
 
 @dataclass
@@ -133,24 +131,6 @@ def _keys(provider: Provider, payload: Mapping[str, Any]) -> tuple[tuple[str, st
     return tuple(out)
 
 
-_LOOKUPS: dict[str, str] = {
-    "invitee": "SELECT calendly_invitee_uri, lead_id FROM appointments "
-               "WHERE workspace_id = :ws AND calendly_invitee_uri = ANY(:keys)",
-    "event": "SELECT DISTINCT ON (calendly_scheduled_event_uri) calendly_scheduled_event_uri, lead_id "
-             "FROM appointments WHERE workspace_id = :ws AND calendly_scheduled_event_uri = ANY(:keys) "
-             "ORDER BY calendly_scheduled_event_uri, created_at DESC, id DESC",
-    "ghl_appointment": "SELECT ghl_appointment_id, lead_id FROM appointments "
-                       "WHERE workspace_id = :ws AND ghl_appointment_id = ANY(:keys)",
-    "ghl_contact": "SELECT DISTINCT ON (ghl_contact_id) ghl_contact_id, id FROM leads "
-                   "WHERE workspace_id = :ws AND ghl_contact_id = ANY(:keys) "
-                   "ORDER BY ghl_contact_id, updated_at DESC, id DESC",
-    # no index on a hash of e-mails: one scan of the workspace's leads, only for events no URI matched
-    "email_hash": f"SELECT DISTINCT ON (h) h, id FROM (SELECT {EMAIL_HASH_SQL} AS h, l.id, l.updated_at FROM leads l "
-                  "WHERE l.workspace_id = :ws AND l.email IS NOT NULL) x WHERE h = ANY(:keys) "
-                  "ORDER BY h, updated_at DESC, id DESC",
-}
-
-
 def match_leads(conn: sa.Connection, workspace_id: str, events: Sequence[_Event]) -> dict[int, str]:
     """Lead id per event id, scoped to ``workspace_id`` (SPEC §7 matching order; see the module doc).
 
@@ -158,11 +138,11 @@ def match_leads(conn: sa.Connection, workspace_id: str, events: Sequence[_Event]
     reschedule to a matched event of the same batch inherit its lead.
     """
     found: dict[int, str] = {}
-    for kind, sql in _LOOKUPS.items():
+    for kind in LOOKUP_ORDER:
         wanted = {v for e in events if e.id not in found for k, v in e.keys if k == kind}
         if not wanted:
             continue
-        hits = dict(conn.execute(sa.text(sql), {"ws": workspace_id, "keys": sorted(wanted)}).all())
+        hits = leads_by_key(conn, workspace_id, kind, wanted)
         for e in events:
             if e.id in found:
                 continue
@@ -185,40 +165,14 @@ def match_leads(conn: sa.Connection, workspace_id: str, events: Sequence[_Event]
 
 
 def build_observation(event: _Event, *, workspace_id: str, lead_id: str, source: Source) -> Observation:
-    """The observation of one staged event (SPEC §2, §7).
+    """The observation of one staged event (SPEC §2, §7; the event rules live in ``providers.normalize``).
 
     Raises:
         UnknownStatusError: a status outside SPEC §2's vocabulary.
         ValueError: a handled event whose stored payload has no usable invitee/appointment.
     """
-    if event.provider is Provider.CALENDLY:
-        parsed = parse_calendly_webhook(event.payload)
-        if parsed is None or parsed.invitee is None:
-            raise ValueError("missing_invitee")
-        invitee = parsed.invitee
-        if event.event_type == "invitee_no_show.created" and invitee.no_show is None:
-            invitee = replace(invitee, no_show=CalendlyNoShow())
-        elif event.event_type == "invitee_no_show.deleted":
-            invitee = replace(invitee, no_show=None)
-        elif event.event_type == "invitee.canceled" and invitee.status != "canceled":
-            invitee = replace(invitee, status="canceled")
-        obs = calendly_observation(invitee, parsed.scheduled_event, workspace_id=workspace_id, lead_id=lead_id,
-                                   source=source)
-    else:
-        parsed_ghl = parse_ghl_webhook(event.payload)
-        if parsed_ghl is not None and parsed_ghl.appointment is not None:
-            obs = ghl_observation(parsed_ghl.appointment, workspace_id=workspace_id, lead_id=lead_id, source=source)
-        else:  # no usable times (e.g. a bare delete): what the event itself says
-            appt = event.payload.get("appointment") or {}
-            if not appt.get("id"):
-                raise ValueError("missing_appointment")
-            deleted = event.event_type == "AppointmentDelete" or appt.get("deleted") is True
-            obs = Observation(
-                workspace_id=workspace_id, lead_id=lead_id, provider=Provider.GHL,
-                status=Status.CANCELED if deleted else map_status(appt.get("appointmentStatus"), has_provider_id=True),
-                source=source, ghl_appointment_id=appt["id"], ghl_calendar_id=appt.get("calendarId"),
-                cancel_reason=GHL_DELETED_REASON if deleted else None,
-            ).validate()
+    build = calendly_webhook_observation if event.provider is Provider.CALENDLY else ghl_webhook_observation
+    obs = build(event.event_type, event.payload, workspace_id=workspace_id, lead_id=lead_id, source=source)
     return replace(obs, webhook_event_id=event.id)
 
 
@@ -231,6 +185,31 @@ def _claim(conn: sa.Connection, workspace_id: str, limit: int) -> list[_Event]:
     ]
 
 
+def _build(events: Sequence[_Event], leads: Mapping[int, str], workspace_id: str,
+           source: Source) -> tuple[list[tuple[_Event, Observation]], list[EventOutcome]]:
+    """The observation of every matched, handled event; the outcome of every other one."""
+    outcomes: list[EventOutcome] = []
+    planned: list[tuple[_Event, Observation]] = []
+    for event in events:
+        handled = CALENDLY_HANDLED if event.provider is Provider.CALENDLY else GHL_HANDLED
+        if event.event_type not in handled:
+            outcomes.append(EventOutcome(event.id, IGNORED, "unhandled_event"))
+            continue
+        lead_id = leads.get(event.id)
+        if lead_id is None:
+            outcomes.append(EventOutcome(event.id, IGNORED, LEAD_NOT_FOUND))
+            continue
+        try:
+            planned.append((event, build_observation(event, workspace_id=workspace_id, lead_id=lead_id,
+                                                     source=source)))
+        except UnknownStatusError:
+            outcomes.append(EventOutcome(event.id, FAILED, "unknown_status"))
+        except ValueError as exc:
+            kind = getattr(exc, "kind", None) or str(exc)
+            outcomes.append(EventOutcome(event.id, FAILED, kind if kind.isidentifier() else "invalid_event"))
+    return planned, outcomes
+
+
 def _apply(conn: sa.Connection, planned: list[tuple[_Event, Observation]], now: datetime,
            report: IngestReport) -> list[EventOutcome]:
     """Apply the batch in a savepoint; if the database refuses it, apply row by row so one bad event fails alone."""
@@ -239,6 +218,8 @@ def _apply(conn: sa.Connection, planned: list[tuple[_Event, Observation]], now: 
         with conn.begin_nested():
             results = apply_observations(conn, observations, now=now)
     except sa.exc.DBAPIError as exc:
+        if is_transient(exc):  # not the event's fault: fail the run, the rows stay pending (module doc)
+            raise
         if len(planned) == 1:
             code = getattr(exc.orig, "sqlstate", None) or type(exc.orig).__name__
             log.warning("webhook event %s refused by the database (%s)", planned[0][0].id, code)
@@ -261,7 +242,12 @@ def _apply(conn: sa.Connection, planned: list[tuple[_Event, Observation]], now: 
 def ingest_batch(conn: sa.Connection, workspace_id: str, *, source: Source = Source.WEBHOOK,
                  batch_size: int = DEFAULT_BATCH_SIZE, now: datetime | None = None,
                  report: IngestReport | None = None) -> IngestReport:
-    """Claim, match, apply and mark one batch of the workspace's pending rows in the caller's transaction."""
+    """Claim, match, build, apply and mark one batch of the workspace's pending rows in the caller's transaction.
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: a transient database error (module doc); the caller's transaction
+            must be rolled back, the rows stay pending.
+    """
     now = now or utc_now()
     report = report or IngestReport(workspace_id)
     events = _claim(conn, workspace_id, batch_size)
@@ -271,25 +257,7 @@ def ingest_batch(conn: sa.Connection, workspace_id: str, *, source: Source = Sou
     report.batches += 1
     report.max_lag_s = max(report.max_lag_s, max((now - e.received_at).total_seconds() for e in events))
     leads = match_leads(conn, workspace_id, events)
-    outcomes: list[EventOutcome] = []
-    planned: list[tuple[_Event, Observation]] = []
-    for event in events:
-        handled = CALENDLY_HANDLED if event.provider is Provider.CALENDLY else GHL_HANDLED
-        if event.event_type not in handled:
-            outcomes.append(EventOutcome(event.id, IGNORED, "unhandled_event"))
-            continue
-        lead_id = leads.get(event.id)
-        if lead_id is None:
-            outcomes.append(EventOutcome(event.id, IGNORED, LEAD_NOT_FOUND))
-            continue
-        try:
-            planned.append((event, build_observation(event, workspace_id=workspace_id, lead_id=lead_id,
-                                                     source=source)))
-        except UnknownStatusError:
-            outcomes.append(EventOutcome(event.id, FAILED, "unknown_status"))
-        except ValueError as exc:
-            kind = getattr(exc, "kind", None) or str(exc)
-            outcomes.append(EventOutcome(event.id, FAILED, kind if kind.isidentifier() else "invalid_event"))
+    planned, outcomes = _build(events, leads, workspace_id, source)
     if planned:
         outcomes.extend(_apply(conn, planned, now, report))
     for outcome in outcomes:
@@ -305,6 +273,10 @@ def ingest_workspace(engine: sa.Engine, workspace_id: str, *, source: Source = S
 
     With ``dry_run`` one batch is applied and rolled back: the report says what would happen; rows stay
     pending. Safe to run twice and concurrently (claimed rows are locked and skipped by others).
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: a database error outside one event's write, or a transient one
+            (module doc): batches committed before stay committed, the failing batch's rows stay pending.
     """
     started = time.monotonic()
     report = IngestReport(workspace_id)

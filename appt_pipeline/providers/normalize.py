@@ -788,6 +788,81 @@ def calendly_observation(
     ).validate()
 
 
+# --------------------------------------------------------------------------------------------------
+# webhook events (SPEC §7): what the event itself says, beside what the resource in it says
+
+
+def calendly_event_invitee(event_type: str, invitee: CalendlyInvitee) -> CalendlyInvitee:
+    """The invitee as the Calendly webhook ``event_type`` reports it (SPEC §7).
+
+    * ``invitee_no_show.created`` → marked no-show (kept when the payload already carries one);
+    * ``invitee_no_show.deleted`` → no-show removed: the invitee's own status again;
+    * ``invitee.canceled`` → status ``canceled`` even when the payload's resource says otherwise
+      (``rescheduled`` still turns it into RESCHEDULED in :func:`calendly_status`);
+    * any other event: the invitee unchanged.
+    """
+    if event_type == "invitee_no_show.created" and invitee.no_show is None:
+        return replace(invitee, no_show=CalendlyNoShow())
+    if event_type == "invitee_no_show.deleted":
+        return replace(invitee, no_show=None)
+    if event_type == "invitee.canceled" and invitee.status != "canceled":
+        return replace(invitee, status="canceled")
+    return invitee
+
+
+def calendly_webhook_observation(
+    event_type: str, payload: Any, *, workspace_id: str, lead_id: str, source: Source
+) -> Observation:
+    """The :class:`Observation` of one stored Calendly webhook delivery (SPEC §7).
+
+    The delivery's invitee (and scheduled event) as :func:`parse_calendly_webhook` reads them,
+    adjusted by :func:`calendly_event_invitee`, through :func:`calendly_observation`.
+
+    Raises:
+        UnknownStatusError: an invitee status outside SPEC §2's vocabulary.
+        ValueError: ``"missing_invitee"`` — the payload has no usable invitee.
+    """
+    parsed = parse_calendly_webhook(payload)
+    if parsed is None or parsed.invitee is None:
+        raise ValueError("missing_invitee")
+    invitee = calendly_event_invitee(event_type, parsed.invitee)
+    return calendly_observation(invitee, parsed.scheduled_event, workspace_id=workspace_id, lead_id=lead_id,
+                                source=source)
+
+
+def ghl_webhook_observation(
+    event_type: str, payload: Any, *, workspace_id: str, lead_id: str, source: Source
+) -> Observation:
+    """The :class:`Observation` of one stored GHL webhook delivery (SPEC §7).
+
+    An appointment with usable times goes through :func:`ghl_observation`. Without them (e.g. a
+    bare ``AppointmentDelete``) the observation says what the event itself says: ``AppointmentDelete``
+    or ``deleted: true`` → CANCELED with ``cancel_reason="deleted"``; else the raw
+    ``appointmentStatus`` through :func:`~appt_pipeline.domain.vocab.map_status`; no times.
+
+    Raises:
+        UnknownStatusError: a status outside SPEC §2's vocabulary.
+        ValueError: ``"missing_appointment"`` — the payload has no appointment id.
+    """
+    parsed = parse_ghl_webhook(payload)
+    if parsed is not None and parsed.appointment is not None:
+        return ghl_observation(parsed.appointment, workspace_id=workspace_id, lead_id=lead_id, source=source)
+    appt = (payload.get("appointment") if isinstance(payload, Mapping) else None) or {}
+    if not isinstance(appt, Mapping) or not appt.get("id"):
+        raise ValueError("missing_appointment")
+    deleted = event_type == "AppointmentDelete" or appt.get("deleted") is True
+    return Observation(
+        workspace_id=workspace_id, lead_id=lead_id, provider=Provider.GHL,
+        status=Status.CANCELED if deleted else map_status(appt.get("appointmentStatus"), has_provider_id=True),
+        source=source, ghl_appointment_id=appt["id"], ghl_calendar_id=appt.get("calendarId"),
+        cancel_reason=GHL_DELETED_REASON if deleted else None,
+    ).validate()
+
+
+# --------------------------------------------------------------------------------------------------
+# time windows
+
+
 def split_range(start: datetime, end: datetime, max_span: timedelta) -> list[tuple[datetime, datetime]]:
     """Split ``[start, end)`` into consecutive ranges no longer than ``max_span`` (GHL free slots ≤ 31 days,
     Calendly available times ≤ 7 days; provider-apis.md §1.2, §2.2). Empty when ``end <= start``."""

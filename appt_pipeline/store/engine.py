@@ -25,6 +25,24 @@ def get_engine(url: str) -> sa.Engine:
     return sa.create_engine(app_url(url), pool_pre_ping=True, pool_size=5, max_overflow=10)
 
 
+#: SQLSTATEs of failures a later attempt may not meet: deadlock, serialization failure, lock timeout
+#: (``lock_timeout``), and the server ending the session (admin shutdown, crash, not accepting
+#: connections yet); class ``08`` (connection exceptions) counts too.
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "55P03", "57P01", "57P02", "57P03"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when ``exc`` is a database failure worth retrying later rather than a verdict on the data:
+    a :data:`TRANSIENT_SQLSTATES` / class ``08`` error, or a lost connection (SQLAlchemy's
+    ``connection_invalidated``)."""
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+    return sqlstate in TRANSIENT_SQLSTATES or sqlstate.startswith("08")
+
+
 def redact_url(url: str) -> str:
     """``url`` with any password masked, for logs and messages (SPEC §11)."""
     return make_url(url).render_as_string(hide_password=True)

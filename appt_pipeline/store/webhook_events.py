@@ -2,9 +2,11 @@
 
 Writers insert with :data:`INSERT_EVENTS_SQL` (``ON CONFLICT (dedupe_key) DO NOTHING``: a redelivery is
 recognised, never stored twice); the sensor reads :func:`pending_workspaces`; ingestion
-(``appt_pipeline.webhooks``) claims a workspace's pending rows with :data:`CLAIM_PENDING_SQL` and
-marks them with :func:`mark_events`. The sensor selects by **status**, never by an id or time cursor,
-so a row that commits after a higher id was already processed is still picked up (SPEC §7).
+(``appt_pipeline.pipelines.webhook_ingest``) claims a workspace's pending rows with
+:data:`CLAIM_PENDING_SQL` and marks them with :func:`mark_events`; :func:`requeue_events` puts ``failed``
+rows back to ``pending`` (``appt-pipeline webhooks requeue``, SPEC §12). The sensor selects by
+**status**, never by an id or time cursor, so a row that commits after a higher id was already
+processed is still picked up (SPEC §7).
 """
 
 from collections.abc import Iterable, Sequence
@@ -113,5 +115,26 @@ def mark_events(conn: sa.Connection, outcomes: Iterable[EventOutcome], now: date
         ),
         {"ids": [o.id for o in items], "statuses": [o.status for o in items], "errors": [o.error for o in items],
          "now": now},
+    )
+    return result.rowcount
+
+
+#: Statuses :func:`requeue_events` may put back to ``pending`` (SPEC §12 ``webhooks requeue``).
+REQUEUEABLE_STATUSES = ("failed",)
+
+
+def requeue_events(conn: sa.Connection, workspace_id: str, status: str = "failed") -> int:
+    """Put the workspace's ``status`` rows back to ``pending`` (``processed_at`` and ``error`` cleared) so
+    the sensor ingests them again; returns how many (SPEC §12).
+
+    Raises:
+        ValueError: ``status`` is not one of :data:`REQUEUEABLE_STATUSES`.
+    """
+    if status not in REQUEUEABLE_STATUSES:
+        raise ValueError(f"only {', '.join(REQUEUEABLE_STATUSES)} rows can be requeued, not {status!r}")
+    result = conn.execute(
+        sa.text("UPDATE webhook_events SET status = 'pending', processed_at = NULL, error = NULL "
+                "WHERE workspace_id = :ws AND status = :status"),
+        {"ws": workspace_id, "status": status},
     )
     return result.rowcount
