@@ -252,6 +252,15 @@ def test_run_refuses_an_unknown_job_and_workspace(db: sa.Engine, cli_env: dict[s
     assert bad_ws.returncode == 2 and "does not exist" in bad_ws.stderr
 
 
+def _fresh_dagster_database(cli_env: dict[str, str]) -> None:
+    """Drop the Dagster storage database the CLI uses beside the test database (runs and daemon heartbeats
+    of earlier tests in this session); the next command creates it again."""
+    dagster_db = sa.make_url(dagster_url_for(cli_env["APPT_DATABASE_URL"])).database
+    with sa.create_engine(sa.make_url(cli_env["APPT_DATABASE_URL"]).set(database="postgres"),
+                          isolation_level="AUTOCOMMIT").connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{dagster_db}" WITH (FORCE)')
+
+
 def _cli_instance(cli_env: dict[str, str]) -> Any:
     """The Dagster instance the CLI uses with ``cli_env`` (its DAGSTER_HOME and storage database)."""
     import dagster as dg
@@ -264,6 +273,7 @@ def test_run_is_refused_while_a_run_of_the_workspace_is_in_flight(db: sa.Engine,
     from appt_pipeline_tests.helpers import add_run_in_flight, rows, seed
 
     seed(db, "wsc", 1)
+    _fresh_dagster_database(cli_env)
     assert _cli(["db", "upgrade"], cli_env).returncode == 0  # creates DAGSTER_HOME and the Dagster database
     with _cli_instance(cli_env) as instance:
         busy = add_run_in_flight(instance, "reconciliation_job", "wsc")
@@ -283,6 +293,7 @@ def test_run_goes_through_the_queue_when_a_daemon_runs(db: sa.Engine, cli_env: d
     from appt_pipeline_tests.helpers import seed
 
     seed(db, "wsq", 2)
+    _fresh_dagster_database(cli_env)
     assert _cli(["db", "upgrade"], cli_env).returncode == 0
     daemon_env = {**cli_env, "DAGSTER_HOME": str(Path(cli_env["APPT_HOME"]) / "dagster_home"),
                   "APPT_DAGSTER_PG_URL": dagster_url_for(cli_env["APPT_DATABASE_URL"])}

@@ -194,7 +194,8 @@ def _submit(job_name: str, tags: Mapping[str, str], run_config: Mapping[str, Any
 
 
 def _follow(instance: dg.DagsterInstance, run_id: str) -> None:
-    """Wait until the run ended; fail when it is still queued and no daemon serves the queue any more."""
+    """Wait until the run ended; when it is still queued and no daemon serves the queue any more, cancel it
+    and raise :class:`LaunchError`."""
     while True:
         run = instance.get_run_by_id(run_id)
         if run is None:
@@ -202,8 +203,11 @@ def _follow(instance: dg.DagsterInstance, run_id: str) -> None:
         if run.status in FINISHED_STATUSES:
             return
         if run.status == dg.DagsterRunStatus.QUEUED and not daemon_running(instance):
-            raise LaunchError(f"run {run_id} is queued but no dagster-daemon serves the queue any more; "
-                              "it starts when one runs")
+            # the daemon stopped (or its heartbeat was a stale one of a daemon that had just stopped): cancel
+            # the run rather than leave it to start unasked whenever a daemon runs again
+            instance.report_run_canceled(run, message="no dagster-daemon serves the run queue")
+            raise LaunchError(f"run {run_id} was queued but no dagster-daemon serves the queue any more; "
+                              "canceled it (run again)")
         time.sleep(POLL_S)
 
 
