@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import dagster as dg
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
@@ -113,3 +114,12 @@ class ApptRow:
             ghl_appointment_id=r.ghl_appointment_id, calendly_invitee_uri=r.calendly_invitee_uri,
             calendly_scheduled_event_uri=r.calendly_scheduled_event_uri,
         )
+
+
+def add_run_in_flight(instance: dg.DagsterInstance, job_name: str, workspace_id: str,
+                      status: dg.DagsterRunStatus | None = None) -> str:
+    """Record a run of ``job_name`` for partition ``workspace_id`` as going (default STARTED) in ``instance``,
+    with public API only; returns its id."""
+    run = dg.DagsterRun(job_name=job_name, run_id=str(uuid.uuid4()), status=status or dg.DagsterRunStatus.STARTED,
+                        tags={"dagster/partition": workspace_id})
+    return instance.add_run(run).run_id

@@ -2,13 +2,16 @@
 job materializes both assets with counters and a passing drift check, and the instance config loads."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
+import yaml
 
 from appt_pipeline.definitions import defs
 from appt_pipeline.defs.partitions import workspace_partitions
@@ -201,3 +204,112 @@ def test_reconciliation_job_materializes_with_api_counters(db: sa.Engine, databa
     # no secret in the run's metadata or logs
     assert key not in str(result.all_events) and "tok9" not in str(result.all_events)
     assert [c.passed for c in result.get_asset_check_evaluations()] == [True]
+
+
+# ------------------------------------------------------------------------------ config, metadata, run launching
+
+
+def test_materializing_the_history_without_config_refuses_and_writes_nothing(
+    legacy_workspace: str, database_url: str
+) -> None:
+    """The UI's "Materialize" on appointment_history has no config: Dagster refuses before the op runs."""
+    from appt_pipeline.defs.assets import appointment_history_and_rollups
+    from appt_pipeline.defs.resources import ProviderClients
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(workspace_partitions.name, [legacy_workspace])
+        with pytest.raises(dg.DagsterInvalidConfigError, match="evidence"):
+            dg.materialize([appointment_history_and_rollups], partition_key=legacy_workspace, instance=instance,
+                           resources={"app_db": AppDatabase(url=database_url), "providers": ProviderClients()})
+        assert instance.get_latest_materialization_event(dg.AssetKey("appointment_history")) is None
+    engine = sa.create_engine(database_url)
+    assert rows(engine, "SELECT 1 FROM appointments") == []
+    statuses = rows(engine, "SELECT appointment_status FROM leads ORDER BY id")
+    assert [r[0] for r in statuses] == ["Cancelled", "booked", "tentative", None]
+
+
+def test_every_evidence_reports_the_same_core_metadata_keys_first(legacy_workspace: str, database_url: str) -> None:
+    """migration, reconciliation (workspace not connected: skipped) and webhooks (nothing pending)."""
+    from appt_pipeline.defs.history_results import (
+        CORE_KEYS,
+        MigrationResult,
+        ReconciliationResult,
+        WebhookResult,
+        parse_history,
+        parse_rollups,
+    )
+
+    expected = {"migration_job": MigrationResult, "reconciliation_job": ReconciliationResult,
+                "webhook_ingest_job": WebhookResult}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(workspace_partitions.name, [legacy_workspace])
+        for job_name, kind in expected.items():
+            result = defs.resolve_job_def(job_name).execute_in_process(
+                partition_key=legacy_workspace, instance=instance, resources={"app_db": AppDatabase(url=database_url)})
+            assert result.success, job_name
+            mats = {e.step_materialization_data.materialization.asset_key.to_user_string():
+                    e.step_materialization_data.materialization.metadata
+                    for e in result.get_asset_materialization_events()}
+            history = mats["appointment_history"]
+            assert tuple(history)[:len(CORE_KEYS)] == CORE_KEYS, job_name
+            typed = parse_history(history)
+            assert isinstance(typed, kind) and history["evidence"].value == kind.EVIDENCE
+            assert parse_rollups(mats["lead_rollups"]).rollups_changed == typed.core.rollups_changed
+            if job_name == "migration_job":
+                assert (typed.core.created, typed.core.errors, typed.core.rollups_changed) == (2, 1, 2)
+            if isinstance(typed, ReconciliationResult):
+                assert typed.skipped_workspace and typed.core.created == 0
+
+
+def test_jobs_have_a_max_runtime_and_writing_assets_use_the_writer_pool(database_url: str, tmp_path: Path) -> None:
+    from appt_pipeline.defs.assets import appointment_history_and_rollups
+    from appt_pipeline.defs.attribution import calendar_attribution
+    from appt_pipeline.defs.runs import MAX_RUNTIME_TAG, WRITER_POOL
+
+    for job in defs.resolve_all_job_defs():
+        if not job.name.startswith("__"):
+            assert int(job.tags[MAX_RUNTIME_TAG]) > 0, job.name
+    assert appointment_history_and_rollups.op.pool == calendar_attribution.op.pool == WRITER_POOL
+    dagster_url = dagster_url_for(database_url)
+    ensure_database(dagster_url, sa.make_url(dagster_url).database or "")
+    (tmp_path / "dagster.yaml").write_bytes((PROJECT_ROOT / "dagster.yaml").read_bytes())
+    os.environ["APPT_DAGSTER_PG_URL"] = dagster_url
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 2
+
+
+def test_no_private_dagster_imports_anywhere() -> None:
+    pattern = re.compile(r"^\s*(from|import)\s+dagster(_\w+)?\._", re.MULTILINE)
+    offenders = [str(path.relative_to(PROJECT_ROOT))
+                 for folder in ("appt_pipeline", "appt_pipeline_tests", "bench")
+                 for path in (PROJECT_ROOT / folder).rglob("*.py") if pattern.search(path.read_text())]
+    assert offenders == []
+
+
+def _instance_with_project_limits() -> Any:
+    """An ephemeral test instance with dagster.yaml's run queue and concurrency settings (not its storage)."""
+    config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+    return dg.instance_for_test(overrides={k: v for k, v in config.items() if k != "storage"})
+
+
+def test_run_in_this_process_is_refused_while_a_run_of_the_workspace_is_in_flight(
+    legacy_workspace: str, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from appt_pipeline.cli.launch import RunInProgressError, conflicting_runs, run_partition_job
+    from appt_pipeline_tests.helpers import add_run_in_flight
+
+    monkeypatch.setenv("APPT_DATABASE_URL", database_url)
+    with _instance_with_project_limits() as instance:
+        assert conflicting_runs(instance, {"dagster/partition": legacy_workspace}) == []
+        busy = add_run_in_flight(instance, "reconciliation_job", legacy_workspace)
+        add_run_in_flight(instance, "migration_job", "other_ws")
+        reasons = conflicting_runs(instance, {"dagster/partition": legacy_workspace})
+        assert len(reasons) == 1 and busy in reasons[0] and "dagster/partition" in reasons[0]
+        with pytest.raises(RunInProgressError, match=busy):
+            run_partition_job(instance, "migration_job", legacy_workspace, queue=False)
+        assert len(instance.get_run_records()) == 2  # no run was made
+        # max_concurrent_runs (4): two more going runs of other workspaces fill the slots
+        for ws in ("x1", "x2"):
+            add_run_in_flight(instance, "migration_job", ws)
+        assert any("max_concurrent_runs" in r for r in conflicting_runs(instance, {"dagster/partition": "free"}))
+    assert rows(sa.create_engine(database_url), "SELECT 1 FROM appointments") == []

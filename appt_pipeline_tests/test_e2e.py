@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -249,3 +250,76 @@ def test_run_refuses_an_unknown_job_and_workspace(db: sa.Engine, cli_env: dict[s
     assert bad_job.returncode == 2 and "unknown job" in bad_job.stderr
     bad_ws = _cli(["run", "migration_job", "--workspace", "missing"], cli_env)
     assert bad_ws.returncode == 2 and "does not exist" in bad_ws.stderr
+
+
+def _fresh_dagster_database(cli_env: dict[str, str]) -> None:
+    """Drop the Dagster storage database the CLI uses beside the test database (runs and daemon heartbeats
+    of earlier tests in this session); the next command creates it again."""
+    dagster_db = sa.make_url(dagster_url_for(cli_env["APPT_DATABASE_URL"])).database
+    with sa.create_engine(sa.make_url(cli_env["APPT_DATABASE_URL"]).set(database="postgres"),
+                          isolation_level="AUTOCOMMIT").connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{dagster_db}" WITH (FORCE)')
+
+
+def _cli_instance(cli_env: dict[str, str]) -> Any:
+    """The Dagster instance the CLI uses with ``cli_env`` (its DAGSTER_HOME and storage database)."""
+    import dagster as dg
+
+    os.environ["APPT_DAGSTER_PG_URL"] = dagster_url_for(cli_env["APPT_DATABASE_URL"])
+    return dg.DagsterInstance.from_config(str(Path(cli_env["APPT_HOME"]) / "dagster_home"))
+
+
+def test_run_is_refused_while_a_run_of_the_workspace_is_in_flight(db: sa.Engine, cli_env: dict[str, str]) -> None:
+    from appt_pipeline_tests.helpers import add_run_in_flight, rows, seed
+
+    seed(db, "wsc", 1)
+    _fresh_dagster_database(cli_env)
+    assert _cli(["db", "upgrade"], cli_env).returncode == 0  # creates DAGSTER_HOME and the Dagster database
+    with _cli_instance(cli_env) as instance:
+        busy = add_run_in_flight(instance, "reconciliation_job", "wsc")
+        refused = _cli(["run", "migration_job", "--workspace", "wsc"], cli_env)
+        assert refused.returncode == 1, refused.stderr[-3000:]
+        assert "running in this process" in refused.stderr and busy in refused.stderr
+        assert refused.stdout == ""
+        assert [r.dagster_run.run_id for r in instance.get_run_records()] == [busy]
+    assert rows(db, "SELECT 1 FROM appointments") == []
+
+
+def test_run_goes_through_the_queue_when_a_daemon_runs(db: sa.Engine, cli_env: dict[str, str], tmp_path: Path) -> None:
+    import dagster as dg
+
+    from appt_pipeline.cli.launch import daemon_running
+    from appt_pipeline.settings import PROJECT_ROOT
+    from appt_pipeline_tests.helpers import seed
+
+    seed(db, "wsq", 2)
+    _fresh_dagster_database(cli_env)
+    assert _cli(["db", "upgrade"], cli_env).returncode == 0
+    daemon_env = {**cli_env, "DAGSTER_HOME": str(Path(cli_env["APPT_HOME"]) / "dagster_home"),
+                  "APPT_DAGSTER_PG_URL": dagster_url_for(cli_env["APPT_DATABASE_URL"])}
+    log = (tmp_path / "daemon.log").open("w")
+    daemon = subprocess.Popen([str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w",
+                               str(PROJECT_ROOT / "workspace.yaml")], cwd=PROJECT_ROOT, env=daemon_env,
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with _cli_instance(cli_env) as instance:
+            deadline = time.monotonic() + 90
+            while not daemon_running(instance):
+                assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "no daemon heartbeat within 90 s"
+                time.sleep(0.5)
+            ran = _cli(["run", "migration_job", "--workspace", "wsq"], cli_env)
+            assert ran.returncode == 0, ran.stderr[-3000:]
+            assert "submitted to the run queue" in ran.stderr
+            run = instance.get_run_by_id(ran.stdout.strip())
+            assert run is not None and run.status.value == "SUCCESS"
+            # queued through the coordinator: the job's own tags (priority, max runtime) and the partition
+            assert run.tags["dagster/partition"] == "wsq" and "dagster/max_runtime" in run.tags
+            assert instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_ENQUEUED)
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+        log.close()

@@ -6,7 +6,6 @@ from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
-from dagster._core.test_utils import create_run_for_test
 
 from appt_pipeline.cli.launch import run_partition_job
 from appt_pipeline.definitions import defs
@@ -15,7 +14,7 @@ from appt_pipeline.defs.resources import AppDatabase
 from appt_pipeline.defs.sensors import webhook_events_sensor
 from appt_pipeline.domain.webhook_staging import stage_calendly
 from appt_pipeline.store.webhook_events import insert_events
-from appt_pipeline_tests.helpers import rows, seed
+from appt_pipeline_tests.helpers import add_run_in_flight, rows, seed
 from appt_pipeline_tests.test_webhook_ingest import calendly_body, deliver, with_email
 
 
@@ -54,8 +53,7 @@ def test_no_run_while_one_for_the_workspace_is_in_flight(db: sa.Engine, database
         deliver(db, ws, calendly_body("invitee.created", f"{ws}-1"))
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(workspace_partitions.name, ["wsA", "wsB"])
-        create_run_for_test(instance, job_name="webhook_ingest_job", status=dg.DagsterRunStatus.STARTED,
-                            tags={"dagster/partition": "wsA"})
+        add_run_in_flight(instance, "webhook_ingest_job", "wsA")
         result = evaluate(instance, database_url)
         assert [r.partition_key for r in result.run_requests] == ["wsB"]
 

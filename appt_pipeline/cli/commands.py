@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from tabulate import tabulate
 
-from appt_pipeline.settings import PROJECT_ROOT, SECRET_KEY_ENV
+from appt_pipeline.settings import SECRET_KEY_ENV
 from appt_pipeline.store.workspaces import SECRET_NAMES, WORKSPACE_SETTABLE
 
 if TYPE_CHECKING:
@@ -286,10 +285,16 @@ def webhooks_requeue(workspace_id: str, status: str, as_json: bool) -> None:
 @click.argument("job_name", metavar="JOB")
 @click.option("--workspace", "workspace_id", required=True)
 def run(job_name: str, workspace_id: str) -> None:
-    """Run Dagster job JOB for a workspace partition in the instance; print the run id; exit 1 on failure."""
+    """Run Dagster job JOB for a workspace partition through the instance; print the run id; exit 1 unless it
+    succeeded.
+
+    With a dagster-daemon running for the instance the run goes to its queue (dagster.yaml's tag limits and
+    priorities apply); otherwise it runs in this process, refused (exit 1) when a run in flight conflicts.
+    Either way the command follows the run to its end.
+    """
     import dagster as dg
 
-    from appt_pipeline.cli.launch import RunInProgressError, run_partition_job
+    from appt_pipeline.cli.launch import LaunchError, RunInProgressError, daemon_running, run_partition_job
     from appt_pipeline.definitions import defs
 
     names = sorted(job.name for job in defs.resolve_all_job_defs() if not job.name.startswith("__"))
@@ -301,13 +306,16 @@ def run(job_name: str, workspace_id: str) -> None:
         if workspace_id not in workspace_ids(rt.engine):
             raise BadInput(f"workspace {workspace_id!r} does not exist")
         with dg.DagsterInstance.get() as instance:
+            queued = daemon_running(instance)
+            _err(f"{job_name} for {workspace_id}: "
+                 + ("submitted to the run queue (dagster-daemon running)" if queued else "running in this process"))
             try:
-                outcome = run_partition_job(instance, job_name, workspace_id)
-            except RunInProgressError as exc:
-                _err(str(exc))
+                outcome = run_partition_job(instance, job_name, workspace_id, queue=queued)
+            except (RunInProgressError, LaunchError) as exc:
+                _err(f"error: {exc}")
                 sys.exit(EXIT_WORK_FAILED)
     click.echo(outcome.run_id)
-    _err(f"run {outcome.run_id} {'succeeded' if outcome.success else 'FAILED'}")
+    _err(f"run {outcome.run_id} {'succeeded' if outcome.success else f'ended {outcome.status.value}'}")
     if not outcome.success:
         sys.exit(EXIT_WORK_FAILED)
 
@@ -429,84 +437,21 @@ def dev(host: str, port: int, service_port: int, ghl_port: int, calendly_port: i
     with its daemon (sensors, schedules, run queue). Changes made in a simulator (its /_admin actions) are
     delivered as signed webhooks to the service and applied by webhook_events_sensor's runs. Ctrl-C stops all.
     """
-    import dagster as dg
-
-    from appt_pipeline.cli.launch import ensure_partitions
-    from appt_pipeline.local.stack import local_stack, session_secret_key
-    from appt_pipeline.sample import SAMPLE_DIR
-    from appt_pipeline.sandbox.legacy_seed import legacy_seeds
-    from appt_pipeline.store.legacy_import import import_legacy
-    from appt_pipeline.store.workspaces import SecretKeyError, workspace_ids
+    from appt_pipeline.local.dev import DevPorts, DevStackError, run_dev
+    from appt_pipeline.store.workspaces import SecretKeyError
 
     if logging.getLogger().level > logging.DEBUG:  # the simulators' deliveries log one INFO line each (-v shows)
         logging.getLogger("httpx").setLevel(logging.WARNING)
-    with _runtime() as rt, session_secret_key() as (key, _), contextlib.ExitStack() as stack:
-        legacy = legacy_seeds(SAMPLE_DIR)
-        ids = workspace_ids(rt.engine)
-        if not set(legacy.accounts) & set(ids):
-            _err("importing the legacy sample (run `appt-pipeline demo` to migrate and reconcile it)")
-            import_legacy(rt.engine, SAMPLE_DIR)
-            ids = workspace_ids(rt.engine)
-        with dg.DagsterInstance.get() as instance:
-            ensure_partitions(instance, ids)
+    ports = DevPorts(ui=port, service=service_port, ghl=ghl_port, calendly=calendly_port)
+    with _runtime() as rt:
         try:
-            sims = stack.enter_context(local_stack(
-                rt.engine, rt.urls.app_url, legacy, ids, secret_key=key, id_seed="dev", host=host,
-                ghl_port=ghl_port, calendly_port=calendly_port, service_port=service_port))
+            code = run_dev(rt, host=host, ports=ports, say=_err)
         except SecretKeyError as exc:
             raise BadInput(str(exc)) from None
-        except OSError as exc:
+        except DevStackError as exc:
             raise BadInput(f"cannot start the simulators or the service: {exc} (choose other ports)") from None
-        sims.connect_webhooks()
-        _err(f"{rt.describe()}\n"
-             f"Dagster UI:         http://{host}:{port}\n"
-             f"webhook service:    {sims.service_url}  (POST /webhooks/{{ghl,calendly}}/<workspace>, GET /health)\n"
-             f"GHL simulator:      {sims.ghl_url}  (admin: /_admin/…)\n"
-             f"Calendly simulator: {sims.calendly_url}\n"
-             f"connected workspaces: {', '.join(f'{ws} ({p.value})' for ws, p in sims.providers.items())}")
-        for line in _dev_examples(sims):
-            _err(line)
-        cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
-               "-h", host, "-p", str(port)]
-        # own session: `dagster dev` ignores SIGINT when started from a non-interactive shell otherwise
-        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=dict(os.environ), start_new_session=True)
-
-        def stop(signum: int, _frame: object) -> None:
-            os.killpg(proc.pid, signal.SIGINT)
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
-        try:
-            code = proc.wait()
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
     if code not in (0, -signal.SIGINT, 130):
         sys.exit(EXIT_WORK_FAILED)
-
-
-def _dev_examples(sims: Any) -> list[str]:
-    """Copy-paste admin calls that change a booking at a simulator (each one becomes a signed webhook)."""
-    from datetime import UTC, datetime, timedelta
-
-    soon = (datetime.now(UTC) + timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
-    when = soon.isoformat().replace("+00:00", "Z")
-    out = ["Try (each change reaches the history through the service, the sensor and a webhook_ingest_job run, "
-           "within ~5-10 s):"]
-    ghl = next((b for b in sims.legacy.bookings if b.provider == "GHL" and b.workspace_id in sims.providers), None)
-    cal = next((b for b in sims.legacy.bookings if b.provider == "CALENDLY" and b.workspace_id in sims.providers
-                and b.status.value == "CONFIRMED"), None)
-    if ghl is not None:
-        out.append(f"  curl -s -X POST {sims.ghl_url}/_admin/appointments/{ghl.key}/reschedule "
-                   f"-H 'content-type: application/json' -d '{{\"startTime\": \"{when}\", \"force\": true}}'"
-                   f"   # lead {ghl.lead_id}")
-    if cal is not None:
-        out.append(f"  curl -s -X POST {sims.calendly_url}/_admin/invitees/reschedule "
-                   f"-H 'content-type: application/json' -d '{{\"invitee\": \"{cal.key}\", \"start_time\": "
-                   f"\"{when}\", \"force\": true}}'   # lead {cal.lead_id}")
-    return out
-
-
 
 
 # ------------------------------------------------------------------------------------------------ serve

@@ -17,6 +17,7 @@ import dagster as dg
 
 from appt_pipeline.defs.partitions import workspace_partitions
 from appt_pipeline.defs.resources import AppDatabase, ProviderClients
+from appt_pipeline.defs.runs import MAX_RUNTIME_TAG, WRITER_POOL
 from appt_pipeline.pipelines.accounts import WorkspaceNotConfigured
 from appt_pipeline.pipelines.attribution import (
     DEFAULT_BATCH_SIZE,
@@ -93,6 +94,7 @@ def report_metadata(report: AttributionReport) -> dict[str, Any]:
     deps=["appointment_history", "ghl_api", "calendly_api"],
     partitions_def=workspace_partitions,
     kinds={"postgres"},
+    pool=WRITER_POOL,
     description="Calendar attribution of the appointment history (SPEC §9): missing `ghl_calendar_id` / "
     "`calendly_event_type_uri` filled from the providers; metadata reports the coverage per provider.",
 )
@@ -136,5 +138,6 @@ attribution_backfill_job = dg.define_asset_job(
     "attribution_backfill_job",
     selection=[calendar_attribution],
     description="SPEC §9: fill a workspace's missing calendar attribution from its providers and report coverage.",
-    tags={"appt/kind": "attribution"},
+    # batches with pauses, at most 5,000 rows a run: an hour is a stuck run
+    tags={"appt/kind": "attribution", MAX_RUNTIME_TAG: "3600"},
 )

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from appt_pipeline.defs.jobs import SCHEDULED_PRIORITY, reconciliation_job
 from appt_pipeline.defs.partitions import workspace_partitions
 from appt_pipeline.defs.resources import AppDatabase
+from appt_pipeline.defs.runs import PRIORITY_TAG
 from appt_pipeline.domain.vocab import Provider
 from appt_pipeline.store.reconcile import count_due_leads
 
@@ -47,7 +48,7 @@ def reconciliation_schedule(
                if ws in partitions}
     requests = [
         dg.RunRequest(partition_key=ws, run_key=f"reconcile:{ws}:{stamp}",
-                      tags={"dagster/priority": SCHEDULED_PRIORITY, "appt/due_leads": str(n)})
+                      tags={PRIORITY_TAG: SCHEDULED_PRIORITY, "appt/due_leads": str(n)})
         for ws, n in due.items() if n > 0
     ]
     if not requests:

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from appt_pipeline.defs.jobs import webhook_ingest_job
 from appt_pipeline.defs.partitions import workspace_partitions
 from appt_pipeline.defs.resources import AppDatabase
+from appt_pipeline.defs.runs import IN_FLIGHT_STATUSES, PARTITION_TAG
 from appt_pipeline.store.webhook_events import pending_workspaces
 
 
@@ -32,11 +33,6 @@ def workspace_registry_sensor(
     return dg.SensorResult(dynamic_partitions_requests=[workspace_partitions.build_add_request(new)])
 
 
-#: Runs that may still claim staging rows: a new run for the workspace waits until none is left.
-_IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-              dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
-
-
 @dg.sensor(
     name="webhook_events_sensor",
     job=webhook_ingest_job,
@@ -51,8 +47,9 @@ def webhook_events_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     """Request a run for every workspace that has ``pending`` staging rows and no webhook run in flight.
 
-    Rows are found by **status**, never by an id or time cursor, so a row that commits after a higher
-    id was already processed is still picked up. Run keys are deterministic:
+    A webhook run of the workspace is in flight when its status is one of ``IN_FLIGHT_STATUSES``: the new
+    run waits until it ended. Rows are found by **status**, never by an id or time cursor, so a row that
+    commits after a higher id was already processed is still picked up. Run keys are deterministic:
     ``webhooks:<workspace>:<max pending id>-<pending count>:<attempt>``; the cursor remembers the last
     pending state requested per workspace, and the attempt number grows only when the same rows are
     still pending after that run ended (it failed), so a failed run is retried on a later tick
@@ -66,9 +63,9 @@ def webhook_events_sensor(
     known = set(context.instance.get_dynamic_partitions(workspace_partitions.name))
     new_partitions = sorted({p.workspace_id for p in pending} - known)
     in_flight = {
-        run.tags.get("dagster/partition")
+        run.tags.get(PARTITION_TAG)
         for run in context.instance.get_runs(
-            filters=dg.RunsFilter(job_name=webhook_ingest_job.name, statuses=_IN_FLIGHT)
+            filters=dg.RunsFilter(job_name=webhook_ingest_job.name, statuses=list(IN_FLIGHT_STATUSES))
         )
     }
     cursor: dict[str, list[Any]] = {}

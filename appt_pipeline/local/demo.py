@@ -38,13 +38,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import dagster as dg
 import sqlalchemy as sa
 
 from appt_pipeline.cli.launch import RunOutcome, ensure_partitions, run_partition_job
 from appt_pipeline.cli.runtime import Runtime
-from appt_pipeline.defs.jobs import RUN_LOGGERS
+from appt_pipeline.defs.evidence import ReconciliationEvidence, history_run_config
+from appt_pipeline.defs.history_results import (
+    HistoryCounters,
+    MigrationResult,
+    ReconciliationResult,
+    RollupsResult,
+    WebhookResult,
+)
 from appt_pipeline.defs.resources import AppDatabase
 from appt_pipeline.defs.sensors import webhook_events_sensor
 from appt_pipeline.domain.vocab import Provider
@@ -96,7 +104,8 @@ class ReconciliationSummary:
     """One row of the demo's reconciliation summary: what the pass found, and what the drift predicts.
 
     ``leads_due``: the due leads the run took (within its budget); ``leads_due_total``: all due leads of
-    the workspace before the run; the other counters are the run's ``appointment_history`` metadata.
+    the workspace before the run; the other counters are the run's typed ``appointment_history`` result
+    (:class:`~appt_pipeline.defs.history_results.ReconciliationResult`).
     """
 
     workspace_id: str
@@ -289,57 +298,64 @@ def run_demo(
     summary.drift_not_in_history = missing
     for ws in ids:
         outcome = outcomes[ws]
-        history = outcome.metadata.get("appointment_history", {})
+        rec = _history(outcome, ReconciliationResult) or ReconciliationResult(core=HistoryCounters())
         actions = [a for a in drift.actions if a.workspace_id == ws]
         summary.reconciliation.append(ReconciliationSummary(
             workspace_id=ws,
-            provider=str(history.get("provider") or (providers.get(ws) or "-")),
-            leads_due=int(history.get("leads_due", 0)),
+            provider=rec.provider or str(providers.get(ws) or "-"),
+            leads_due=rec.leads_due,
             leads_due_total=due_total.get(ws, 0),
-            leads_checked=int(history.get("leads_checked", 0)),
-            changed=int(history.get("changed", 0)),
-            new_bookings=int(history.get("new_bookings", 0)),
-            cancellations=int(history.get("cancellations", 0)),
-            reschedules=int(history.get("reschedules", 0)),
-            unchanged=int(history.get("unchanged", 0)),
-            not_found=int(history.get("not_found", 0)),
-            errors=int(history.get("errors", 0)),
-            api_requests=int(history.get("api_requests", 0)),
-            api_429s=int(history.get("api_429s", 0)),
-            duration_s=float(history.get("duration_s", 0.0)),
+            leads_checked=rec.leads_checked,
+            changed=rec.changed,
+            new_bookings=rec.new_bookings,
+            cancellations=rec.cancellations,
+            reschedules=rec.reschedules,
+            unchanged=rec.unchanged,
+            not_found=rec.not_found,
+            errors=rec.core.errors,
+            api_requests=rec.api_requests,
+            api_429s=rec.api_429s,
+            duration_s=rec.core.duration_s,
             expected=drift.expected(ws),
             drift_actions=len(actions),
             drift_in_history=len(actions) - sum(1 for a in missing if a.workspace_id == ws),
-            rollup_check_passed=outcome.checks.get("rollup_drift", False),
+            rollup_check_passed=outcome.rollup_check_passed,
             run_id=outcome.run_id,
             success=outcome.success,
-            skipped_workspace=history.get("skipped_workspace"),
+            skipped_workspace=rec.skipped_workspace,
         ))
     return summary
 
 
+_R = TypeVar("_R", MigrationResult, ReconciliationResult, WebhookResult)
+
+
+def _history(outcome: RunOutcome | None, kind: type[_R]) -> _R | None:
+    """The run's typed ``appointment_history`` result when it is of ``kind`` (a failed run has none)."""
+    history = outcome.history if outcome is not None else None
+    return history if isinstance(history, kind) else None
+
+
 def _migrate(instance: dg.DagsterInstance, ws: str) -> WorkspaceSummary:
     outcome = run_partition_job(instance, "migration_job", ws)
-    history = outcome.metadata.get("appointment_history", {})
-    rollups = outcome.metadata.get("lead_rollups", {})
+    history = _history(outcome, MigrationResult) or MigrationResult(core=HistoryCounters())
+    rollups = outcome.rollups or RollupsResult()
     return WorkspaceSummary(
         workspace_id=ws,
-        leads=int(rollups.get("leads", 0)),
-        created=int(history.get("created", 0)),
-        exists=int(history.get("exists", 0)),
-        rollups_changed=int(rollups.get("rollups_changed", 0)),
-        errors_by_kind=dict(history.get("errors_by_kind") or {}),
-        drift_check_passed=outcome.checks.get("rollup_drift", False),
+        leads=rollups.leads,
+        created=history.core.created,
+        exists=history.exists,
+        rollups_changed=rollups.rollups_changed,
+        errors_by_kind=dict(history.errors_by_kind),
+        drift_check_passed=outcome.rollup_check_passed,
         run_id=outcome.run_id,
         success=outcome.success,
     )
 
 
 def _reconcile(instance: dg.DagsterInstance, ws: str, lead_budget: int) -> RunOutcome:
-    config = {"evidence": "reconciliation", "apply": True, "lead_budget": lead_budget}
     return run_partition_job(instance, "reconciliation_job", ws,
-                             run_config={"ops": {"appointment_history_and_rollups": {"config": config}},
-                                         "loggers": RUN_LOGGERS})
+                             run_config=history_run_config(ReconciliationEvidence(lead_budget=lead_budget)))
 
 
 def _replay_watermark(engine: sa.Engine, providers: dict[str, Provider], now: datetime,
@@ -415,18 +431,17 @@ def _webhooks(runtime: Runtime, instance: dg.DagsterInstance, sims: LocalStack, 
                                   {"t": since}).all())
     for ws, provider in sims.providers.items():
         outcome = outcomes.get(ws)
-        history = outcome.metadata.get("appointment_history", {}) if outcome else {}
+        hook = _history(outcome, WebhookResult) or WebhookResult(core=HistoryCounters())
         actions = [a for a in drift.actions if a.workspace_id == ws]
         phase.workspaces.append(WebhookSummary(
             workspace_id=ws, provider=provider.value, stored=int(stored.get(ws, 0)),
-            processed=int(history.get("processed", 0)), ignored=int(history.get("ignored", 0)),
-            failed=int(history.get("failed", 0)), new_bookings=int(history.get("new_bookings", 0)),
-            cancellations=int(history.get("cancellations", 0)), reschedules=int(history.get("reschedules", 0)),
-            no_shows=int(history.get("no_shows", 0)), tasks_created=int(tasks.get(ws, 0)),
+            processed=hook.processed, ignored=hook.ignored, failed=hook.failed, new_bookings=hook.new_bookings,
+            cancellations=hook.cancellations, reschedules=hook.reschedules, no_shows=hook.no_shows,
+            tasks_created=int(tasks.get(ws, 0)),
             expected=drift.expected(ws), drift_actions=len(actions),
             drift_in_history=len(actions) - sum(1 for a in phase.not_in_history if a.workspace_id == ws),
             # no run: nothing new was stored (a rerun's redeliveries are recognised as duplicates at intake)
-            rollup_check_passed=outcome.checks.get("rollup_drift", False) if outcome else True,
+            rollup_check_passed=outcome.rollup_check_passed if outcome else True,
             run_id=outcome.run_id if outcome else "-", success=outcome.success if outcome else True,
         ))
     return phase
