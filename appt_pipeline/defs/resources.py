@@ -23,7 +23,7 @@ class ProviderSettings(dg.ConfigurableResource):
     """How runs talk to the providers: rate limits per account, timeout, and the key of stored secrets.
 
     Limits default to the providers' documented ones (GHL 100 requests / 10 s per location, Calendly
-    500 / 60 s per user; provider-apis.md §1.4, §2.5). ``secret_key`` decrypts workspace tokens
+    500 / 60 s per user; docs/providers.md §1.4, §2.5). ``secret_key`` decrypts workspace tokens
     is read from the environment variable named ``secret_key_env`` when needed, so it never enters run
     config, logs or metadata, and runs that need no secret (migration) work without it.
     """

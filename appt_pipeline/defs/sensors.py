@@ -40,7 +40,7 @@ _IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Da
 @dg.sensor(
     name="webhook_events_sensor",
     job=webhook_ingest_job,
-    # the sensor daemon loops every ~5 s (dagster-feasibility §3c); an interval of exactly 5 s aliases with
+    # the sensor daemon loops every ~5 s (docs/operations.md §6.3); an interval of exactly 5 s aliases with
     # that loop (a tick 4.99 s after the last one is skipped) and ticks every 10 s. 1 s: every loop ticks.
     minimum_interval_seconds=1,
     default_status=dg.DefaultSensorStatus.RUNNING,

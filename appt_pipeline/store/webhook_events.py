@@ -2,7 +2,7 @@
 
 Writers insert with :data:`INSERT_EVENTS_SQL` (``ON CONFLICT (dedupe_key) DO NOTHING``: a redelivery is
 recognised, never stored twice); the sensor reads :func:`pending_workspaces`; ingestion
-(``appt_pipeline.webhooks``) claims a workspace's pending rows with :data:`CLAIM_PENDING_SQL` and
+(``appt_pipeline.pipelines.webhook_ingest``) claims a workspace's pending rows with :data:`CLAIM_PENDING_SQL` and
 marks them with :func:`mark_events`. The sensor selects by **status**, never by an id or time cursor,
 so a row that commits after a higher id was already processed is still picked up (SPEC §7).
 """
