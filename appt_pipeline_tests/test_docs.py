@@ -34,6 +34,7 @@ TOP_FILES = ("README.md", "dagster.yaml", "workspace.yaml", "pyproject.toml")
 OUTSIDE = [
     (re.compile(r"\.\./shared"), "the team's shared folder"),
     (re.compile(r"shared/fixtures"), "the team's shared fixtures"),
+    (re.compile(r"""["']shared["']\s*/\s*["']fixtures["']"""), "the team's shared fixtures (a path built from parts)"),
     (re.compile(r"/work/"), "an absolute path of a machine"),
     (re.compile(r"peer-behaviour"), "the team's study of the original system (use docs/original-system.md)"),
     (re.compile(r"provider-apis"), "the team's provider notes (use docs/providers.md)"),
