@@ -30,7 +30,7 @@ defs = dg.Definitions(
         "app_db": AppDatabase(url=dg.EnvVar(DATABASE_URL_ENV)),
         "providers": ProviderClients(),  # APPT_SECRET_KEY when an account is loaded (ProviderClients doc)
     },
-    # one process per run instead of one per step: ~2 s saved per step on 2 cores (dagster-feasibility §3)
+    # one process per run instead of one per step: ~2 s saved per step on 2 cores (docs/operations.md §6.2)
     executor=dg.in_process_executor,
 )
 

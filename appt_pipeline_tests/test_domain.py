@@ -1,7 +1,7 @@
 """Pure domain rules (no database): §2 status mapping, §3 primary selection and rollup, §4.3 reschedule window,
 §3 lead status rule, §4.4 task messages; plus Hypothesis properties of the primary rule.
 
-Vectors are those of reference/peer-behaviour.md §15.5 (ref 2026-03-01T12:00Z) where they apply; SPEC §2
+Vectors are those of docs/original-system.md §15.5 (ref 2026-03-01T12:00Z) where they apply; SPEC §2
 overrides the original's ``invalid`` → confirmed (it maps to CANCELED here).
 """
 
@@ -62,7 +62,8 @@ def row(name: str, status: Status, created: str = "2026-01-15T00:00", **kw: obje
 
 C, X, R, S, N = Status.CONFIRMED, Status.CANCELED, Status.RESCHEDULED, Status.SHOWED, Status.NO_SHOW
 
-# (name, rows, expected primary name) — §15.5 vectors first, then tie-break and rule-order vectors.
+# (name, rows, expected primary name) — docs/original-system.md §15.5 vectors first, then tie-break and
+# rule-order vectors.
 PRIMARY_VECTORS: list[tuple[str, list[Row], str]] = [
     ("next-upcoming-confirmed", [row("A", C, start_at="2026-03-05T00:00"), row("B", C, start_at="2026-03-02T00:00")],
      "B"),

@@ -3,7 +3,7 @@ PostgreSQL, plus crash safety of ``appt-pipeline migrate --apply`` killed with S
 
 Legacy data is loaded the way operators load it — a CSV in the fixture format through
 ``import_legacy`` (a few cases then write values an import would have normalised straight into
-``leads``). Reference bugs of the original (peer-behaviour §10) are pinned: event-only Calendly
+``leads``). Reference bugs of the original (docs/original-system.md §10) are pinned: event-only Calendly
 leads duplicated on rerun, the narrower status mapping, ``created_at`` = migration time, a dry-run moving
 the resume point.
 """
@@ -190,7 +190,7 @@ def test_chunk_size_must_be_positive(db: sa.Engine) -> None:
 
 
 def test_event_only_calendly_leads_are_idempotent(db: sa.Engine, tmp_path: Path) -> None:
-    # the original inserted another row for these on every --apply rerun (peer-behaviour §10)
+    # the original inserted another row for these on every --apply rerun (docs/original-system.md §10)
     load(db, tmp_path, [cal_lead("c1", "ev1", appointment_status="confirmed"),
                         cal_lead("c2", "ev2", appointment_status="canceled"), cal_lead("c3", "ev3", "inv3")])
     first = migrate_workspace(db, "ws_b", apply=True)
@@ -252,7 +252,7 @@ STATUS_CASES: list[tuple[str, Status]] = [
 
 def test_statuses_map_by_spec(db: sa.Engine, tmp_path: Path) -> None:
     # GHL `invalid` is a void appointment (CANCELED), `booked`/`completed`/`no-show` are not CONFIRMED:
-    # the original's narrower mapping (peer-behaviour §2.4) confirmed all three
+    # the original's narrower mapping (docs/original-system.md §2.4) confirmed all three
     leads = [ghl_lead(f"s{i:02d}", f"g{i}", appointment_status=raw) for i, (raw, _) in enumerate(STATUS_CASES)]
     leads.append(cal_lead("cal_upper", "evu", "invu", appointment_status="CANCELED"))
     load(db, tmp_path, leads)

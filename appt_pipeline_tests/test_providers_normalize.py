@@ -1,4 +1,4 @@
-"""Provider response normalisation (pure): GHL vectors of peer-behaviour §15.3 (+ the recommended extras),
+"""Provider response normalisation (pure): GHL vectors of docs/original-system.md §15.3 (+ the recommended extras),
 Calendly invitee/event/webhook parsing, and observations (SPEC §2, §4, §7, §9)."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def ws(**kw: Any) -> dict[str, Any]:
     return {"workspace_id": "ws1", "lead_id": "lead1", "source": Source.RECONCILE_CRON, **kw}
 
 
-# --------------------------------------------------------------------------------------------- GHL §15.3
+# ------------------------------------------------------------------------ GHL, docs/original-system.md §15.3
 
 
 def test_g1_wrapped_appointment_offsets_and_raw_status() -> None:

@@ -1,4 +1,4 @@
-"""PII masking (SPEC §11; reference peer-behaviour §13): e-mails and phone-like digit runs."""
+"""PII masking (SPEC §11; docs/original-system.md §13): e-mails and phone-like digit runs."""
 
 from __future__ import annotations
 

@@ -46,7 +46,7 @@ RATE_HEADERS = (
     "x-ratelimit-limit-daily",
     "x-ratelimit-daily-remaining",
 )
-#: Observed GET /calendars/events/appointments/{id} object keys (NANGO-GHL-REC, provider-apis.md §1.2).
+#: Observed GET /calendars/events/appointments/{id} object keys (NANGO-GHL-REC, docs/providers.md §1.2).
 OBSERVED_APPOINTMENT_KEYS = {
     "id", "title", "calendarId", "locationId", "contactId", "appointmentStatus", "appoinmentStatus", "address",
     "startTime", "endTime", "dateAdded", "dateUpdated", "assignedResources", "isRecurring", "createdBy",

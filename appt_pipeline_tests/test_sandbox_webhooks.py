@@ -3,8 +3,8 @@
 The receiver is a tiny FastAPI app served by ``SimulatorServer``: it records the raw bytes and
 headers of every POST, verifies the signature on those exact bytes with
 ``appt_pipeline.domain.signatures`` (401 when it does not verify) and answers scripted statuses.
-Retry delays are shrunk through ``webhook_settings`` to keep the file fast (provider-apis.md §1.5,
-§2.6 for the real numbers).
+Retry delays are shrunk through ``webhook_settings`` to keep the file fast (the real numbers:
+docs/providers.md §1.5, §2.6).
 """
 
 from __future__ import annotations

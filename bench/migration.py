@@ -8,7 +8,7 @@ One run, on one generated legacy export (``appt_pipeline.sample.generator``, def
 1. **ours** — ``migrate_workspace(engine, ws, apply=True)`` (the real code path, default chunk size) for
    every workspace on a fresh copy of the imported database, in a child process (peak RSS); leads/s, wall
    time, and a per-statement breakdown (every SQL statement the run executes, timed client-side);
-2. **per-lead** — the original's way (reference/peer-behaviour.md §10 and §4), implemented here with
+2. **per-lead** — the original's way (docs/original-system.md §10 and §4), implemented here with
    psycopg 3, one round trip per statement: a page query per 100 leads, then per lead one transaction
    ``BEGIN`` / look the row up by its key / upsert it / read all the lead's rows / update the lead's
    rollup / ``COMMIT``; run on a subset (default 5,000 leads with a provider id) of a fresh copy, and
@@ -593,7 +593,7 @@ WHERE id = %s
 
 
 def per_lead_migrate(conn: psycopg.Connection, workspaces: list[str], budget: int, now: datetime) -> dict[str, int]:
-    """The original's per-lead migration (peer-behaviour §10, with §4's upsert-with-rollup), §5 values.
+    """The original's per-lead migration (docs/original-system.md §10, with its §4 upsert-with-rollup), SPEC §5 values.
 
     ``conn`` is in autocommit mode: the page query is one statement; each lead is one explicit
     transaction of single-row statements, each one round trip. Sequential (the original ran 10 leads at

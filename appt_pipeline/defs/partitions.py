@@ -1,4 +1,4 @@
-"""Workspace partitions: one dynamic partition per ``workspaces.id`` (DESIGN.md, Dagster model)."""
+"""Workspace partitions: one dynamic partition per ``workspaces.id`` (docs/operations.md §4)."""
 
 import dagster as dg
 

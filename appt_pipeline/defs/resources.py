@@ -36,7 +36,7 @@ class ProviderClients(dg.ConfigurableResource):
     make *every* run of the shared appointment op fail without the variable, also the migration that
     needs no token. Loading an account without any key raises ``SecretKeyError``. Limits default to
     the providers' documented ones (GHL 100 requests / 10 s per location, Calendly 500 / 60 s per
-    user; provider-apis.md §1.4, §2.5); ``timeout_s`` is per request, in seconds.
+    user; docs/providers.md §1.4, §2.5); ``timeout_s`` is per request, in seconds.
     """
 
     secret_key: str = ""

@@ -36,7 +36,7 @@ def workspace_registry_sensor(
 @dg.sensor(
     name="webhook_events_sensor",
     job=webhook_ingest_job,
-    # the sensor daemon loops every ~5 s (dagster-feasibility §3c); an interval of exactly 5 s aliases with
+    # the sensor daemon loops every ~5 s (docs/operations.md §6.3); an interval of exactly 5 s aliases with
     # that loop (a tick 4.99 s after the last one is skipped) and ticks every 10 s. 1 s: every loop ticks.
     minimum_interval_seconds=1,
     default_status=dg.DefaultSensorStatus.RUNNING,

@@ -1,6 +1,6 @@
 """PII masking for provider error text and anything else that may be logged or stored (SPEC §7, §11).
 
-Pure: no I/O. The rule is the original's (reference peer-behaviour §13), made a little stricter:
+Pure: no I/O. The rule is the original's (docs/original-system.md §13), made a little stricter:
 
 * e-mail-like substrings → ``[redacted-email]``. The local part is RFC 5322 ``atext`` without the
   URL and quoting delimiters ``/ ? = & # '`` (letters, digits and ``!$%*+^_`{|}~.-``), so a URL or
@@ -52,7 +52,7 @@ def mask_pii(text: object) -> str:
 
     Returns:
         The text with every e-mail-like substring replaced by ``[redacted-email]`` and every
-        phone-like digit run by ``[redacted-phone]`` (peer-behaviour §13; SPEC §11).
+        phone-like digit run by ``[redacted-phone]`` (docs/original-system.md §13; SPEC §11).
     """
     if text is None:
         return ""

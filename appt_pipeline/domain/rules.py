@@ -60,7 +60,7 @@ def format_meeting_time(start_at: datetime, zone: ZoneInfo) -> str:
 
 
 def task_message(task_type: str, start_at: datetime | None, zone: ZoneInfo) -> str:
-    """Suggested message of a follow-up task (reference peer-behaviour §9, timezone fixed per SPEC §4.4)."""
+    """Suggested message of a follow-up task (docs/original-system.md §9, timezone fixed per SPEC §4.4)."""
     if task_type == TASK_MEETING_RESCHEDULED:
         if start_at is None:
             return "Meeting was rescheduled. Review and confirm the new time with the lead."

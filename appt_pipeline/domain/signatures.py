@@ -6,12 +6,12 @@ JSON parsing (SPEC §7).
 * Calendly — header ``Calendly-Webhook-Signature: t=<unix seconds>,v1=<hex>``; the signature is
   HMAC-SHA256(signing key, ``t + "." + raw_body``) in hex, compared in constant time; a ``t`` more
   than 180 s away from now (either direction) is rejected; no other variant is accepted (the
-  original's extra candidates and base64 forms are not, peer-behaviour §6.2). Source:
-  provider-apis.md §2.6 (developer.calendly.com, webhook signatures).
+  original's extra candidates and base64 forms are not, docs/original-system.md §6.2). Source:
+  docs/providers.md §2.6 (developer.calendly.com, webhook signatures).
 * GHL — ``X-GHL-Signature``: base64 Ed25519 signature over the raw body, verified with the
   configured public key; the legacy ``x-wh-signature`` (base64 RSASSA-PKCS1-v1_5 + SHA-256) only
   when a legacy RSA public key is configured for the workspace. Replay window: 300 s on the body's
-  ``timestamp`` (:func:`check_ghl_timestamp`, after parsing). Source: provider-apis.md §1.5
+  ``timestamp`` (:func:`check_ghl_timestamp`, after parsing). Source: docs/providers.md §1.5
   (GHL-WH-AUTH, GHL-SDK ``webhook-manager.ts``).
 """
 
@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-#: Calendly's tolerance for ``t`` (seconds; provider-apis.md §2.6, SPEC §7).
+#: Calendly's tolerance for ``t`` (seconds; docs/providers.md §2.6, SPEC §7).
 CALENDLY_TOLERANCE_S = 180
 #: GHL's replay window on the body's ``timestamp`` (seconds; SPEC §7, GHL-WH-AUTH §3).
 GHL_REPLAY_WINDOW_S = 300

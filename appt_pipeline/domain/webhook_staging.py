@@ -168,7 +168,7 @@ def stage_calendly(body: Any, *, workspace_id: str) -> StagedEvent:
     object). Handled events need ``payload.uri`` (the invitee) and ``payload.status``.
 
     Dedupe key: ``calendly:`` + SHA-256 of (workspace, event, invitee URI, invitee ``updated_at``,
-    envelope ``created_at``) — provider-apis.md §2.6; a delivery without an invitee URI is keyed by
+    envelope ``created_at``) — docs/providers.md §2.6; a delivery without an invitee URI is keyed by
     the envelope alone.
 
     Raises:

@@ -7,7 +7,7 @@ written without (the migration, older webhooks) are filled here:
 * Calendly — ``GET /scheduled_events/{uuid}`` → ``event_type`` (one request per distinct event,
   shared by all its invitees' rows).
 
-How a run goes (peer-behaviour §11.1, with its defaults and clamps):
+How a run goes (docs/original-system.md §11.1, with its defaults and clamps):
 
 1. the workspace's oldest rows missing attribution, at most ``limit`` (default 500, clamped to
    1…5,000 — a clamp is logged and reported in ``AttributionReport.clamped``), only for providers the
@@ -85,9 +85,9 @@ def load_attribution_accounts(
 ) -> tuple[list[ProviderAccount], dict[str, str]]:
     """Every provider account the workspace can be asked with, and why the others cannot.
 
-    Unlike :func:`appt_pipeline.pipelines.reconciliation.load_provider_account` (the *booking* provider only),
+    Unlike :func:`appt_pipeline.pipelines.accounts.load_provider_account` (the *booking* provider only),
     attribution serves both providers, because a workspace's history may hold rows of either
-    (peer-behaviour §11.1). GHL needs ``ghl_location_id`` and the ``ghl_private_token`` secret;
+    (docs/original-system.md §11.1). GHL needs ``ghl_location_id`` and the ``ghl_private_token`` secret;
     Calendly needs the ``calendly_access_token`` secret (its limiter account is
     ``calendly_user_uri``, else ``calendly_organization_uri``, else the workspace id).
 

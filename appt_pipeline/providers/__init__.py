@@ -3,7 +3,7 @@
 Layout: :mod:`.normalize` (pure parsing and observation building), :mod:`.http` (the shared transport
 policy: auth headers, one limiter per provider account, retries, timeouts, masked errors, call stats),
 :mod:`.ghl` and :mod:`.calendly` (async clients). Providers never import ``appt_pipeline.store`` or
-``appt_pipeline.sandbox`` (DESIGN.md). Importing this package does no I/O.
+``appt_pipeline.sandbox`` (import rules: docs/README.md). Importing this package does no I/O.
 """
 
 from appt_pipeline.providers.calendly import CalendlyClient

@@ -1,10 +1,10 @@
-"""Async Calendly API v2 client (SPEC §6, §8, §9; provider-apis.md §2).
+"""Async Calendly API v2 client (SPEC §6, §8, §9; docs/providers.md §2).
 
 ``Authorization: Bearer <token>``, no version header. Resources are identified by canonical URIs
 (``https://api.calendly.com/...``); methods take those URIs (or bare UUIDs) and the transport routes
 them — and pagination links — to the configured base URL (SPEC preamble). List calls follow
-``pagination.next_page`` to the end (peer-behaviour §14.17: the original read only the first page).
-Rate limit: one sliding-window limiter per user, 500 requests / 60 s by default (provider-apis.md §2.5).
+``pagination.next_page`` to the end (docs/original-system.md §14, item 17: the original read only the first page).
+Rate limit: one sliding-window limiter per user, 500 requests / 60 s by default (docs/providers.md §2.5).
 
 Usage::
 
@@ -51,7 +51,7 @@ from appt_pipeline.providers.normalize import (
 )
 
 CALENDLY_BASE_URL = CALENDLY_CANONICAL_BASE
-#: Longest ``start_time``…``end_time`` range of one available-times request (provider-apis.md §2.2).
+#: Longest ``start_time``…``end_time`` range of one available-times request (docs/providers.md §2.2).
 AVAILABLE_TIMES_MAX_RANGE = timedelta(days=7)
 #: ``start_time`` sent is at least this far ahead of now (Calendly answers 400 for a start in the past).
 AVAILABLE_TIMES_MIN_LEAD = timedelta(seconds=30)
@@ -189,7 +189,7 @@ class CalendlyClient(ProviderClient):
         ``GET /scheduled_events`` with ``organization`` (default: configured, else from ``/users/me``),
         optional ``user``, ``invitee_email`` (trimmed, lower-cased; sent only in the query),
         ``min_start_time``/``max_start_time`` (UTC), ``status``, ``sort=start_time:asc``,
-        ``count=100`` (provider-apis.md §2.2–2.3; SPEC §6). Unparseable items are skipped.
+        ``count=100`` (docs/providers.md §2.2–2.3; SPEC §6). Unparseable items are skipped.
         """
         organization = organization_uri or self.organization_uri
         if not organization and not user_uri:
@@ -246,7 +246,7 @@ class CalendlyClient(ProviderClient):
     ) -> list[CalendlyAvailableTime]:
         """Open slots of an event type in ``[start, end)``: ``GET /event_type_available_times`` with
         ``event_type``, ``start_time``, ``end_time``; ranges over 7 days are split into ≤ 7-day requests
-        (provider-apis.md §2.2; not paginated). Merged, sorted, de-duplicated; slots outside the range
+        (docs/providers.md §2.2; not paginated). Merged, sorted, de-duplicated; slots outside the range
         dropped. Calendly rejects a ``start_time`` in the past, so the range starts no earlier than
         :data:`AVAILABLE_TIMES_MIN_LEAD` from now (passing ``now`` is fine)."""
         start, end = max(as_utc(start), datetime.now(UTC) + AVAILABLE_TIMES_MIN_LEAD), as_utc(end)
@@ -278,7 +278,7 @@ class CalendlyClient(ProviderClient):
         questions_and_answers: list[Mapping[str, Any]] | None = None,
         location: Mapping[str, Any] | None = None,
     ) -> CalendlyInvitee:
-        """Book: ``POST /invitees`` (Scheduling API, released 2025-10-15; provider-apis.md §2.2) → 201
+        """Book: ``POST /invitees`` (Scheduling API, released 2025-10-15; docs/providers.md §2.2) → 201
         ``{resource: Invitee}``. Body: ``event_type``, ``start_time`` (UTC), ``invitee {email, timezone,
         name | first_name [+ last_name]}``, optional ``location`` and ``questions_and_answers``.
 

@@ -1,4 +1,4 @@
-"""Async GoHighLevel (LeadConnector API v2) client (SPEC §6, §8, §9; provider-apis.md §1).
+"""Async GoHighLevel (LeadConnector API v2) client (SPEC §6, §8, §9; docs/providers.md §1).
 
 Every call: ``Authorization: Bearer <token>`` and the endpoint's ``Version`` header (calendars
 ``2021-04-15``, contacts ``2021-07-28``; GHL-SPEC-CAL / GHL-SPEC-CON), through the shared
@@ -44,10 +44,10 @@ from appt_pipeline.providers.normalize import (
 )
 
 GHL_BASE_URL = "https://services.leadconnectorhq.com"
-#: ``Version`` header values (provider-apis.md §1.1).
+#: ``Version`` header values (docs/providers.md §1.1).
 VERSION_CALENDARS = "2021-04-15"
 VERSION_CONTACTS = "2021-07-28"
-#: Longest ``startDate``…``endDate`` range of one free-slots request (provider-apis.md §1.2).
+#: Longest ``startDate``…``endDate`` range of one free-slots request (docs/providers.md §1.2).
 FREE_SLOTS_MAX_RANGE = timedelta(days=31)
 
 
@@ -119,7 +119,7 @@ class GhlClient(ProviderClient):
         """All appointments of a contact: ``GET /contacts/{contactId}/appointments`` (Version 2021-07-28).
 
         GHL returns ``{events: [...]}`` with no window and no pagination (GHL-SPEC-CON). Invalid items
-        are dropped and counted in ``dropped`` (peer-behaviour §7.2). An unknown contact gives
+        are dropped and counted in ``dropped`` (docs/original-system.md §7.2). An unknown contact gives
         ``not_found``.
         """
         body = await self._get(f"/contacts/{_segment(contact_id, 'contact id')}/appointments", VERSION_CONTACTS)
@@ -132,8 +132,9 @@ class GhlClient(ProviderClient):
         """One appointment: ``GET /calendars/events/appointments/{eventId}`` (Version 2021-04-15).
 
         Handles the observed ``{appointment: …, traceId}`` and the specified ``{event: …}`` shapes; a
-        deleted appointment comes back with ``deleted=True`` (GET still answers 200; provider-apis.md
-        §1.2). Raises ``not_found`` for 404 and ``bad_response`` when the body has no valid appointment.
+        deleted appointment comes back with ``deleted=True`` (GET still answers 200;
+        docs/providers.md §1.2). Raises ``not_found`` for 404 and ``bad_response`` when the body has no
+        valid appointment.
         """
         body = await self._get(
             f"/calendars/events/appointments/{_segment(appointment_id, 'appointment id')}", VERSION_CALENDARS
@@ -176,7 +177,7 @@ class GhlClient(ProviderClient):
 
         ``GET /calendars/{calendarId}/free-slots`` (Version 2021-04-15) with ``startDate``/``endDate``
         in epoch milliseconds; ranges longer than 31 days are split into ≤ 31-day requests
-        (provider-apis.md §1.2) and the answers merged (duplicates removed, slots outside the range
+        (docs/providers.md §1.2) and the answers merged (duplicates removed, slots outside the range
         dropped).
         """
         start, end = as_utc(start), as_utc(end)

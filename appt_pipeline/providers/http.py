@@ -1,4 +1,4 @@
-"""Shared transport policy for the provider clients (SPEC §6, §11; provider-apis.md §1.3–1.4, §2.4–2.5).
+"""Shared transport policy for the provider clients (SPEC §6, §11; docs/providers.md §1.3–1.4, §2.4–2.5).
 
 One :class:`ProviderHttp` per client; what is shared per provider account within a run is the
 :class:`AccountLimiter` (and optionally the ``httpx.AsyncClient`` and the :class:`CallStats`).
@@ -8,7 +8,7 @@ One :class:`ProviderHttp` per client; what is shared per provider account within
   ``period_s`` after the answer), while a steady stream uses ≥ 97 % of the limit. (A leaky bucket such
   as aiolimiter admits up to ~2N in the window right after a burst; a sliding log of send times lets
   in-flight delays spill into the next window — both draw 429s.) Defaults: GHL 100 / 10 s per
-  location, Calendly 500 / 60 s per user (provider-apis.md §1.4, §2.5); both configurable.
+  location, Calendly 500 / 60 s per user (docs/providers.md §1.4, §2.5); both configurable.
 * **429** — the wait is ``Retry-After`` (seconds or HTTP date), else ``X-RateLimit-Reset`` (seconds
   until reset; Calendly), else the limiter's window; the whole account limiter pauses for that long
   (every request of the account is told the same thing by the provider; a POST's 429 delays only that
@@ -127,7 +127,8 @@ class Secret:
     __slots__ = ("_value",)
 
     def __init__(self, value: str) -> None:
-        self._value = (value or "").strip()  # trailing whitespace broke signatures in the original (§14.5)
+        # trailing whitespace broke signatures in the original (docs/original-system.md §14, item 5)
+        self._value = (value or "").strip()
 
     def reveal(self) -> str:
         return self._value
@@ -291,7 +292,7 @@ class RateLimit:
     period_s: float
 
 
-#: Documented defaults (provider-apis.md §1.4: GHL burst 100 / 10 s per location; §2.5: Calendly 500 / min per user).
+#: Documented defaults (docs/providers.md §1.4: GHL burst 100 / 10 s per location; §2.5: Calendly 500 / min per user).
 GHL_RATE_LIMIT = RateLimit(100, 10.0)
 CALENDLY_RATE_LIMIT = RateLimit(500, 60.0)
 
@@ -315,7 +316,7 @@ class LimiterRegistry:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retry bounds (seconds). Defaults follow the original's budget (peer-behaviour §7.3) with jitter.
+    """Retry bounds (seconds). Defaults follow the original's budget (docs/original-system.md §7.3) with jitter.
 
     Attributes:
         max_attempts: attempts in all for 5xx / network / timeout failures of idempotent requests.
@@ -346,7 +347,7 @@ def parse_retry_after(
 
     ``Retry-After`` (delta-seconds or an HTTP date; RFC 9110 §10.2.3) first, then — when
     ``rate_limit_reset`` — ``X-RateLimit-Reset`` (Calendly: seconds until the window resets,
-    provider-apis.md §2.5; a value that looks like a Unix time is read as one). Negative values become 0.
+    docs/providers.md §2.5; a value that looks like a Unix time is read as one). Negative values become 0.
     A 5xx passes ``rate_limit_reset=False``: Calendly sends that header on every answer, and it says
     when the rate window frees up, not when a failed server comes back.
     """
@@ -626,7 +627,7 @@ class ProviderHttp:
             too_long = wait > self.retry.max_retry_after_s
             if not too_long and method != "POST":
                 # the provider told the account to wait. A POST's 429 may be its endpoint's own quota
-                # (Calendly POST /invitees, provider-apis.md §2.5): then only that request waits.
+                # (Calendly POST /invitees, docs/providers.md §2.5): then only that request waits.
                 self.limiter.pause(wait)
             raise self._error(
                 ErrorKind.RATE_LIMITED, method, path, detail or "too many requests", status_code=status,

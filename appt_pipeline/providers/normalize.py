@@ -1,4 +1,4 @@
-"""Provider payloads → typed objects → observations (SPEC §2, §4, §7, §9; reference provider-apis.md).
+"""Provider payloads → typed objects → observations (SPEC §2, §4, §7, §9; docs/providers.md).
 
 Pure: no I/O, no logging of payload content. Every parser takes any decoded JSON value and never
 raises on a malformed payload: it returns ``None`` (single objects) or drops and counts the bad
@@ -8,7 +8,7 @@ offsets (``2026-01-06T09:00:00-07:00``) become instants.
 PII: the typed objects keep only ids, URIs, times, statuses and flags. The Calendly invitee e-mail
 is kept in memory for lead matching (``repr=False``: it never appears in a ``repr``, a log line or
 an exception); free-text GHL ``title``/``notes``/``address`` are kept only because the original's
-normaliser exposes them (peer-behaviour §7.2) and are likewise hidden from ``repr``. Cancellation
+normaliser exposes them (docs/original-system.md §7.2) and are likewise hidden from ``repr``. Cancellation
 reasons are masked with :func:`~appt_pipeline.domain.redaction.mask_pii` at parse time; the
 canceller's name (``canceled_by``) is never kept.
 
@@ -34,7 +34,7 @@ from appt_pipeline.domain.vocab import Provider, Source, Status, map_status
 CALENDLY_CANONICAL_BASE = "https://api.calendly.com"
 #: cancel_reason stored for a GHL appointment reported with ``deleted: true`` or by AppointmentDelete (SPEC §7).
 GHL_DELETED_REASON = "deleted"
-#: Keys that may hold the list of a GHL list response, in order (peer-behaviour §7.2).
+#: Keys that may hold the list of a GHL list response, in order (docs/original-system.md §7.2).
 _GHL_LIST_KEYS: tuple[tuple[str, ...], ...] = (
     ("events",), ("appointments",), ("data", "events"), ("data", "appointments"),
 )
@@ -131,13 +131,13 @@ class GhlAppointment:
         status: the raw status string (``appointmentStatus``, else the misspelled duplicate
             ``appoinmentStatus``, else ``status``; first non-blank) or ``""``; unmapped.
         start_at, end_at: UTC instants parsed from ``startTime``/``endTime`` (offsets honoured).
-        start_time_raw, end_time_raw: the provider strings unchanged (offsets kept; peer-behaviour §7.2).
+        start_time_raw, end_time_raw: the provider strings unchanged (offsets kept; docs/original-system.md §7.2).
         date_added, date_updated: UTC instants from ``dateAdded``/``dateUpdated``, ``None`` if absent.
         deleted: ``deleted: true`` on a GET of a deleted appointment, or an AppointmentDelete webhook.
         assigned_user_id, title, notes, address: copied only when strings (``""`` kept); ``None`` when
             absent. ``title``/``notes``/``address`` are free text: never logged or stored.
 
-    Source: provider-apis.md §1.2 (GHL-SPEC-CAL ``CalendarEventDTO``, NANGO-GHL-REC observed extras).
+    Source: docs/providers.md §1.2 (GHL-SPEC-CAL ``CalendarEventDTO``, NANGO-GHL-REC observed extras).
     """
 
     id: str
@@ -168,7 +168,7 @@ class GhlAppointmentList:
 
 @dataclass(frozen=True, slots=True)
 class GhlWebhook:
-    """A GHL appointment webhook (``AppointmentCreate|Update|Delete``; provider-apis.md §1.5).
+    """A GHL appointment webhook (``AppointmentCreate|Update|Delete``; docs/providers.md §1.5).
 
     ``appointment`` is ``None`` when the body holds no valid appointment; for ``AppointmentDelete`` it
     has ``deleted=True``. ``webhook_id``/``timestamp`` are present on signed deliveries only.
@@ -186,7 +186,7 @@ def parse_ghl_appointment(
 ) -> GhlAppointment | None:
     """Normalise any JSON value into a :class:`GhlAppointment`, or ``None`` when it is not one.
 
-    Rules (peer-behaviour §7.2, vectors §15.3 G1–G9 and the recommended extras):
+    Rules (docs/original-system.md §7.2, vectors §15.3 G1–G9 and the recommended extras):
 
     1. non-objects (``None``, strings, numbers, booleans, lists) → ``None``;
     2. the candidate is the ``appointment`` member if truthy, else ``event`` if truthy, else the object
@@ -261,7 +261,7 @@ def parse_ghl_appointment_list(
     The array is the first list among ``events``, ``appointments``, ``data.events``,
     ``data.appointments`` (a bare JSON array is accepted too); no array → empty list. Every item
     goes through :func:`parse_ghl_appointment`; invalid items are dropped and counted
-    (peer-behaviour §7.2, Phase 63d). Never raises.
+    (docs/original-system.md §7.2 and §14, item 2). Never raises.
     """
     items: Any = obj if isinstance(obj, list) else None
     if items is None and isinstance(obj, Mapping):
@@ -284,7 +284,7 @@ def parse_ghl_webhook(obj: Any) -> GhlWebhook | None:
 
     ``type == "AppointmentDelete"`` marks the appointment ``deleted`` (SPEC §7: delete → CANCELED with
     reason ``deleted``). Returns ``None`` for a non-object or a body without a string ``type``.
-    Source: provider-apis.md §1.5 (GHL-WH-DOCS, GHL-WH-AUTH).
+    Source: docs/providers.md §1.5 (GHL-WH-DOCS, GHL-WH-AUTH).
     """
     if not isinstance(obj, Mapping) or not _text(obj.get("type")):
         return None
@@ -318,10 +318,10 @@ def _epoch(value: Any) -> datetime | None:
 def parse_ghl_free_slots(obj: Any) -> list[datetime]:
     """Free slot starts from ``GET /calendars/{id}/free-slots`` as sorted, de-duplicated UTC instants.
 
-    Shape (provider-apis.md §1.2, fixture ``ghl.calendar_free_slots.json``): an object keyed by
+    Shape (docs/providers.md §1.2, fixture ``ghl.calendar_free_slots.json``): an object keyed by
     ``YYYY-MM-DD`` (older spec: ``_dates_``) whose values hold ``{slots: [ISO-8601 with offset]}``;
     ``traceId`` and other non-slot members are ignored; a slot may also be ``{startTime}``
-    (peer-behaviour §8.3). Unparseable slots are dropped.
+    (docs/original-system.md §8.3). Unparseable slots are dropped.
     """
     found: set[datetime] = set()
     if isinstance(obj, Mapping):
@@ -420,7 +420,7 @@ class CalendlyNoShow:
 
 @dataclass(frozen=True, slots=True)
 class CalendlyEvent:
-    """A Calendly scheduled event (CAL-SPEC ``Event``; provider-apis.md §2.2).
+    """A Calendly scheduled event (CAL-SPEC ``Event``; docs/providers.md §2.2).
 
     ``status`` is the raw ``active``/``canceled`` (informational only: a row's status comes from the
     invitee, SPEC §2). ``start_at``/``end_at``/``created_at``/``updated_at`` are UTC.
@@ -439,7 +439,7 @@ class CalendlyEvent:
 
 @dataclass(frozen=True, slots=True)
 class CalendlyInvitee:
-    """A Calendly invitee (CAL-SPEC ``Invitee``; provider-apis.md §2.2, reschedule semantics).
+    """A Calendly invitee (CAL-SPEC ``Invitee``; docs/providers.md §2.2, reschedule semantics).
 
     Attributes:
         uri: the invitee URI (the appointment's provider key).
@@ -581,7 +581,7 @@ def parse_calendly_invitee(obj: Any, *, event_uri: str | None = None) -> Calendl
 
     Needs a string ``uri`` and a status: ``status`` (``active``/``canceled``), else the legacy
     ``canceled`` boolean. ``event_uri`` fills a missing ``event``. The e-mail is trimmed and
-    lower-cased (peer-behaviour §5.5). Returns ``None`` when the object is not an invitee.
+    lower-cased (docs/original-system.md §5.5). Returns ``None`` when the object is not an invitee.
     """
     item = _resource(obj)
     if not isinstance(item, Mapping) or not _text(item.get("uri")):
@@ -615,7 +615,7 @@ def parse_calendly_invitee(obj: Any, *, event_uri: str | None = None) -> Calendl
 
 
 def parse_calendly_webhook(obj: Any) -> CalendlyWebhook | None:
-    """Parse a Calendly webhook envelope (SPEC §7; provider-apis.md §2.6).
+    """Parse a Calendly webhook envelope (SPEC §7; docs/providers.md §2.6).
 
     Current form: invitee fields at the root of ``payload`` and the event under
     ``payload.scheduled_event``; older form: ``payload.invitee`` (and ``payload.event`` as an object).
@@ -865,7 +865,7 @@ def ghl_webhook_observation(
 
 def split_range(start: datetime, end: datetime, max_span: timedelta) -> list[tuple[datetime, datetime]]:
     """Split ``[start, end)`` into consecutive ranges no longer than ``max_span`` (GHL free slots ≤ 31 days,
-    Calendly available times ≤ 7 days; provider-apis.md §1.2, §2.2). Empty when ``end <= start``."""
+    Calendly available times ≤ 7 days; docs/providers.md §1.2, §2.2). Empty when ``end <= start``."""
     if max_span <= timedelta(0):
         raise ValueError("max_span must be positive")
     out: list[tuple[datetime, datetime]] = []

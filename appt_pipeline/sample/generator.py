@@ -1,6 +1,6 @@
 """Deterministic generator of realistic legacy CRM exports (SPEC §1 lead rollups, §2 vocabularies, §5).
 
-Writes ``workspaces.csv`` and ``leads.csv`` in exactly the format of ``fixtures/legacy/``: the same
+Writes ``workspaces.csv`` and ``leads.csv`` in exactly the format of docs/operations.md §2: the same
 header row and column order, CRLF line ends (``csv`` default), an empty cell meaning NULL, and times
 as ISO-8601 UTC with milliseconds and ``Z`` (``2026-07-04T17:00:00.000Z``), except the legacy
 ``booked_slot`` strings that carry a local offset (``2026-07-04T13:00:00-04:00``).

@@ -1,6 +1,6 @@
 """Simulator seeds from a legacy CRM export, and a deterministic drift of the providers' truth.
 
-:func:`legacy_seeds` reads ``workspaces.csv`` + ``leads.csv`` (the format of ``fixtures/legacy/``;
+:func:`legacy_seeds` reads ``workspaces.csv`` + ``leads.csv`` (the format of docs/operations.md §2;
 the CSV directly — the sandbox never imports ``appt_pipeline.store``) and builds a
 :class:`~.state.GhlSeed` and a :class:`~.state.CalendlySeed` whose truth equals the legacy snapshot:
 

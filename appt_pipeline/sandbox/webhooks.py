@@ -8,13 +8,13 @@ and POSTs it from a background thread running an asyncio loop with ``httpx``.
 
 Provider behaviour reproduced (delays compressed and configurable via :class:`DeliverySettings`):
 
-* **Calendly** (provider-apis.md §2.6, "webhook errors" docs page): any non-2xx answer (3xx, 4xx,
+* **Calendly** (docs/providers.md §2.6, "webhook errors" docs page): any non-2xx answer (3xx, 4xx,
   5xx) or a timeout/connection error is retried with exponential back-off for a retry budget (real:
   24 h; here :attr:`DeliverySettings.retry_budget` seconds); when the budget runs out the
   subscription is disabled (``state: disabled``, ``retry_started_at`` kept) and nothing more is sent
   to it. Body ``{event, created_at, created_by, payload}`` built once (retries resend the same
   bytes); header ``Calendly-Webhook-Signature: t=<unix s>,v1=<hex>`` signed afresh per attempt.
-* **GHL** (provider-apis.md §1.5, "automated webhook retries" help article): retried **only** on
+* **GHL** (docs/providers.md §1.5, "automated webhook retries" help article): retried **only** on
   HTTP 429, at most 6 times, every 10 min + jitter in reality (here :attr:`DeliverySettings.retry_delay`
   + ``retry_jitter`` seconds); any other status, timeouts and connection errors are final. Body =
   the event payload + ``webhookId`` + ``timestamp``; ``X-GHL-Signature`` (Ed25519) and, when
@@ -142,13 +142,13 @@ class DeliverySettings:
     @classmethod
     def calendly(cls, **changes: Any) -> DeliverySettings:
         """Calendly: every non-2xx/timeout retried, 0.5 s doubling (cap 8 s) for 30 s (real: 24 h),
-        then the subscription is disabled (provider-apis.md §2.6)."""
+        then the subscription is disabled (docs/providers.md §2.6)."""
         return replace(cls(), **changes)
 
     @classmethod
     def ghl(cls, **changes: Any) -> DeliverySettings:
         """GHL: only 429 retried, 6 times, every 1 s + up to 0.2 s jitter (real: 10 min + jitter);
-        anything else is final (provider-apis.md §1.5)."""
+        anything else is final (docs/providers.md §1.5)."""
         base = cls(
             retry_statuses=(429,),
             retry_on_error=False,
@@ -688,7 +688,7 @@ def deterministic_rsa_key(seed: str, bits: int = 2048) -> rsa.RSAPrivateKey:
 
 class GhlSigningKeys:
     """The simulated HighLevel signing keys: Ed25519 (``X-GHL-Signature``) and RSA-2048 (legacy
-    ``x-wh-signature``; real GHL uses 4096 bits, provider-apis.md §1.5), both derived from ``seed``.
+    ``x-wh-signature``; real GHL uses 4096 bits, docs/providers.md §1.5), both derived from ``seed``.
 
     The RSA key is made on first use. :meth:`public_keys` gives what an operator stores as the
     workspace secrets ``ghl_webhook_public_key`` / ``ghl_webhook_legacy_public_key`` (base64 SPKI DER).

@@ -239,7 +239,7 @@ def _webhook_responses(provider: Provider) -> dict[int | str, dict[str, Any]]:
 _TEXT: dict[str, Any] = {"type": "string", "pattern": "\\S", "maxLength": 2048}
 _TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
 
-#: Calendly envelope (provider-apis.md §2.6): what staging reads; more fields may be present (ignored).
+#: Calendly envelope (docs/providers.md §2.6): what staging reads; more fields may be present (ignored).
 CALENDLY_BODY_SCHEMA: dict[str, Any] = {
     "type": "object", "required": ["event", "payload"], "additionalProperties": True,
     "properties": {
@@ -258,7 +258,7 @@ CALENDLY_BODY_SCHEMA: dict[str, Any] = {
     },
 }
 
-#: GHL appointment webhook (provider-apis.md §1.5): what staging reads; more fields may be present (ignored).
+#: GHL appointment webhook (docs/providers.md §1.5): what staging reads; more fields may be present (ignored).
 GHL_BODY_SCHEMA: dict[str, Any] = {
     "type": "object", "required": ["type", "webhookId", "timestamp"], "additionalProperties": True,
     "properties": {
@@ -279,15 +279,15 @@ GHL_BODY_SCHEMA: dict[str, Any] = {
 def _webhook_openapi(provider: Provider) -> dict[str, Any]:
     if provider is Provider.CALENDLY:
         headers = [(CALENDLY_SIGNATURE_HEADER, "`t=<unix seconds>,v1=<hex HMAC-SHA256(signing key, t + '.' + "
-                    "raw body)>`; |now - t| <= 180 s (provider-apis.md §2.6)")]
-        body = ("Calendly webhook envelope `{event, created_at, created_by, payload}` (provider-apis.md §2.6). "
+                    "raw body)>`; |now - t| <= 180 s (docs/providers.md §2.6)")]
+        body = ("Calendly webhook envelope `{event, created_at, created_by, payload}` (docs/providers.md §2.6). "
                 "Verified on the raw bytes before parsing; only whitelisted, PII-free fields are stored (SPEC §7).")
         schema = CALENDLY_BODY_SCHEMA
     else:
-        headers = [(GHL_SIGNATURE_HEADER, "base64 Ed25519 signature of the raw body (provider-apis.md §1.5)"),
+        headers = [(GHL_SIGNATURE_HEADER, "base64 Ed25519 signature of the raw body (docs/providers.md §1.5)"),
                    (GHL_LEGACY_SIGNATURE_HEADER, "legacy base64 RSA-SHA256 signature; accepted only when the "
                     "workspace has a legacy public key")]
-        body = ("GHL webhook `{type, locationId, webhookId, timestamp, appointment: {...}}` (provider-apis.md §1.5). "
+        body = ("GHL webhook `{type, locationId, webhookId, timestamp, appointment: {...}}` (docs/providers.md §1.5). "
                 "Verified on the raw bytes before parsing; `timestamp` within 5 min; deduplicated on `webhookId`.")
         schema = GHL_BODY_SCHEMA
     return {

@@ -3,7 +3,7 @@
 Attribution is ``appointments.ghl_calendar_id`` for GHL rows and ``appointments.calendly_event_type_uri``
 for Calendly rows (SPEC §1). Every write path stores it when it knows it (empty strings become NULL,
 so "missing" is exactly ``IS NULL``; the schema's CHECK forbids ``''``, which also retires the
-original's empty-string blind spot, peer-behaviour §14 item 27). The backfill
+original's empty-string blind spot, docs/original-system.md §14, item 27). The backfill
 (:mod:`appt_pipeline.pipelines.attribution`) asks the providers for the rest and writes it here.
 
 All statements are set-based and scoped to one workspace:
@@ -16,8 +16,8 @@ All statements are set-based and scoped to one workspace:
   key, and the coverage ratio (the ``calendar_attribution`` asset reports it).
 
 These functions do not touch ``source``/``last_source``/``last_observed_at``, statuses or lead
-rollups: attribution is not an observation of the booking's state (peer-behaviour §11.1: "rollups
-untouched"); ``updated_at`` is set on filled rows.
+rollups: attribution is not an observation of the booking's state (docs/original-system.md §11.1:
+rollups untouched); ``updated_at`` is set on filled rows.
 """
 
 from collections.abc import Collection, Sequence

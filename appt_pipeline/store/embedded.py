@@ -39,7 +39,7 @@ def dagster_url_for(app_url: str) -> str:
     """Dagster storage URL beside ``app_url``: same server, database ``<db>_dagster``, psycopg2 driver.
 
     dagster-postgres needs the psycopg2 driver spelled out under SQLAlchemy 2.1
-    (reference/dagster-feasibility.md §0.1).
+    (docs/operations.md §6.1).
     """
     url = make_url(app_url)
     return url.set(drivername="postgresql+psycopg2", database=f"{url.database}_dagster").render_as_string(

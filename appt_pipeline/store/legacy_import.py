@@ -1,4 +1,4 @@
-"""Import of a legacy CRM export (``workspaces.csv`` + ``leads.csv``, format of fixtures/legacy/).
+"""Import of a legacy CRM export (``workspaces.csv`` + ``leads.csv``, format: docs/operations.md §2).
 
 Each file is validated completely before anything of it is written, then loaded in one transaction
 (COPY into a temp table, then one ``INSERT … ON CONFLICT (id) DO UPDATE``): a malformed row is

@@ -1,7 +1,7 @@
 """Reconciliation bookkeeping in SQL (SPEC §6): which leads are due, and the watermark per outcome.
 
 Due leads: ``appointment_next_check_at`` NULL or ≤ now, never-checked first, then oldest check,
-within the per-run lead budget. Eligibility follows the original (reference peer-behaviour §5.2)
+within the per-run lead budget. Eligibility follows the original (docs/original-system.md §5.2)
 as far as this schema carries it — there is no follow-up-sequence table here, so "hot" outreach is
 read from the lead status:
 
