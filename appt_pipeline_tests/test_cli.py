@@ -8,16 +8,11 @@ The child gets ``APPT_DATABASE_URL`` = the test database and ``APPT_HOME`` = a t
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
@@ -29,47 +24,12 @@ from appt_pipeline.store.legacy_import import import_legacy
 from appt_pipeline.store.migration import migrate_workspace
 from appt_pipeline.store.workspaces import SecretKeyError, get_secret, set_workspace
 from appt_pipeline_tests.helpers import lead, rows
-from appt_pipeline_tests.test_legacy_import import GOOD_LEADS, lead_row, write_csv, write_legacy, ws_row
+from appt_pipeline_tests.helpers.cli import cli_env, drop_dagster_database, drop_database, one_json, run_cli
+from appt_pipeline_tests.helpers.legacy import GOOD_LEADS, lead_row, write_csv, write_legacy, ws_row
 
-CLI = Path(sys.executable).with_name("appt-pipeline")
 COUNTER_KEYS = {"scanned", "created", "exists", "skipped", "errors", "errors_by_kind"}
-CLI_TIMEOUT = 60
 
 # ----------------------------------------------------------------------------------------- helpers
-# (imported by test_migration.py)
-
-
-def cli_env(home: Path, database_url: str, **extra: str) -> dict[str, str]:
-    """Child environment: the test database, a private APPT_HOME, derived Dagster settings, no secret key."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DAGSTER_HOME", "APPT_DAGSTER_PG_URL", "APPT_SECRET_KEY")}
-    env.update(APPT_DATABASE_URL=database_url, APPT_HOME=str(home), PYTHONUNBUFFERED="1", **extra)
-    return env
-
-
-def run_cli(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(CLI), *args], env=env, input=stdin if stdin is not None else "",
-                          capture_output=True, text=True, timeout=CLI_TIMEOUT, check=False)
-
-
-def drop_database(server_url: str, name: str) -> None:
-    admin = sa.make_url(server_url).set(drivername="postgresql", database="postgres")
-    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def drop_dagster_database(database_url: str) -> None:
-    """Drop ``<db>_dagster``, which the CLI creates beside the app database."""
-    drop_database(database_url, f"{sa.make_url(database_url).database}_dagster")
-
-
-def one_json(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    """The single JSON object that makes up stdout (fails when stdout holds anything else)."""
-    out = proc.stdout.strip()
-    assert out.count("\n") == 0, f"stdout must be one JSON object, got:\n{proc.stdout}"
-    value = json.loads(out)
-    assert isinstance(value, dict)
-    return value
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -391,7 +351,7 @@ def test_db_upgrade_twice_applies_nothing_the_second_time(server_url: str, tmp_p
 def test_webhooks_requeue_puts_failed_rows_back_and_says_how_many(db: sa.Engine, env: dict[str, str]) -> None:
     from appt_pipeline.pipelines.webhook_ingest import ingest_workspace
     from appt_pipeline_tests.helpers import seed
-    from appt_pipeline_tests.test_webhook_ingest import deliver, ghl_body, with_email
+    from appt_pipeline_tests.helpers.webhooks import deliver, ghl_body, with_email
 
     [lead_id] = seed(db, "ws1", leads=1)
     with_email(db, lead_id, contact="contact-1")

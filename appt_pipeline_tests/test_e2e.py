@@ -4,7 +4,6 @@ simulator through a signed webhook, the intake service, the sensor and a webhook
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from appt_pipeline.store.embedded import dagster_url_for
+from appt_pipeline_tests.helpers import free_port
 
 CLI = [sys.executable, "-m", "appt_pipeline.cli"]
 
@@ -145,11 +145,6 @@ with app_environment() as rt, rt.engine.connect() as conn:
     assert probe.stdout.split() == ["0", "https://services.leadconnectorhq.com", "https://api.calendly.com"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture()
 def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
@@ -177,7 +172,7 @@ def test_dev_serves_the_ui_over_the_cli_runs_applies_simulator_changes_by_webhoo
 
     assert _cli(["run", "migration_job", "--workspace", "ws_7_0"], cli_env).returncode == 0
 
-    port, service_port, ghl_port, calendly_port = (_free_port() for _ in range(4))
+    port, service_port, ghl_port, calendly_port = (free_port() for _ in range(4))
     proc = subprocess.Popen([*CLI, "dev", "--port", str(port), "--service-port", str(service_port), "--ghl-port",
                              str(ghl_port), "--calendly-port", str(calendly_port)], env=cli_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)

@@ -9,9 +9,8 @@ has appointment rows alone (SPEC §3: they are derived data by then).
 from __future__ import annotations
 
 import csv
-import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,54 +24,21 @@ from appt_pipeline.sample.generator import LEADS_HEADER, WORKSPACES_HEADER
 from appt_pipeline.store.legacy_import import LegacyImportError, import_legacy
 from appt_pipeline.store.rollups import ROLLUP_COLUMNS, drift_report
 from appt_pipeline.store.write_path import write_observations
-from appt_pipeline_tests.helpers import calendly, ghl, lead, rows
+from appt_pipeline_tests.helpers import LEGACY_FIXTURES, calendly, ghl, lead, rows
+from appt_pipeline_tests.helpers.legacy import GOOD_LEADS, lead_row, write_csv, write_legacy, ws_row
 
-SHARED_FIXTURE = Path(os.environ.get("APPT_FIXTURES_DIR", "/work/shared/fixtures")) / "legacy"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 # ------------------------------------------------------------------------------------------- helpers
 # (imported by test_migration.py and test_cli.py)
 
 
-def write_csv(path: Path, header: Iterable[str], records: Iterable[Mapping[str, Any] | list[Any]]) -> Path:
-    """Write a CSV in the legacy format (header row, empty cell = NULL); dict records fill missing columns."""
-    header = list(header)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        for rec in records:
-            if isinstance(rec, Mapping):
-                unknown = set(rec) - set(header)
-                assert not unknown, f"test bug: columns {unknown} not in header"
-                w.writerow(["" if rec.get(h) is None else rec.get(h) for h in header])
-            else:
-                w.writerow(rec)
-    return path
 
 
-def write_legacy(
-    folder: Path,
-    leads: Iterable[Mapping[str, Any]] | None = None,
-    workspaces: Iterable[Mapping[str, Any]] | None = None,
-) -> Path:
-    """A legacy export folder with ``workspaces.csv`` and/or ``leads.csv`` in the fixture's column order."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if workspaces is not None:
-        write_csv(folder / "workspaces.csv", WORKSPACES_HEADER, workspaces)
-    if leads is not None:
-        write_csv(folder / "leads.csv", LEADS_HEADER, leads)
-    return folder
 
 
-def ws_row(ws_id: str, provider: str = "GHL", **kw: Any) -> dict[str, Any]:
-    return {"id": ws_id, "name": f"Workspace {ws_id}", "meeting_booking_provider": provider,
-            "meeting_duration_minutes": 30, **kw}
 
 
-def lead_row(lead_id: str, ws_id: str = "ws_a", **kw: Any) -> dict[str, Any]:
-    return {"id": lead_id, "workspace_id": ws_id, "status": "qualified", "email": f"{lead_id.strip()}@example.com",
-            **kw}
 
 
 def table(engine: sa.Engine, name: str) -> list[tuple[Any, ...]]:
@@ -90,10 +56,9 @@ def count(engine: sa.Engine, sql: str, **params: Any) -> int:
 # ------------------------------------------------------------------------------------ shipped exports
 
 
-@pytest.mark.parametrize("folder", [SAMPLE_DIR, SHARED_FIXTURE], ids=["shipped-sample", "shared-fixture"])
+@pytest.mark.parametrize("folder", [SAMPLE_DIR, LEGACY_FIXTURES], ids=["shipped-sample", "legacy-fixture"])
 def test_shipped_export_imports(db: sa.Engine, folder: Path) -> None:
-    if not (folder / "leads.csv").is_file():
-        pytest.skip(f"{folder} not present")
+    assert (folder / "leads.csv").is_file(), f"{folder} missing"
     report = import_legacy(db, folder)
     assert (report.workspaces, report.leads) == (3, 3000)
     assert report.files == ["workspaces.csv", "leads.csv"]
@@ -178,7 +143,6 @@ def test_empty_cells_keep_column_defaults(db: sa.Engine, tmp_path: Path) -> None
 
 # ----------------------------------------------------------------------------------- malformed input
 
-GOOD_LEADS = 300  # the bad row comes after many good ones: none of them may be written
 
 
 @pytest.fixture()

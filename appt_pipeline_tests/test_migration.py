@@ -35,8 +35,8 @@ from appt_pipeline.store.rollups import ROLLUP_COLUMNS, drift_report
 from appt_pipeline.store.write_path import write_observations
 from appt_pipeline_tests.conftest import APP_TABLES
 from appt_pipeline_tests.helpers import ApptRow, calendly, lead, rows, snapshot
-from appt_pipeline_tests.test_cli import CLI, cli_env, drop_dagster_database, one_json, run_cli
-from appt_pipeline_tests.test_legacy_import import lead_row, write_legacy, ws_row
+from appt_pipeline_tests.helpers.cli import CLI, cli_env, drop_dagster_database, one_json, run_cli
+from appt_pipeline_tests.helpers.legacy import lead_row, write_legacy, ws_row
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 C, X, R, S, N = Status.CONFIRMED, Status.CANCELED, Status.RESCHEDULED, Status.SHOWED, Status.NO_SHOW

@@ -1,4 +1,4 @@
-"""Every published provider payload in ``shared/fixtures/providers`` parses; appointments and invitees
+"""Every published provider payload in ``appt_pipeline_tests/fixtures/providers`` parses; appointments and invitees
 normalise to valid observations (issue 3 item 1; SPEC §2, §4, §7).
 
 The test is parametrized over the directory, so a fixture added later is covered without a code change:
@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-import appt_pipeline.settings
 from appt_pipeline.domain.observation import Observation
 from appt_pipeline.domain.vocab import Source, Status
 from appt_pipeline.providers.normalize import (
@@ -33,9 +32,10 @@ from appt_pipeline.providers.normalize import (
     parse_ghl_free_slots,
     parse_ghl_webhook,
 )
+from appt_pipeline_tests.helpers import PROVIDER_FIXTURES
 
-FIXTURES = Path(appt_pipeline.settings.PROJECT_ROOT).parent / "shared" / "fixtures" / "providers"
-FILES = sorted(FIXTURES.glob("*.json")) if FIXTURES.is_dir() else []
+FIXTURES = PROVIDER_FIXTURES
+FILES = sorted(FIXTURES.glob("*.json"))
 CTX = {"workspace_id": "ws-fixture", "lead_id": "lead-fixture", "source": Source.RECONCILE_CRON}
 
 #: Statuses we know the shipped fixtures must produce (other files: any valid observation).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -18,9 +17,9 @@ from appt_pipeline.sample.generator import (
     generate_legacy,
     main,
 )
-from appt_pipeline.settings import PROJECT_ROOT
+from appt_pipeline_tests.helpers import LEGACY_FIXTURES
 
-FIXTURE_DIR = Path(os.environ.get("APPT_FIXTURES_DIR", PROJECT_ROOT.parent / "shared" / "fixtures")) / "legacy"
+FIXTURE_DIR = LEGACY_FIXTURES
 
 # Literal copies of the fixture's header rows (checked against the fixture files when present).
 WORKSPACES_HEADER = [
@@ -119,16 +118,14 @@ def test_headers_match_fixture(tmp_path: Path) -> None:
     assert _header(res.workspaces_path) == WORKSPACES_HEADER
     assert _header(res.leads_path) == LEADS_HEADER
     assert res.leads_path.read_bytes().startswith(b",".join(h.encode() for h in LEADS_HEADER) + b"\r\n")
-    if not FIXTURE_DIR.is_dir():
-        pytest.skip(f"fixture folder {FIXTURE_DIR} not available")
+    assert FIXTURE_DIR.is_dir(), f"fixture folder {FIXTURE_DIR} missing"
     assert _header(FIXTURE_DIR / "workspaces.csv") == WORKSPACES_HEADER
     assert _header(FIXTURE_DIR / "leads.csv") == LEADS_HEADER
 
 
 def test_fixture_shares_are_current() -> None:
     """The hard-coded fixture figures above still describe the fixture."""
-    if not FIXTURE_DIR.is_dir():
-        pytest.skip(f"fixture folder {FIXTURE_DIR} not available")
+    assert FIXTURE_DIR.is_dir(), f"fixture folder {FIXTURE_DIR} missing"
     rows = _rows(FIXTURE_DIR / "leads.csv")
     kinds = Counter(_kind(r) for r in rows)
     assert {k: kinds[k] / len(rows) for k in FIXTURE_SHARES} == pytest.approx(FIXTURE_SHARES)

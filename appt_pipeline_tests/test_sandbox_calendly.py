@@ -1,17 +1,15 @@
 """Calendly simulator over real loopback HTTP (plain httpx, no mocked transport).
 
-Shapes are checked against the published fixtures (``/work/shared/fixtures/providers`` or
-``APPT_FIXTURES_DIR``); limits are shrunk via ``configure`` to keep the file fast.
+Shapes are checked against the published fixtures (``appt_pipeline_tests/fixtures/providers``);
+limits are shrunk via ``configure`` to keep the file fast.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
@@ -30,8 +28,9 @@ from appt_pipeline.sandbox import (
     SimulatorServer,
 )
 from appt_pipeline.sandbox.calendly import API
+from appt_pipeline_tests.helpers import PROVIDER_FIXTURES
 
-FIXTURES = Path(os.environ.get("APPT_FIXTURES_DIR", "/work/shared/fixtures")) / "providers"
+FIXTURES = PROVIDER_FIXTURES
 NY = ZoneInfo("America/New_York")
 OWNER_TOKEN, MEMBER_TOKEN, FREE_TOKEN = "cal-owner-token", "cal-member-token", "cal-free-token"
 OWNER_UUID, MEMBER_UUID, FREE_UUID = (

@@ -1,18 +1,16 @@
 """GoHighLevel simulator over real loopback HTTP (plain httpx, no mocked transport).
 
-Shapes are checked against the published fixtures (``/work/shared/fixtures/providers`` or
-``APPT_FIXTURES_DIR``) and the observed shapes of provider-apis.md §1.2; limits are shrunk via
+Shapes are checked against the published fixtures (``appt_pipeline_tests/fixtures/providers``);
+and the observed shapes of docs/providers.md §1.2; limits are shrunk via
 ``configure`` to keep the file fast.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -30,8 +28,9 @@ from appt_pipeline.sandbox import (
     SimulatorServer,
 )
 from appt_pipeline.sandbox.ghl import SLOT_TAKEN_MESSAGE
+from appt_pipeline_tests.helpers import PROVIDER_FIXTURES
 
-FIXTURES = Path(os.environ.get("APPT_FIXTURES_DIR", "/work/shared/fixtures")) / "providers"
+FIXTURES = PROVIDER_FIXTURES
 TZ_NAME = "Europe/Berlin"
 TZ = ZoneInfo(TZ_NAME)
 LOC, TOKEN = "loc_test_1", "pit-test-location-1"

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -50,8 +48,9 @@ from appt_pipeline.sandbox import (
 )
 from appt_pipeline.sandbox.calendly import API
 from appt_pipeline.sandbox.webhooks import EventFeed
+from appt_pipeline_tests.helpers import PROVIDER_FIXTURES
 
-FIXTURES = Path(os.environ.get("APPT_FIXTURES_DIR", "/work/shared/fixtures")) / "providers"
+FIXTURES = PROVIDER_FIXTURES
 NY = ZoneInfo("America/New_York")
 OWNER_TOKEN, MEMBER_TOKEN = "wh-owner-token", "wh-member-token"
 OWNER = f"{API}/users/11111111-1111-4111-8111-111111111111"

@@ -31,7 +31,7 @@ from appt_pipeline.service import ServiceConfigError, ServiceSettings, create_ap
 from appt_pipeline.store.webhook_events import insert_events
 from appt_pipeline.store.workspaces import set_secret, set_workspace
 from appt_pipeline_tests.conftest import APP_TABLES
-from appt_pipeline_tests.helpers import SECRET_KEY, rows, seed
+from appt_pipeline_tests.helpers import SECRET_KEY, free_port, rows, seed
 
 CAL_KEY_A = "cal-signing-key-A-" + uuid.uuid4().hex
 CAL_KEY_B = "cal-signing-key-B-" + uuid.uuid4().hex
@@ -550,13 +550,6 @@ def test_workspace_deleted_after_it_was_cached_is_unknown_and_nothing_is_stored(
     assert stored(db) == []
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_cli_serve_runs_the_service_and_stops_cleanly(database_url: str, db: sa.Engine, tmp_path: Any,
@@ -568,7 +561,7 @@ def test_cli_serve_runs_the_service_and_stops_cleanly(database_url: str, db: sa.
     import sys
     from pathlib import Path
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "APPT_DATABASE_URL": database_url, "APPT_SECRET_KEY": SECRET_KEY,
            "APPT_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
     exe = Path(sys.executable).with_name("appt-pipeline")

@@ -10,7 +10,6 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -33,7 +32,7 @@ from appt_pipeline.service import ServiceSettings, create_app
 from appt_pipeline.store.embedded import ensure_database
 from appt_pipeline.store.schema import upgrade
 from appt_pipeline.store.workspaces import set_secret, set_workspace
-from appt_pipeline_tests.helpers import SECRET_KEY
+from appt_pipeline_tests.helpers import SECRET_KEY, free_port
 
 CAL_KEY = "restart-signing-key-" + uuid.uuid4().hex
 GHL_KEY = Ed25519PrivateKey.generate()
@@ -54,11 +53,6 @@ def _bin_dir() -> Path | None:
     path = Path(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION])
     return path if (path / "pg_ctl").exists() else None
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -106,7 +100,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     if user is not None:
         pw = pwd.getpwnam(user)
         os.chown(root, pw.pw_uid, pw.pw_gid)
-    pg = PrivatePostgres(bin_dir, root, _free_port(), user)
+    pg = PrivatePostgres(bin_dir, root, free_port(), user)
     try:
         pg.init()
         pg.start()

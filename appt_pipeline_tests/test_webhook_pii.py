@@ -11,7 +11,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,9 +28,9 @@ from appt_pipeline.service.settings import ServiceSettings
 from appt_pipeline.store.embedded import libpq_conninfo
 from appt_pipeline.store.workspaces import set_secret, set_workspace
 from appt_pipeline.store.write_path import write_observations
-from appt_pipeline_tests.helpers import SECRET_KEY, rows, seed
+from appt_pipeline_tests.helpers import PROVIDER_FIXTURES, SECRET_KEY, rows, seed
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "providers"
+FIXTURES = PROVIDER_FIXTURES
 PII_KEYS = {"email", "user_email", "name", "first_name", "last_name", "user_name", "canceled_by",
             "text_reminder_number", "answer", "question", "notes", "title", "phone", "address"}
 NOT_PII = {"15 Minute Meeting", "Company Name", "Number of employees", "Multi-Select Question", "Phone Number",

@@ -15,7 +15,7 @@ from appt_pipeline.defs.sensors import webhook_events_sensor
 from appt_pipeline.domain.webhook_staging import stage_calendly
 from appt_pipeline.store.webhook_events import insert_events
 from appt_pipeline_tests.helpers import add_run_in_flight, rows, seed
-from appt_pipeline_tests.test_webhook_ingest import calendly_body, deliver, with_email
+from appt_pipeline_tests.helpers.webhooks import calendly_body, deliver, with_email
 
 
 def evaluate(instance: dg.DagsterInstance, database_url: str, cursor: str | None = None) -> Any:

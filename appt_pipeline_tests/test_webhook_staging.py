@@ -1,7 +1,6 @@
 """The staging whitelist (SPEC §7, §11): what a delivery becomes in ``webhook_events`` — pure, no I/O."""
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -13,9 +12,10 @@ from appt_pipeline.domain.webhook_staging import (
     stage_calendly,
     stage_ghl,
 )
-from appt_pipeline_tests.test_webhook_ingest import calendly_body, ghl_body
+from appt_pipeline_tests.helpers import PROVIDER_FIXTURES
+from appt_pipeline_tests.helpers.webhooks import calendly_body, ghl_body
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "providers"
+FIXTURES = PROVIDER_FIXTURES
 UUID_URI = ("https://api.calendly.com/scheduled_events/f37d3e91-2688-473f-a6c9-9fc1b912fdc5/invitees/"
             "76d09c5b-e8f1-41f3-9607-19af08cf86ba")
 

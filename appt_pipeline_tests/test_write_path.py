@@ -23,7 +23,7 @@ from appt_pipeline.domain.vocab import CALENDLY_TERMINAL, Provider, Source, Stat
 from appt_pipeline.store.rollups import ROLLUP_COLUMNS, drift_report, primary_rows_sql
 from appt_pipeline.store.write_path import WriteResult, apply_observations, write_observations
 from appt_pipeline_tests.helpers import REF, ApptRow, at, calendly, ghl, lead, rows, seed, snapshot
-from appt_pipeline_tests.test_domain import PRIMARY_VECTORS
+from appt_pipeline_tests.helpers.primary_vectors import PRIMARY_VECTORS
 
 NOW = REF
 C, X, R, S, N = Status.CONFIRMED, Status.CANCELED, Status.RESCHEDULED, Status.SHOWED, Status.NO_SHOW

@@ -16,8 +16,7 @@ from appt_pipeline.domain.primary import build_rollup, select_primary
 from appt_pipeline.domain.vocab import Source, Status
 from appt_pipeline.store.rollups import ROLLUP_COLUMNS, drift_report
 from appt_pipeline.store.write_path import write_observations
-from appt_pipeline_tests.helpers import REF, calendly, ghl, rows, seed
-from appt_pipeline_tests.test_write_path import ApptRow
+from appt_pipeline_tests.helpers import REF, ApptRow, calendly, ghl, rows, seed
 
 NOW = REF
 # (batches, observations per batch) of each writer: bulk writers (reconciliation, migration-like) that lock most

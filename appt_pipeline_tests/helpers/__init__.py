@@ -1,8 +1,10 @@
 """Small helpers for tests: seed workspaces and leads, read rows back."""
 
+import socket
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -12,6 +14,12 @@ from cryptography.fernet import Fernet
 from appt_pipeline.domain.observation import Observation
 from appt_pipeline.domain.vocab import Provider, Source, Status
 from appt_pipeline.providers.http import RetryPolicy
+
+#: The fixtures the repository ships for its tests (see fixtures/README.md): published provider payloads
+#: and a legacy CRM export.
+FIXTURES_DIR = Path(__file__).resolve().parents[1] / "fixtures"
+PROVIDER_FIXTURES = FIXTURES_DIR / "providers"
+LEGACY_FIXTURES = FIXTURES_DIR / "legacy"
 
 REF = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -123,3 +131,10 @@ def add_run_in_flight(instance: dg.DagsterInstance, job_name: str, workspace_id:
     run = dg.DagsterRun(job_name=job_name, run_id=str(uuid.uuid4()), status=status or dg.DagsterRunStatus.STARTED,
                         tags={"dagster/partition": workspace_id})
     return instance.add_run(run).run_id
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
