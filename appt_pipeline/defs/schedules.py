@@ -3,24 +3,13 @@
 from collections.abc import Iterator
 
 import dagster as dg
-import sqlalchemy as sa
 
 from appt_pipeline.defs.jobs import SCHEDULED_PRIORITY, reconciliation_job
 from appt_pipeline.defs.partitions import workspace_partitions
 from appt_pipeline.defs.resources import AppDatabase
 from appt_pipeline.defs.runs import PRIORITY_TAG
-from appt_pipeline.domain.vocab import Provider
 from appt_pipeline.store.reconcile import count_due_leads
-
-#: Workspaces whose provider connection is configured (the settings and the encrypted token it needs).
-_CONNECTED_WORKSPACES = """
-SELECT w.id, w.meeting_booking_provider FROM workspaces w
-WHERE (w.meeting_booking_provider = 'GHL' AND w.ghl_location_id IS NOT NULL
-       AND EXISTS (SELECT 1 FROM workspace_secrets s WHERE s.workspace_id = w.id AND s.name = 'ghl_private_token'))
-   OR (w.meeting_booking_provider = 'CALENDLY' AND w.calendly_organization_uri IS NOT NULL
-       AND EXISTS (SELECT 1 FROM workspace_secrets s WHERE s.workspace_id = w.id AND s.name = 'calendly_access_token'))
-ORDER BY w.id
-"""
+from appt_pipeline.store.workspaces import connected_workspaces
 
 
 @dg.schedule(
@@ -43,8 +32,8 @@ def reconciliation_schedule(
     stamp = tick.isoformat() if tick else "manual"
     partitions = set(context.instance.get_dynamic_partitions(workspace_partitions.name))
     with app_db.engine().connect() as conn:
-        workspaces = conn.execute(sa.text(_CONNECTED_WORKSPACES)).all()
-        due = {ws: count_due_leads(conn, ws, Provider(provider), tick) if tick else 1 for ws, provider in workspaces
+        workspaces = connected_workspaces(conn)
+        due = {ws: count_due_leads(conn, ws, provider, tick) if tick else 1 for ws, provider in workspaces
                if ws in partitions}
     requests = [
         dg.RunRequest(partition_key=ws, run_key=f"reconcile:{ws}:{stamp}",

@@ -23,7 +23,7 @@ from typing import Any
 
 from appt_pipeline.domain.redaction import mask_pii
 from appt_pipeline.domain.timeparse import parse_timestamp_or_none as parse_timestamp
-from appt_pipeline.domain.vocab import Provider
+from appt_pipeline.domain.vocab import ErrorKind, Provider, WebhookStatus
 
 CALENDLY_HANDLED = frozenset(
     {"invitee.created", "invitee.canceled", "invitee_no_show.created", "invitee_no_show.deleted"}
@@ -33,9 +33,9 @@ GHL_HANDLED = frozenset({"AppointmentCreate", "AppointmentUpdate", "AppointmentD
 #: Longest text kept from a delivery field (ids, URIs, statuses); longer values are rejected (400).
 MAX_FIELD_CHARS = 2048
 
-STATUS_PENDING = "pending"
-STATUS_IGNORED = "ignored"
-REASON_UNHANDLED = "unhandled_event"
+STATUS_PENDING = WebhookStatus.PENDING
+STATUS_IGNORED = WebhookStatus.IGNORED
+REASON_UNHANDLED = ErrorKind.UNHANDLED_EVENT
 
 
 class WebhookPayloadError(ValueError):

@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
-from appt_pipeline.domain.vocab import Provider
+from appt_pipeline.domain.vocab import Provider, SecretName
 from appt_pipeline.providers.calendly import CALENDLY_BASE_URL
 from appt_pipeline.providers.ghl import GHL_BASE_URL
 from appt_pipeline.sandbox import CalendlySimulator, GhlSimulator, SimulatorServer
@@ -34,8 +34,9 @@ from appt_pipeline.service.settings import ServiceSettings
 from appt_pipeline.settings import SECRET_KEY_ENV
 from appt_pipeline.store.workspaces import set_secret, set_workspace
 
-TOKEN_SECRET = {Provider.GHL: "ghl_private_token", Provider.CALENDLY: "calendly_access_token"}
-WEBHOOK_SECRETS = ("calendly_webhook_signing_key", "ghl_webhook_public_key", "ghl_webhook_legacy_public_key")
+TOKEN_SECRET = {Provider.GHL: SecretName.GHL_PRIVATE_TOKEN, Provider.CALENDLY: SecretName.CALENDLY_ACCESS_TOKEN}
+WEBHOOK_SECRETS = (SecretName.CALENDLY_WEBHOOK_SIGNING_KEY, SecretName.GHL_WEBHOOK_PUBLIC_KEY,
+                   SecretName.GHL_WEBHOOK_LEGACY_PUBLIC_KEY)
 _BASE_URL_COLUMN = {Provider.GHL: "ghl_api_base_url", Provider.CALENDLY: "calendly_api_base_url"}
 _PROVIDER_URL = {Provider.GHL: GHL_BASE_URL, Provider.CALENDLY: CALENDLY_BASE_URL}
 
@@ -72,13 +73,14 @@ class LocalStack:
                 sub = (self.calendly.create_webhook_subscription(url, user=account.calendly_user_uri)
                        if account.calendly_user_uri else
                        self.calendly.create_webhook_subscription(url, organization=account.calendly_organization_uri))
-                set_secret(self.engine, ws, "calendly_webhook_signing_key", sub["signing_key"], self.secret_key)
+                set_secret(self.engine, ws, SecretName.CALENDLY_WEBHOOK_SIGNING_KEY, sub["signing_key"],
+                           self.secret_key)
         if ghl_urls:
             self.ghl.set_webhooks(urls=ghl_urls)
             public = self.ghl.webhook_public_keys()["ghl_webhook_public_key"]
             for ws, provider in self.providers.items():
                 if provider is Provider.GHL:
-                    set_secret(self.engine, ws, "ghl_webhook_public_key", public, self.secret_key)
+                    set_secret(self.engine, ws, SecretName.GHL_WEBHOOK_PUBLIC_KEY, public, self.secret_key)
         self.webhooks_connected = True
 
     def flush_webhooks(self, timeout: float = 30.0) -> bool:

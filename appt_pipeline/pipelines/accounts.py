@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from appt_pipeline.domain.vocab import Provider
+from appt_pipeline.domain.vocab import Provider, SecretName
 from appt_pipeline.providers.calendly import CALENDLY_BASE_URL
 from appt_pipeline.providers.ghl import GHL_BASE_URL
 from appt_pipeline.store.workspaces import get_secret
@@ -67,11 +67,11 @@ def load_provider_account(engine: sa.Engine, workspace_id: str, secret_key: str 
     ws = workspace_row(engine, workspace_id)
     provider = Provider(ws["meeting_booking_provider"])
     if provider is Provider.GHL:
-        token = get_secret(engine, workspace_id, "ghl_private_token", secret_key)
+        token = get_secret(engine, workspace_id, SecretName.GHL_PRIVATE_TOKEN, secret_key)
         if not ws["ghl_location_id"] or not token:
             raise WorkspaceNotConfigured(f"workspace {workspace_id!r}: GHL needs ghl_location_id and ghl_private_token")
         return provider_account(ws, provider, token)
-    token = get_secret(engine, workspace_id, "calendly_access_token", secret_key)
+    token = get_secret(engine, workspace_id, SecretName.CALENDLY_ACCESS_TOKEN, secret_key)
     if not ws["calendly_organization_uri"] or not token:
         raise WorkspaceNotConfigured(
             f"workspace {workspace_id!r}: Calendly needs calendly_organization_uri and calendly_access_token"

@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
 from appt_pipeline.domain.rules import utc_now
-from appt_pipeline.domain.vocab import Provider
+from appt_pipeline.domain.vocab import Provider, SecretName
 from appt_pipeline.pipelines.accounts import ProviderAccount, provider_account, workspace_row
 from appt_pipeline.pipelines.clients import ClientFactory, ClientOptions
 from appt_pipeline.providers.calendly import CalendlyClient
@@ -101,12 +101,12 @@ def load_attribution_accounts(
     ws = workspace_row(engine, workspace_id)
     accounts: list[ProviderAccount] = []
     not_configured: dict[str, str] = {}
-    ghl_token = get_secret(engine, workspace_id, "ghl_private_token", secret_key)
+    ghl_token = get_secret(engine, workspace_id, SecretName.GHL_PRIVATE_TOKEN, secret_key)
     if ws["ghl_location_id"] and ghl_token:
         accounts.append(provider_account(ws, Provider.GHL, ghl_token))
     else:
         not_configured[Provider.GHL.value] = "needs ghl_location_id and ghl_private_token"
-    calendly_token = get_secret(engine, workspace_id, "calendly_access_token", secret_key)
+    calendly_token = get_secret(engine, workspace_id, SecretName.CALENDLY_ACCESS_TOKEN, secret_key)
     if calendly_token:
         accounts.append(provider_account(ws, Provider.CALENDLY, calendly_token))
     else:

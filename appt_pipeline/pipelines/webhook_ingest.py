@@ -41,7 +41,15 @@ import sqlalchemy as sa
 
 from appt_pipeline.domain.observation import Observation
 from appt_pipeline.domain.rules import utc_now
-from appt_pipeline.domain.vocab import Provider, Source, Status, UnknownStatusError
+from appt_pipeline.domain.vocab import (
+    LEAD_ERROR_KINDS,
+    ErrorKind,
+    Provider,
+    Source,
+    Status,
+    UnknownStatusError,
+    WebhookStatus,
+)
 from appt_pipeline.domain.webhook_staging import CALENDLY_HANDLED, GHL_HANDLED
 from appt_pipeline.providers.normalize import calendly_webhook_observation, ghl_webhook_observation
 from appt_pipeline.store.engine import is_transient, transaction
@@ -51,8 +59,7 @@ from appt_pipeline.store.write_path import WriteResult, apply_observations
 
 log = logging.getLogger(__name__)
 
-PROCESSED, IGNORED, FAILED = "processed", "ignored", "failed"
-LEAD_NOT_FOUND = "lead_not_found"
+PROCESSED, IGNORED, FAILED = WebhookStatus.PROCESSED, WebhookStatus.IGNORED, WebhookStatus.FAILED
 DEFAULT_BATCH_SIZE = 1_000
 
 
@@ -193,20 +200,20 @@ def _build(events: Sequence[_Event], leads: Mapping[int, str], workspace_id: str
     for event in events:
         handled = CALENDLY_HANDLED if event.provider is Provider.CALENDLY else GHL_HANDLED
         if event.event_type not in handled:
-            outcomes.append(EventOutcome(event.id, IGNORED, "unhandled_event"))
+            outcomes.append(EventOutcome(event.id, IGNORED, ErrorKind.UNHANDLED_EVENT))
             continue
         lead_id = leads.get(event.id)
         if lead_id is None:
-            outcomes.append(EventOutcome(event.id, IGNORED, LEAD_NOT_FOUND))
+            outcomes.append(EventOutcome(event.id, IGNORED, ErrorKind.LEAD_NOT_FOUND))
             continue
         try:
             planned.append((event, build_observation(event, workspace_id=workspace_id, lead_id=lead_id,
                                                      source=source)))
         except UnknownStatusError:
-            outcomes.append(EventOutcome(event.id, FAILED, "unknown_status"))
+            outcomes.append(EventOutcome(event.id, FAILED, ErrorKind.UNKNOWN_STATUS))
         except ValueError as exc:
             kind = getattr(exc, "kind", None) or str(exc)
-            outcomes.append(EventOutcome(event.id, FAILED, kind if kind.isidentifier() else "invalid_event"))
+            outcomes.append(EventOutcome(event.id, FAILED, kind if kind.isidentifier() else ErrorKind.INVALID_EVENT))
     return planned, outcomes
 
 
@@ -231,7 +238,7 @@ def _apply(conn: sa.Connection, planned: list[tuple[_Event, Observation]], now: 
     outcomes = []
     for (event, _), result in zip(planned, results, strict=True):
         if result.error_kind is not None:
-            status = IGNORED if result.error_kind in ("unknown_lead", "lead_in_other_workspace") else FAILED
+            status = IGNORED if result.error_kind in LEAD_ERROR_KINDS else FAILED
             outcomes.append(EventOutcome(event.id, status, result.error_kind))
             continue
         report.count_write(result)

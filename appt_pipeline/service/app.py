@@ -72,7 +72,7 @@ from appt_pipeline.domain.signatures import (
     verify_calendly,
     verify_ghl,
 )
-from appt_pipeline.domain.vocab import Provider
+from appt_pipeline.domain.vocab import Provider, WebhookStatus
 from appt_pipeline.domain.webhook_staging import WebhookPayloadError, stage_calendly, stage_ghl
 from appt_pipeline.service.db import Database, DatabaseUnavailable
 from appt_pipeline.service.keys import MAX_WORKSPACE_ID_CHARS, MISSING, WorkspaceDirectory
@@ -179,7 +179,7 @@ def _json(status: int, payload: dict[str, Any], headers: dict[str, str] | None =
 
 _ACCEPTED = {
     (dup, status): orjson.dumps({"ok": True, "duplicate": dup, "status": status})
-    for dup in (False, True) for status in ("pending", "ignored")
+    for dup in (False, True) for status in (WebhookStatus.PENDING.value, WebhookStatus.IGNORED.value)
 }
 
 

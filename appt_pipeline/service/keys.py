@@ -25,13 +25,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from appt_pipeline.domain.signatures import GhlKeys, load_public_key
+from appt_pipeline.domain.vocab import SecretName
 from appt_pipeline.service.db import Database
 
 log = logging.getLogger(__name__)
 
-CALENDLY_SIGNING_KEY = "calendly_webhook_signing_key"
-GHL_PUBLIC_KEY = "ghl_webhook_public_key"
-GHL_LEGACY_PUBLIC_KEY = "ghl_webhook_legacy_public_key"
+CALENDLY_SIGNING_KEY = SecretName.CALENDLY_WEBHOOK_SIGNING_KEY
+GHL_PUBLIC_KEY = SecretName.GHL_WEBHOOK_PUBLIC_KEY
+GHL_LEGACY_PUBLIC_KEY = SecretName.GHL_WEBHOOK_LEGACY_PUBLIC_KEY
 _SECRET_NAMES = [CALENDLY_SIGNING_KEY, GHL_PUBLIC_KEY, GHL_LEGACY_PUBLIC_KEY]
 
 #: Longest workspace id looked up; longer ids (and ids with NUL, which PostgreSQL text cannot hold) are

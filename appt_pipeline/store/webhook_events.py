@@ -16,7 +16,14 @@ from datetime import datetime
 import orjson
 import sqlalchemy as sa
 
+from appt_pipeline.domain.vocab import WebhookStatus
 from appt_pipeline.domain.webhook_staging import StagedEvent
+
+#: The pending status as it stands in the partial index ``webhook_events (workspace_id, …) WHERE status =
+#: 'pending'`` (sql/0005_webhooks.sql). Queries that must use that index spell the value as a literal (a
+#: bound parameter would make a generic plan that cannot prove the index predicate); it is taken from the
+#: vocabulary here, the one place, and never from input.
+PENDING_LITERAL = WebhookStatus.PENDING.value
 
 #: Multi-row insert of staged events from ONE JSON array of row objects (:func:`row_json`), so a whole group
 #: of deliveries is one statement and one parameter (orjson serialises a row in ~10 µs; psycopg's adaptation
@@ -27,7 +34,7 @@ INSERT_EVENTS_SQL = """
 INSERT INTO webhook_events (workspace_id, provider, event_type, dedupe_key, provider_created_at, payload,
                             status, error, processed_at)
 SELECT x.w, x.p::meeting_booking_provider, x.e, x.k, x.t, x.j::jsonb, x.s, x.r,
-       CASE WHEN x.s = 'pending' THEN NULL ELSE now() END
+       CASE WHEN x.s = %(pending)s THEN NULL ELSE now() END
 FROM json_to_recordset(%(rows)s::json) AS x(w text, p text, e text, k text, t timestamptz, j json, s text, r text)
 ON CONFLICT (dedupe_key) DO NOTHING
 RETURNING dedupe_key
@@ -48,7 +55,7 @@ def row_json(workspace_id: str, event: StagedEvent) -> bytes:
 
 def insert_param(rows: Sequence[bytes]) -> dict[str, str]:
     """The parameter of :data:`INSERT_EVENTS_SQL` for rows made by :func:`row_json`."""
-    return {"rows": (b"[" + b",".join(rows) + b"]").decode()}
+    return {"rows": (b"[" + b",".join(rows) + b"]").decode(), "pending": WebhookStatus.PENDING.value}
 
 
 def insert_events(conn: sa.Connection, rows: Sequence[tuple[str, StagedEvent]]) -> set[str]:
@@ -76,17 +83,17 @@ def pending_workspaces(conn: sa.Connection) -> list[PendingWorkspace]:
     """Every workspace that has ``pending`` rows, by workspace id (uses the partial pending index)."""
     rows = conn.execute(sa.text(
         "SELECT workspace_id, count(*), max(id), min(received_at) FROM webhook_events "
-        "WHERE status = 'pending' GROUP BY workspace_id ORDER BY workspace_id"
+        f"WHERE status = '{PENDING_LITERAL}' GROUP BY workspace_id ORDER BY workspace_id"
     ))
     return [PendingWorkspace(ws, int(n), int(m), t) for ws, n, m, t in rows]
 
 
 #: A workspace's pending rows in provider-time order, locked for this transaction; rows another
 #: ingestion holds are skipped (it will mark them), so two runs never apply the same row.
-CLAIM_PENDING_SQL = """
+CLAIM_PENDING_SQL = f"""
 SELECT id, provider, event_type, provider_created_at, received_at, payload
 FROM webhook_events
-WHERE workspace_id = :ws AND status = 'pending'
+WHERE workspace_id = :ws AND status = '{PENDING_LITERAL}'
 ORDER BY provider_created_at NULLS LAST, id
 LIMIT :limit
 FOR UPDATE SKIP LOCKED
@@ -120,10 +127,10 @@ def mark_events(conn: sa.Connection, outcomes: Iterable[EventOutcome], now: date
 
 
 #: Statuses :func:`requeue_events` may put back to ``pending`` (SPEC §12 ``webhooks requeue``).
-REQUEUEABLE_STATUSES = ("failed",)
+REQUEUEABLE_STATUSES: tuple[WebhookStatus, ...] = (WebhookStatus.FAILED,)
 
 
-def requeue_events(conn: sa.Connection, workspace_id: str, status: str = "failed") -> int:
+def requeue_events(conn: sa.Connection, workspace_id: str, status: str = WebhookStatus.FAILED) -> int:
     """Put the workspace's ``status`` rows back to ``pending`` (``processed_at`` and ``error`` cleared) so
     the sensor ingests them again; returns how many (SPEC §12).
 
@@ -133,8 +140,8 @@ def requeue_events(conn: sa.Connection, workspace_id: str, status: str = "failed
     if status not in REQUEUEABLE_STATUSES:
         raise ValueError(f"only {', '.join(REQUEUEABLE_STATUSES)} rows can be requeued, not {status!r}")
     result = conn.execute(
-        sa.text("UPDATE webhook_events SET status = 'pending', processed_at = NULL, error = NULL "
+        sa.text("UPDATE webhook_events SET status = :pending, processed_at = NULL, error = NULL "
                 "WHERE workspace_id = :ws AND status = :status"),
-        {"ws": workspace_id, "status": status},
+        {"ws": workspace_id, "status": status, "pending": WebhookStatus.PENDING.value},
     )
     return result.rowcount

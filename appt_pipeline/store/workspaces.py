@@ -7,6 +7,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import sqlalchemy as sa
 from cryptography.fernet import Fernet, InvalidToken
 
+from appt_pipeline.domain.vocab import Provider, SecretName
+
 #: Workspace columns an operator may set (every SPEC §1 column but the id and write clocks).
 WORKSPACE_SETTABLE: tuple[str, ...] = (
     "name", "meeting_booking_provider", "ghl_location_id", "ghl_default_calendar_id", "ghl_direct_book_calendar_id",
@@ -16,10 +18,7 @@ WORKSPACE_SETTABLE: tuple[str, ...] = (
 )
 
 #: Secret names of SPEC §1 (stored encrypted in ``workspace_secrets``).
-SECRET_NAMES: tuple[str, ...] = (
-    "ghl_private_token", "calendly_access_token", "calendly_webhook_signing_key", "ghl_webhook_public_key",
-    "ghl_webhook_legacy_public_key",
-)
+SECRET_NAMES: tuple[str, ...] = tuple(name.value for name in SecretName)
 
 
 class SecretKeyError(ValueError):
@@ -71,6 +70,27 @@ def workspace_ids(engine: sa.Engine) -> list[str]:
     """All workspace ids, sorted."""
     with engine.connect() as conn:
         return [r[0] for r in conn.execute(sa.text("SELECT id FROM workspaces ORDER BY id"))]
+
+
+#: Workspaces whose provider connection is configured: the settings and the encrypted token it needs.
+_CONNECTED_WORKSPACES = sa.text("""
+SELECT w.id, w.meeting_booking_provider FROM workspaces w
+WHERE (w.meeting_booking_provider = :ghl AND w.ghl_location_id IS NOT NULL
+       AND EXISTS (SELECT 1 FROM workspace_secrets s WHERE s.workspace_id = w.id AND s.name = :ghl_token))
+   OR (w.meeting_booking_provider = :calendly AND w.calendly_organization_uri IS NOT NULL
+       AND EXISTS (SELECT 1 FROM workspace_secrets s WHERE s.workspace_id = w.id AND s.name = :calendly_token))
+ORDER BY w.id
+""")
+
+
+def connected_workspaces(conn: sa.Connection) -> list[tuple[str, Provider]]:
+    """``(workspace id, provider)`` of every workspace that can call its provider (location id or
+    organization set, and the token stored), by id."""
+    rows = conn.execute(_CONNECTED_WORKSPACES, {
+        "ghl": Provider.GHL.value, "calendly": Provider.CALENDLY.value,
+        "ghl_token": SecretName.GHL_PRIVATE_TOKEN.value, "calendly_token": SecretName.CALENDLY_ACCESS_TOKEN.value,
+    })
+    return [(ws, Provider(provider)) for ws, provider in rows]
 
 
 def fernet(key: str | None) -> Fernet:
