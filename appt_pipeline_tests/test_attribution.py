@@ -35,7 +35,7 @@ from appt_pipeline.sandbox import (
 from appt_pipeline.store.attribution import AttributionFill, attribution_coverage, fill_attribution
 from appt_pipeline.store.workspaces import set_secret, set_workspace
 from appt_pipeline.store.write_path import write_observations
-from appt_pipeline_tests.helpers import QUICK_RETRY, SECRET_KEY, rows
+from appt_pipeline_tests.helpers import QUICK_RETRY, SECRET_KEY, rows, working_day_slot
 
 KEY = SECRET_KEY
 WS = "ws_attr"
@@ -49,8 +49,9 @@ GHL_CALENDARS = {"g1": "cal_a", "g2": "cal_b", "g3": "cal_a", "g4": "cal_b", "g5
 GHL_GET = "/calendars/events/appointments/"
 
 
-def _days(n: float) -> str:
-    return (utc_now().replace(minute=0, second=0, microsecond=0) + timedelta(days=n)).replace(hour=15).isoformat()
+def _days(n: int) -> str:
+    """15:00 UTC on the n-th working day from today (a slot the simulator offers on any date)."""
+    return working_day_slot(n)
 
 
 def _event(uuid: str) -> str:

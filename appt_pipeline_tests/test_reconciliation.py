@@ -30,15 +30,16 @@ from appt_pipeline.sandbox import (
 )
 from appt_pipeline.store.rollups import drift_report
 from appt_pipeline.store.workspaces import set_secret, set_workspace
-from appt_pipeline_tests.helpers import QUICK_RETRY, SECRET_KEY, rows
+from appt_pipeline_tests.helpers import QUICK_RETRY, SECRET_KEY, rows, working_day_slot
 
 KEY = SECRET_KEY
 FAST = ReconcileSettings(ghl_rate=RateLimit(1000, 1.0), calendly_rate=RateLimit(1000, 1.0), concurrency=4,
                          retry=QUICK_RETRY)
 
 
-def _days(n: float) -> str:
-    return (utc_now().replace(minute=0, second=0, microsecond=0) + timedelta(days=n)).replace(hour=15).isoformat()
+def _days(n: int) -> str:
+    """15:00 UTC on the n-th working day from today (a slot the simulator offers on any date)."""
+    return working_day_slot(n)
 
 
 @pytest.fixture()

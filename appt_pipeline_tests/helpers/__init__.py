@@ -3,7 +3,7 @@
 import socket
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +138,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def working_day_slot(n: int, *, hour: int = 15, now: datetime | None = None) -> str:
+    """ISO-8601 UTC start of ``hour``:00 on the ``n``-th working day (Mon–Fri) after ``now`` (before it when
+    ``n`` < 0; default: the current time). The simulators' default working hours are Mon–Fri 09:00–17:00,
+    so the slot is bookable on any date the suite runs, and distinct ``n`` give distinct days."""
+    day = (now or datetime.now(UTC)).replace(hour=hour, minute=0, second=0, microsecond=0)
+    step = timedelta(days=1 if n >= 0 else -1)
+    for _ in range(abs(n)):
+        day += step
+        while day.weekday() >= 5:
+            day += step
+    return day.isoformat()
