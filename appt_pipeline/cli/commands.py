@@ -87,7 +87,7 @@ def db_upgrade() -> None:
 @main.command("import-legacy")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
 def import_legacy_cmd(directory: str) -> None:
-    """Load workspaces.csv and leads.csv from DIRECTORY (format of fixtures/legacy/)."""
+    """Load workspaces.csv and leads.csv from DIRECTORY (format: docs/operations.md §2)."""
     from sqlalchemy.exc import IntegrityError
 
     from appt_pipeline.store.legacy_import import LegacyImportError, import_legacy
