@@ -141,6 +141,16 @@ def test_import_legacy_malformed_file_exits_2_naming_line(db: sa.Engine, tmp_pat
     assert [r[0] for r in rows(db, "SELECT id FROM leads")] == ["l1"]
 
 
+def test_import_legacy_out_of_range_time_exits_2_naming_line(db: sa.Engine, tmp_path: Path,
+                                                             env: dict[str, str]) -> None:
+    write_legacy(tmp_path / "bad", workspaces=[ws_row("ws_a")],
+                 leads=[lead_row("l1"), lead_row("l2", appointment_start_at="9999-12-31T23:59:59-14:00")])
+    proc = run_cli(env, "import-legacy", str(tmp_path / "bad"))
+    assert proc.returncode == 2, proc.stderr
+    assert "leads.csv:3: column appointment_start_at" in proc.stderr and "out of range" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_import_legacy_undecodable_file_exits_2(db: sa.Engine, tmp_path: Path, env: dict[str, str]) -> None:
     write_legacy(tmp_path / "base", workspaces=[ws_row("ws_a")])
     import_legacy(db, tmp_path / "base")

@@ -211,6 +211,13 @@ def test_reject_impossible_date(base: sa.Engine, tmp_path: Path) -> None:
     _assert_rejected(base, folder, LAST_LINE, "appointment_canceled_at", "2026-02-30")
 
 
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+def test_reject_out_of_range_time(base: sa.Engine, tmp_path: Path, when: str) -> None:
+    """A time that overflows in UTC is a file:line reason, never a traceback (issue 10 item 2)."""
+    folder = _bad_leads_file(tmp_path / "in", lead_row("lead_9999", appointment_booked_at=when))
+    _assert_rejected(base, folder, LAST_LINE, "appointment_booked_at", "out of range", when)
+
+
 def test_reject_unknown_provider(base: sa.Engine, tmp_path: Path) -> None:
     folder = _bad_leads_file(tmp_path / "in", lead_row("lead_9999", appointment_provider="ZOOM"))
     _assert_rejected(base, folder, LAST_LINE, "appointment_provider", "ZOOM")

@@ -4,6 +4,7 @@ Every hostile or broken delivery is answered with the documented status and stor
 deliveries are stored durably (pending or ignored), deduplicated, and without PII.
 """
 
+import contextlib
 import json
 import time
 import uuid
@@ -18,6 +19,8 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from appt_pipeline.domain.signatures import (
     calendly_signature,
@@ -619,3 +622,79 @@ def test_one_app_can_be_served_again_after_its_server_stopped(database_url: str,
                     lambda b: c.post("/webhooks/ghl/ghl-a", content=b, headers=ghl_headers(b)).status_code, bodies))
             assert statuses == [200] * 5
             assert c.get("/health").status_code == 200
+
+
+# ------------------------------------------------------------------- hostile content (issue 10 item 2)
+
+OUT_OF_RANGE_TIMES = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "1899-12-31T23:59:59Z",
+                      "2200-01-01T00:00:00Z"]
+_CAL_TIME_FIELDS = [("created_at",), ("payload", "updated_at"), ("payload", "created_at"),
+                    ("payload", "scheduled_event", "start_time"), ("payload", "scheduled_event", "end_time")]
+_GHL_TIME_FIELDS = [("timestamp",), ("appointment", "startTime"), ("appointment", "endTime"),
+                    ("appointment", "dateAdded"), ("appointment", "dateUpdated")]
+
+
+def _set(body: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    node = body
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return body
+
+
+def _count(engine: sa.Engine) -> int:
+    return int(rows(engine, "SELECT count(*) AS n FROM webhook_events")[0].n)
+
+
+@pytest.mark.parametrize("when", OUT_OF_RANGE_TIMES)
+def test_out_of_range_times_are_a_400_and_store_nothing(client: httpx.Client, db: sa.Engine, when: str) -> None:
+    """A signed delivery with a time Python cannot convert to UTC (or no real appointment has) is a clear 400,
+    never a 500 that the provider would retry for a day; nothing is stored."""
+    for path in _CAL_TIME_FIELDS:
+        body = raw(_set(calendly_body(), path, when))
+        r = client.post("/webhooks/calendly/cal-a", content=body, headers=cal_headers(body))
+        assert r.status_code == 400, (path, r.text)
+    for path in _GHL_TIME_FIELDS:
+        body = raw(_set(ghl_body(), path, when))
+        r = client.post("/webhooks/ghl/ghl-a", content=body, headers=ghl_headers(body))
+        assert r.status_code in (400, 401), (path, r.text)  # an out-of-range `timestamp` is also stale: 401
+    assert stored(db) == []
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40)
+    | st.sampled_from([*OUT_OF_RANGE_TIMES, "2026-03-05T15:00:00Z", "", "active", "canceled", "confirmed"]),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=6,
+)
+_CAL_FIELDS = [("event",), ("created_at",), *[("payload", k) for k in (
+    "uri", "status", "rescheduled", "old_invitee", "new_invitee", "cancellation", "no_show", "timezone", "email",
+    "event", "created_at", "updated_at", "scheduled_event", "invitee")],
+    *[("payload", "scheduled_event", k) for k in ("uri", "start_time", "end_time", "event_type", "status")]]
+_GHL_FIELDS = [("type",), ("locationId",), ("webhookId",), ("timestamp",), ("appointment",),
+               *[("appointment", k) for k in ("id", "calendarId", "contactId", "appointmentStatus", "startTime",
+                                              "endTime", "dateAdded", "dateUpdated", "deleted")]]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(provider=st.sampled_from(["calendly", "ghl"]), data=st.data())
+def test_fuzzed_signed_deliveries_never_500_and_rejected_bodies_store_nothing(
+    client: httpx.Client, db: sa.Engine, provider: str, data: st.DataObject
+) -> None:
+    """Hypothesis puts arbitrary JSON values into every field the staging whitelist reads, signs the body,
+    and posts it: the answer is never a 5xx, and a refused body adds no row."""
+    fields = data.draw(st.lists(st.sampled_from(_CAL_FIELDS if provider == "calendly" else _GHL_FIELDS),
+                                min_size=1, max_size=3, unique=True))
+    body_obj = calendly_body() if provider == "calendly" else ghl_body()
+    for path in fields:
+        with contextlib.suppress(TypeError, KeyError):  # a parent replaced by a non-object: the field is gone
+            _set(body_obj, path, data.draw(_JSON))
+    body = raw(body_obj)
+    before = _count(db)
+    if provider == "calendly":
+        r = client.post("/webhooks/calendly/cal-a", content=body, headers=cal_headers(body))
+    else:
+        r = client.post("/webhooks/ghl/ghl-a", content=body, headers=ghl_headers(body))
+    assert r.status_code < 500, r.text
+    if r.status_code >= 300:
+        assert _count(db) == before

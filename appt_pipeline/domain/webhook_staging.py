@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from appt_pipeline.domain.redaction import mask_pii
+from appt_pipeline.domain.timeparse import check_range
 from appt_pipeline.domain.timeparse import parse_timestamp_or_none as parse_timestamp
 from appt_pipeline.domain.vocab import ErrorKind, Provider, WebhookStatus
 
@@ -304,7 +305,7 @@ def _epoch_or_iso(value: Any) -> datetime | None:
     if isinstance(value, int | float):
         seconds = value / 1000 if value >= 10**11 else value
         try:
-            return datetime.fromtimestamp(seconds, tz=UTC)
+            return check_range(datetime.fromtimestamp(seconds, tz=UTC))
         except (OverflowError, OSError, ValueError):
             return None
     if isinstance(value, str) and len(value) <= 64:
