@@ -369,16 +369,43 @@ def test_json_media_types_with_parameters_or_suffix_are_accepted(client: httpx.C
     assert len(stored(db)) == 1
 
 
-def test_ghl_delivery_without_location_or_with_epoch_timestamp_is_accepted(client: httpx.Client,
-                                                                           db: sa.Engine) -> None:
-    no_location = ghl_body()
-    del no_location["locationId"]
+def test_ghl_delivery_with_epoch_timestamp_is_accepted(client: httpx.Client, db: sa.Engine) -> None:
     epoch_ms = ghl_body()
     epoch_ms["timestamp"] = int(time.time() * 1000)
-    for body in (raw(no_location), raw(epoch_ms)):
-        resp = client.post("/webhooks/ghl/ghl-a", content=body, headers=ghl_headers(body))
-        assert resp.status_code == 200, resp.text
-    assert len(stored(db)) == 2
+    body = raw(epoch_ms)
+    resp = client.post("/webhooks/ghl/ghl-a", content=body, headers=ghl_headers(body))
+    assert resp.status_code == 200, resp.text
+    assert len(stored(db)) == 1
+
+
+@pytest.mark.parametrize("location", [None, "", "   "])
+def test_ghl_delivery_without_location_is_refused_for_a_workspace_with_one(
+    client: httpx.Client, db: sa.Engine, location: str | None
+) -> None:
+    """A signed body that names no location cannot prove it is meant for this workspace's location."""
+    body_obj = ghl_body()
+    if location is None:
+        del body_obj["locationId"]
+    else:
+        body_obj["locationId"] = location
+    body = raw(body_obj)
+    resp = client.post("/webhooks/ghl/ghl-a", content=body, headers=ghl_headers(body))
+    assert (resp.status_code, resp.json()["error"]) == (403, "location_mismatch")
+    assert stored(db) == []
+
+
+def test_no_redirect_is_built_from_the_host_header(client: httpx.Client, db: sa.Engine) -> None:
+    for path in ("/health/", "/webhooks/calendly/cal-a/", "/openapi.json/"):
+        for method in ("GET", "POST"):
+            resp = client.request(method, path, headers={"Host": "evil.example"}, content=b"{}")
+            assert resp.status_code < 300 or resp.status_code >= 400, (path, method, resp.status_code)
+            assert "location" not in resp.headers, (path, method)
+            assert "evil.example" not in resp.text
+
+
+def test_head_health(client: httpx.Client) -> None:
+    resp = client.head("/health")
+    assert resp.status_code == 200 and resp.content == b""
 
 
 @pytest.mark.parametrize("provider", ["calendly", "ghl"])

@@ -19,7 +19,8 @@ Checks, in this order, each with its answer (JSON bodies; ``reason`` codes are s
 5. JSON decode (orjson) → **400** ``{"error": "invalid_json"}``;
 6. staging (:mod:`appt_pipeline.domain.webhook_staging`) → **400** ``{"error": <reason>, "fields": [...]}``;
 7. GHL only: body ``timestamp`` within 5 min → else **401** ``{"error": "stale_timestamp"}``; body
-   ``locationId`` equal to the workspace's ``ghl_location_id`` when both are set → else **403**
+   ``locationId`` equal to the workspace's ``ghl_location_id`` when the workspace has one (a body without
+   ``locationId`` is refused too) → else **403**
    ``{"error": "location_mismatch"}``;
 8. durable insert by group commit (:mod:`appt_pipeline.service.writer`) →
    **200** ``{"ok": true, "duplicate": <bool>, "status": "pending" | "ignored"}`` — only after the
@@ -264,7 +265,8 @@ GHL_BODY_SCHEMA: dict[str, Any] = {
     "properties": {
         "type": {**_TEXT, "description": "`AppointmentCreate`, `AppointmentUpdate` and `AppointmentDelete` are "
                  "applied (they need `appointment.id`); any other type is stored as `ignored`"},
-        "locationId": {**_TEXT, "description": "must equal the workspace's GHL location when both are set (else 403)"},
+        "locationId": {**_TEXT, "description": "must equal the workspace's GHL location when it has one "
+                       "(missing or other: 403)"},
         "webhookId": {**_TEXT, "description": "deduplication key"},
         "timestamp": {"type": ["string", "integer"], "description": "ISO 8601 or epoch s/ms; must be within 5 "
                       "minutes of the service's clock (else 401 `stale_timestamp`)"},
@@ -444,8 +446,11 @@ class WebhookIntake:
             except SignatureError as exc:
                 raise _Reject(self._error(401, exc.reason), exc.reason) from None
             location = data.get("locationId")
-            if (keys.ghl_location_id and isinstance(location, str | int) and not isinstance(location, bool)
-                    and str(location).strip() and str(location).strip() != keys.ghl_location_id):
+            given = (str(location).strip() if isinstance(location, str | int) and not isinstance(location, bool)
+                     else "")
+            # a workspace bound to a GHL location only takes deliveries that name it: a body without
+            # `locationId` cannot prove it is for this workspace (GHL always sends it)
+            if keys.ghl_location_id and given != keys.ghl_location_id:
                 raise _Reject(self._error(403, "location_mismatch"), "location_mismatch")
         # 8. durable insert (group commit)
         try:
@@ -538,6 +543,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         summary="Signed Calendly and GoHighLevel webhook deliveries into the staging table (SPEC §7).",
         lifespan=lifespan,
         redoc_url=None,
+        # never answer with a redirect: Starlette builds its slash redirect from the request's Host header,
+        # which an attacker chooses (an open redirect to their host); an unknown path is a plain 404
+        redirect_slashes=False,
     )
     app.intake = intake
     app.state.service = service
@@ -561,6 +569,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         ``timestamp`` and ``locationId``, stage the whitelisted fields, store durably."""
         return _response(await intake.handle(Provider.GHL, workspace_id, request.scope["headers"], request.receive))
 
+    @app.head("/health", response_class=Response, include_in_schema=False)  # load balancers probe with HEAD
     @app.get("/health", response_class=Response, tags=["operations"], summary="Database reachability",
              responses={200: {"model": Health, "description": "database reachable"},
                         503: {"model": Health, "description": "database unreachable"}})
