@@ -612,6 +612,8 @@ def test_cli_serve_runs_the_service_and_stops_cleanly(database_url: str, db: sa.
         resp = httpx.post(f"http://127.0.0.1:{port}/webhooks/ghl/ghl-a", content=body, headers=ghl_headers(body))
         assert resp.status_code == 200, resp.text
         assert "server" not in resp.headers
+        if workers == 1:
+            _hostile_connections_are_cut(port, proc.pid)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         out = proc.communicate(timeout=30)[0].decode()
@@ -619,6 +621,38 @@ def test_cli_serve_runs_the_service_and_stops_cleanly(database_url: str, db: sa.
     assert "Application shutdown complete" in out or workers > 1
     assert len(stored(db)) == 1
     assert SECRET_KEY not in out and "hunter" not in out
+
+
+def _hostile_connections_are_cut(port: int, pid: int) -> None:
+    """A 100 MB header is refused (431) without growing the process; a client that sends half a request
+    line and stalls is answered 408 and dropped once the header timeout (10 s) passes."""
+    import socket
+
+    import psutil
+
+    service = psutil.Process(pid)
+    rss_before = service.memory_info().rss
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /webhooks/ghl/ghl-a HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        chunk, sent, answer = b"a" * 65536, 0, b""
+        try:
+            while sent < 100 * 1024 * 1024:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except OSError:  # the service closed the connection
+            pass
+        with contextlib.suppress(OSError):
+            answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 431") or answer == b"", answer[:80]
+    assert sent < 100 * 1024 * 1024, "the service read a 100 MB header"
+    assert service.memory_info().rss - rss_before < 32 * 1024 * 1024
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(b"POST /webhooks/ghl/ghl-a HT")
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+    assert 9 <= time.monotonic() - started < 15
+    assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
 
 
 def test_cli_serve_refuses_to_start_without_a_secret_key(database_url: str, tmp_path: Any) -> None:

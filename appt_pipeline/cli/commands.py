@@ -481,8 +481,14 @@ def serve(host: str, port: int, workers: int) -> None:
             raise BadInput(str(exc)) from None
         logging.getLogger("psycopg.pool").setLevel(logging.WARNING)  # one INFO line per connection request
         _err(f"{rt.describe()}\nwebhook intake: http://{host}:{port}  ({workers} worker(s))")
-        options: dict[str, Any] = {"host": host, "port": port, "loop": "uvloop", "http": "httptools",
+        from appt_pipeline.service.protocol import GuardedHttpToolsProtocol
+
+        # self-protection (docs/operations.md §5): headers ≤ 64 KiB read within 10 s, bodies within 30 s
+        # (GuardedHttpToolsProtocol), idle keep-alive connections closed after 5 s, at most 1,000 connections
+        # at once (503 beyond), a listen backlog of 2,048; provider deliveries use a fraction of each
+        options: dict[str, Any] = {"host": host, "port": port, "loop": "uvloop", "http": GuardedHttpToolsProtocol,
                                    "access_log": False, "server_header": False, "proxy_headers": False,
+                                   "timeout_keep_alive": 5, "limit_concurrency": 1000, "backlog": 2048,
                                    "lifespan": "on",
                                    "log_level": "debug" if logging.getLogger().level <= logging.DEBUG else "info"}
         if workers > 1:  # workers import the app themselves; they read the URL and key exported in the environment
