@@ -1,6 +1,6 @@
 """Calendly API v2 simulator: users, event types, scheduled events, invitees, booking, cancellation.
 
-Facts come from ``reference/provider-apis.md`` §2 (sources: Calendly's OpenAPI as vendored by
+Facts come from docs/providers.md §2 (sources: Calendly's OpenAPI as vendored by
 ``speakeasy-sdks/calendly-python``, developer.calendly.com pages and release notes, Nango's
 recorded real exchanges). Every id is a canonical ``https://api.calendly.com/...`` URI whatever
 host the simulator listens on (SPEC: URIs are identities; clients route canonical URIs, including
@@ -44,7 +44,7 @@ Reschedule (docs "see how webhook payloads change when invitees reschedule"): th
 canceled with ``rescheduled: true`` and ``new_invitee`` → the new invitee's URI on a **new**
 scheduled event, whose invitee has ``old_invitee`` → the old URI.
 
-Webhooks (provider-apis.md §2.6; CAL-SPEC ``WebhookSubscription``/``WebhookPayload``; fixture
+Webhooks (docs/providers.md §2.6; CAL-SPEC ``WebhookSubscription``/``WebhookPayload``; fixture
 ``calendly.webhook_subscription_create.response.json``): ``POST /webhook_subscriptions {url, events[],
 organization, scope: organization|user, user?, signing_key?}`` → 201 ``{resource: {uri, callback_url,
 created_at, updated_at, retry_started_at, state, events, scope, organization, user, group, creator,
@@ -1214,7 +1214,7 @@ class CalendlySimulator(SimulatorBase):
                 raise SimulatorError(f"unknown webhook subscription {ref!r}")
 
     def _webhook_outgoing(self, event: ProviderEvent) -> list[Outgoing]:
-        """One signed delivery per active subscription covering the event's host (provider-apis.md §2.6)."""
+        """One signed delivery per active subscription covering the event's host (docs/providers.md §2.6)."""
         host = self._users.get(event.account)
         if host is None or not self._webhook_subs:
             return []
