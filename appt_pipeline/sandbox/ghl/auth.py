@@ -16,7 +16,7 @@ from appt_pipeline.sandbox.common import (
 
 
 class GhlGate:
-    """The gate hooks of :class:`~.base.SimulatorBase` for Ghl (mixed into :class:`~.simulator.GhlSimulator`)."""
+    """The gate hooks of :class:`~appt_pipeline.sandbox.base.SimulatorBase` for GHL (mixed into the simulator)."""
 
     # ================================================================= gate hooks
 
