@@ -386,18 +386,7 @@ class SimulatorBase:
 
     def _add_common_admin_routes(self, app: FastAPI) -> None:
         sim = self
-
-        async def body_of(request: Request) -> dict[str, Any]:
-            raw = await request.body()
-            if not raw:
-                return {}
-            try:
-                data = await request.json()
-            except ValueError as exc:
-                raise SimulatorError("body is not JSON") from exc
-            if not isinstance(data, dict):
-                raise SimulatorError("body must be a JSON object")
-            return data
+        body_of = admin_body
 
         @app.post("/_admin/reset")
         async def admin_reset(request: Request) -> dict[str, Any]:
