@@ -16,20 +16,30 @@ Webhooks (``webhooks.py``): every emitted :class:`~.common.ProviderEvent` is off
 ``self.webhooks`` (a :class:`~.webhooks.WebhookDelivery`), which asks ``_webhook_outgoing(event)``
 where it goes — nowhere unless a subclass has subscriptions configured. Common admin routes:
 ``GET /_admin/webhooks/deliveries``, ``POST /_admin/webhooks/flush``, ``GET|PUT /_admin/webhooks/delivery``.
+
+Provider admin routes are a table of :class:`AdminAction` rows (``admin_actions`` of the simulator
+class) registered by one loop (:meth:`SimulatorBase._add_admin_routes`): each row names its HTTP
+methods, path, handler ``(sim, AdminCall) -> dict`` and the body fields it requires. A missing
+required field answers 400 ``{error}`` (wording from :meth:`SimulatorBase._admin_missing`), a body
+that is not a JSON object 400 ``{error}``, a bad query parameter the provider's validation error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from appt_pipeline.sandbox.common import (
@@ -52,6 +62,96 @@ from appt_pipeline.sandbox.common import (
 from appt_pipeline.sandbox.webhooks import DeliverySettings, EventFeed, Outgoing, WebhookDelivery
 
 CallNext = Callable[[Request], Awaitable[Response]]
+
+_REQUIRED: Any = object()
+
+
+@cache
+def _adapter(kind: type) -> TypeAdapter[Any]:
+    return TypeAdapter(kind)
+
+
+@dataclass(frozen=True)
+class AdminCall:
+    """One parsed admin request: path parameters, query parameters and the JSON-object body."""
+
+    path: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, str] = field(default_factory=dict)
+    body: dict[str, Any] = field(default_factory=dict)
+
+    def query(self, name: str, kind: type = str, default: Any = _REQUIRED) -> Any:
+        """The query parameter ``name`` converted to ``kind`` (pydantic lax mode), else ``default``.
+
+        Raises :class:`fastapi.exceptions.RequestValidationError` (answered as the provider's
+        validation error, as FastAPI's own parameter checks are) when it is missing without a
+        default or does not convert.
+        """
+        raw = self.params.get(name)
+        if raw is None:
+            if default is _REQUIRED:
+                raise RequestValidationError(
+                    [{"type": "missing", "loc": ("query", name), "msg": "Field required", "input": None}]
+                )
+            return default
+        try:
+            return _adapter(kind).validate_python(raw)
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**e, "loc": ("query", name)} for e in exc.errors(include_url=False)]
+            ) from None
+
+
+AdminHandler = Callable[[Any, AdminCall], "dict[str, Any] | Awaitable[dict[str, Any]]"]
+
+
+@dataclass(frozen=True)
+class AdminAction:
+    """One ``/_admin`` route: ``methods`` on ``path`` run ``handler(sim, call)``.
+
+    ``required``: body fields that must be present and truthy (checked before the handler runs);
+    ``body``: whether the handler reads a JSON-object body (implied by ``required``); ``doc``: the
+    request and answer shapes.
+    """
+
+    methods: tuple[str, ...]
+    path: str
+    handler: AdminHandler
+    required: tuple[str, ...] = ()
+    doc: str = ""
+    body: bool = False
+
+
+async def admin_body(request: Request) -> dict[str, Any]:
+    """The JSON-object body of an admin request (``{}`` when empty).
+
+    Raises :class:`~.common.SimulatorError` (400) when it is not JSON or not an object.
+    """
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        data = await request.json()
+    except ValueError as exc:
+        raise SimulatorError("body is not JSON") from exc
+    if not isinstance(data, dict):
+        raise SimulatorError("body must be a JSON object")
+    return data
+
+
+def _admin_endpoint(sim: SimulatorBase, action: AdminAction) -> Callable[[Request], Awaitable[dict[str, Any]]]:
+    async def endpoint(request: Request) -> dict[str, Any]:
+        body = await admin_body(request) if action.body or action.required else {}
+        missing = [name for name in action.required if not body.get(name)]
+        if missing:
+            raise SimulatorError(sim._admin_missing(missing, action.required))
+        result = action.handler(sim, AdminCall(dict(request.path_params), request.query_params, body))
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    endpoint.__name__ = getattr(action.handler, "__name__", "admin_action")
+    endpoint.__doc__ = action.doc or None
+    return endpoint
 
 
 class SimulatorBase:
@@ -124,8 +224,17 @@ class SimulatorBase:
     def _add_routes(self, app: FastAPI) -> None:
         raise NotImplementedError
 
+    #: The provider's admin routes (see :class:`AdminAction`), registered by :meth:`_add_admin_routes`.
+    admin_actions: tuple[AdminAction, ...] = ()
+
+    def _admin_missing(self, missing: list[str], required: tuple[str, ...]) -> str:
+        """The admin error message when required body fields are missing."""
+        return f"missing {', '.join(missing)}"
+
     def _add_admin_routes(self, app: FastAPI) -> None:
-        raise NotImplementedError
+        """Register every row of ``admin_actions`` on ``app``, in table order."""
+        for action in self.admin_actions:
+            app.add_api_route(action.path, _admin_endpoint(self, action), methods=list(action.methods))
 
     def _default_delivery_settings(self) -> DeliverySettings:
         """The provider's webhook retry behaviour (compressed); see :class:`~.webhooks.DeliverySettings`."""
@@ -277,18 +386,7 @@ class SimulatorBase:
 
     def _add_common_admin_routes(self, app: FastAPI) -> None:
         sim = self
-
-        async def body_of(request: Request) -> dict[str, Any]:
-            raw = await request.body()
-            if not raw:
-                return {}
-            try:
-                data = await request.json()
-            except ValueError as exc:
-                raise SimulatorError("body is not JSON") from exc
-            if not isinstance(data, dict):
-                raise SimulatorError("body must be a JSON object")
-            return data
+        body_of = admin_body
 
         @app.post("/_admin/reset")
         async def admin_reset(request: Request) -> dict[str, Any]:
