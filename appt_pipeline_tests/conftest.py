@@ -18,6 +18,10 @@ from appt_pipeline.store.embedded import ensure_database, start_embedded
 from appt_pipeline.store.engine import app_url
 from appt_pipeline.store.schema import upgrade
 
+# the simulators listen on loopback ports chosen at start: every test session lets tokens go to any
+# port of 127.0.0.1 (README "Provider hosts"); tests of the rule set their own, narrower list
+os.environ["APPT_PROVIDER_HOST_ALLOWLIST"] = "127.0.0.1:*"
+
 LOCAL_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 APP_TABLES = (

@@ -51,6 +51,9 @@ from psycopg.rows import namedtuple_row
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+# the simulators listen on loopback ports chosen at start (README "Provider hosts")
+os.environ.setdefault("APPT_PROVIDER_HOST_ALLOWLIST", "127.0.0.1:*")
+
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_DATA_DIR = Path(os.environ.get("APPT_BENCH_DATA_DIR", "/tmp/appt_bench_data"))
 TARGET_LEADS_PER_S = 100_000

@@ -83,6 +83,9 @@ from appt_pipeline.store.rollups import drift_report
 from appt_pipeline.store.schema import upgrade
 from appt_pipeline.store.workspaces import set_secret, set_workspace
 
+# the simulators listen on loopback ports chosen at start (README "Provider hosts")
+os.environ.setdefault("APPT_PROVIDER_HOST_ALLOWLIST", "127.0.0.1:*")
+
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 KEY = Fernet.generate_key().decode()
 TARGET_UTILISATION = 0.90

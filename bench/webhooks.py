@@ -54,6 +54,9 @@ from appt_pipeline.domain.signatures import calendly_signature, ghl_ed25519_sign
 from appt_pipeline.store.schema import upgrade
 from appt_pipeline.store.workspaces import set_secret, set_workspace
 
+# the simulators listen on loopback ports chosen at start (README "Provider hosts")
+os.environ.setdefault("APPT_PROVIDER_HOST_ALLOWLIST", "127.0.0.1:*")
+
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LUA = Path(__file__).with_name("webhooks.lua")

@@ -86,7 +86,9 @@ def db_upgrade() -> None:
 
 @main.command("import-legacy")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
-def import_legacy_cmd(directory: str) -> None:
+@click.option("--replace-base-urls", is_flag=True,
+              help="Allow rows to change the provider base URL of a workspace that holds secrets.")
+def import_legacy_cmd(directory: str, replace_base_urls: bool) -> None:
     """Load workspaces.csv and leads.csv from DIRECTORY (format: docs/operations.md §2)."""
     from sqlalchemy.exc import IntegrityError
 
@@ -94,7 +96,7 @@ def import_legacy_cmd(directory: str) -> None:
 
     with _runtime() as rt:
         try:
-            report = import_legacy(rt.engine, directory)
+            report = import_legacy(rt.engine, directory, replace_base_urls=replace_base_urls)
         except LegacyImportError as exc:
             for error in exc.errors:
                 _err(f"error: {error}")

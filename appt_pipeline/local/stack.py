@@ -31,7 +31,7 @@ from appt_pipeline.sandbox import CalendlySimulator, GhlSimulator, SimulatorServ
 from appt_pipeline.sandbox.legacy_seed import LegacySeed
 from appt_pipeline.service.app import create_app
 from appt_pipeline.service.settings import ServiceSettings
-from appt_pipeline.settings import SECRET_KEY_ENV
+from appt_pipeline.settings import SECRET_KEY_ENV, provider_hosts_allowed
 from appt_pipeline.store.workspaces import set_secret, set_workspace
 
 TOKEN_SECRET = {Provider.GHL: SecretName.GHL_PRIVATE_TOKEN, Provider.CALENDLY: SecretName.CALENDLY_ACCESS_TOKEN}
@@ -135,6 +135,8 @@ def local_stack(
         ghl_server = stack.enter_context(SimulatorServer(ghl_sim, host, ghl_port))
         calendly_server = stack.enter_context(SimulatorServer(calendly_sim, host, calendly_port))
         service_server = stack.enter_context(SimulatorServer(service_app, host, service_port))
+        # the simulators are this stack's provider hosts (README "Provider hosts")
+        stack.enter_context(provider_hosts_allowed(ghl_server.base_url, calendly_server.base_url))
         lstack = LocalStack(engine=engine, legacy=legacy, secret_key=secret_key, ghl=ghl_sim, calendly=calendly_sim,
                             ghl_url=ghl_server.base_url, calendly_url=calendly_server.base_url,
                             service_url=service_server.base_url)

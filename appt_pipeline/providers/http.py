@@ -48,7 +48,9 @@ from urllib.parse import unquote, urlsplit
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
 
+from appt_pipeline.domain.provider_hosts import HostAllowlist, ProviderHostError, check_provider_url
 from appt_pipeline.domain.redaction import mask_pii
+from appt_pipeline.settings import provider_host_allowlist
 
 logger = logging.getLogger(__name__)
 
@@ -474,6 +476,15 @@ class ProviderHttp:
         stats: counters to add to (shared per run if you like); a new one when ``None``.
         retry: the :class:`RetryPolicy`.
         default_headers: sent with every request (e.g. ``Accept``).
+        allowed_hosts: extra hosts a token may go to; default ``APPT_PROVIDER_HOST_ALLOWLIST``
+            (``appt_pipeline.settings.provider_host_allowlist``).
+
+    Provider hosts (README "Provider hosts"): ``base_url`` and the URL of every request are checked with
+    :func:`~appt_pipeline.domain.provider_hosts.check_provider_url` before the token is sent; redirects
+    are never followed (also with a passed-in client): a 3xx is a ``bad_response`` error.
+
+    Raises:
+        ProviderError: kind ``auth`` without a token; kind ``refused`` for a base URL a token may not go to.
     """
 
     def __init__(
@@ -488,12 +499,15 @@ class ProviderHttp:
         stats: CallStats | None = None,
         retry: RetryPolicy | None = None,
         default_headers: Mapping[str, str] | None = None,
+        allowed_hosts: HostAllowlist | None = None,
     ) -> None:
         self.provider = provider
         self.base_url = base_url.rstrip("/")
         self._token = token if isinstance(token, Secret) else Secret(token)
         if not self._token:
             raise ProviderError(ErrorKind.AUTH, f"{provider}: no API token configured", provider=provider)
+        self._allowed_hosts = allowed_hosts if allowed_hosts is not None else provider_host_allowlist()
+        self._check_host(self.base_url, "base URL")
         self.limiter = limiter
         self.timeout = httpx.Timeout(timeout_s)
         self.stats = stats if stats is not None else CallStats()
@@ -512,6 +526,15 @@ class ProviderHttp:
         """Close the httpx client if this object created it."""
         if self._owns_http:
             await self._http.aclose()
+
+    def _check_host(self, url: str, what: str) -> None:
+        """Raise ``ProviderError(kind="refused")`` unless the token may be sent to ``url``."""
+        try:
+            check_provider_url(
+                url, self._allowed_hosts, what=f"{self.provider} {what}", request=what == "request URL"
+            )
+        except ProviderHostError as exc:
+            raise ProviderError(ErrorKind.REFUSED, str(exc), provider=self.provider) from None
 
     # -- routing ---------------------------------------------------------------------------------
 
@@ -574,9 +597,11 @@ class ProviderHttp:
                 return await send()
 
         async def send() -> Any:
+            self._check_host(url, "request URL")  # again before every request carrying the token
             try:
                 response = await self._http.request(
-                    method, url, params=query or None, json=json, headers=all_headers, timeout=self.timeout
+                    method, url, params=query or None, json=json, headers=all_headers, timeout=self.timeout,
+                    follow_redirects=False,  # a 3xx is an error (see _decode), never followed with the token
                 )
             except httpx.TimeoutException as exc:
                 never_sent = isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
@@ -647,6 +672,8 @@ class ProviderHttp:
             )
         if 400 <= status < 500:
             raise self._error(ErrorKind.REFUSED, method, path, detail, status_code=status)
+        if 300 <= status < 400:
+            detail = "redirect not followed (a provider token never follows a redirect)"
         raise self._error(ErrorKind.BAD_RESPONSE, method, path, detail, status_code=status)
 
     def _error(

@@ -15,7 +15,9 @@ from pathlib import Path
 import psycopg
 import sqlalchemy as sa
 
+from appt_pipeline.domain.provider_hosts import check_provider_url
 from appt_pipeline.domain.timeparse import parse_timestamp
+from appt_pipeline.settings import provider_host_allowlist
 
 MAX_REPORTED_ERRORS = 50
 
@@ -91,13 +93,23 @@ def _bool(v: str) -> bool | None:
 
 
 Parser = Callable[[str], object]
+#: A row check: ``(sql, reason)``, or a function of the file's header giving one (or ``None``: not applicable).
+Check = tuple[str, str] | Callable[[list[str]], tuple[str, str] | None]
+
+
+def _provider_url(v: str) -> str | None:
+    """A provider base URL, refused unless a token may go there (README "Provider hosts")."""
+    url = _text(v)
+    if url is not None:
+        check_provider_url(url, provider_host_allowlist(), what="provider base URL")
+    return url
 
 WORKSPACE_COLUMNS: dict[str, Parser] = {
     "id": _text, "name": _text, "meeting_booking_provider": _provider, "ghl_location_id": _text,
     "ghl_default_calendar_id": _text, "ghl_direct_book_calendar_id": _text, "calendly_organization_uri": _text,
     "calendly_user_uri": _text, "calendly_event_type_uri": _text, "calendly_direct_book_event_type_uri": _text,
     "meeting_duration_minutes": _positive_int, "timezone": _text, "auto_book_meetings": _bool,
-    "ghl_api_base_url": _text, "calendly_api_base_url": _text,
+    "ghl_api_base_url": _provider_url, "calendly_api_base_url": _provider_url,
 }
 
 LEAD_COLUMNS: dict[str, Parser] = {
@@ -206,9 +218,10 @@ def _read(path: Path, columns: dict[str, Parser], required: tuple[str, ...]) -> 
 
 def _load(
     conn: sa.Connection, path: Path, table: str, columns: dict[str, Parser], required: tuple[str, ...],
-    conflict_sets: Callable[[list[str]], str], checks: list[tuple[str, str]],
+    conflict_sets: Callable[[list[str]], str], checks: list[Check],
 ) -> int:
     header, rows = _read(path, columns, required)
+    fixed_checks = [c(header) if callable(c) else c for c in checks]
     stage = f"appt_import_{table}"
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {stage}")
     conn.exec_driver_sql(
@@ -229,7 +242,7 @@ def _load(
                 continue
             assert values is not None
             copy.write_row([line, *values])
-    for sql, reason in checks:
+    for sql, reason in (c for c in fixed_checks if c is not None):
         if "{location}" in sql:  # only when the file sets ghl_location_id
             if "ghl_location_id" not in header:
                 continue
@@ -317,8 +330,29 @@ _MOVES_WITH_HISTORY = (
 )
 
 
-def import_legacy(engine: sa.Engine, directory: str | Path) -> ImportReport:
+def _base_url_changes(header: list[str]) -> tuple[str, str] | None:
+    """Re-import rule (README "Provider hosts"): a row must not change the stored provider base URL of a
+    workspace that holds secrets, unless the import is run with ``replace_base_urls``."""
+    changed = [
+        f"(s.{c} IS NOT NULL AND s.{c} IS DISTINCT FROM w.{c})"
+        for c in ("ghl_api_base_url", "calendly_api_base_url") if c in header
+    ]
+    if not changed:
+        return None
+    return (
+        "SELECT s.line, s.id FROM {stage} s JOIN workspaces w ON w.id = s.id "
+        f"WHERE ({' OR '.join(changed)}) "
+        "AND EXISTS (SELECT 1 FROM workspace_secrets x WHERE x.workspace_id = w.id) ORDER BY s.line",
+        "would change the provider base URL of workspace {detail!r}, which holds secrets "
+        "(pass --replace-base-urls to allow it)",
+    )
+
+
+def import_legacy(engine: sa.Engine, directory: str | Path, *, replace_base_urls: bool = False) -> ImportReport:
     """Load ``workspaces.csv`` (if present) then ``leads.csv`` (if present) from ``directory``.
+
+    A provider base URL must pass the provider-host rule (README "Provider hosts"); a row that changes the
+    base URL of a workspace holding secrets is refused unless ``replace_base_urls``.
 
     Each file is one transaction. Raises :class:`LegacyImportError` (nothing of that file written;
     an earlier file stays loaded) or ``FileNotFoundError`` when neither file exists.
@@ -331,7 +365,8 @@ def import_legacy(engine: sa.Engine, directory: str | Path) -> ImportReport:
     if ws_path.is_file():
         with engine.begin() as conn:
             report.workspaces = _load(conn, ws_path, "workspaces", WORKSPACE_COLUMNS, ("id",), _workspace_sets,
-                                      [_DUPLICATE_IDS, _DUPLICATE_LOCATIONS, _LOCATION_TAKEN])
+                                      [_DUPLICATE_IDS, _DUPLICATE_LOCATIONS, _LOCATION_TAKEN,
+                                       *([] if replace_base_urls else [_base_url_changes])])
         report.files.append(ws_path.name)
     if leads_path.is_file():
         with engine.begin() as conn:

@@ -1,13 +1,14 @@
 """Workspace rows and their encrypted secrets (SPEC §1, §11, §12 ``workspace set`` / ``secrets set``)."""
 
 from typing import Any
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from cryptography.fernet import Fernet, InvalidToken
 
+from appt_pipeline.domain.provider_hosts import check_provider_url
 from appt_pipeline.domain.vocab import Provider, SecretName
+from appt_pipeline.settings import provider_host_allowlist
 
 #: Workspace columns an operator may set (every SPEC §1 column but the id and write clocks).
 WORKSPACE_SETTABLE: tuple[str, ...] = (
@@ -58,12 +59,11 @@ def _validate(values: dict[str, Any]) -> None:
             ZoneInfo(zone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"timezone {zone!r} is not an IANA time zone (e.g. America/New_York)") from None
+    allowlist = provider_host_allowlist()
     for column in ("ghl_api_base_url", "calendly_api_base_url"):
         url = values.get(column)
         if url is not None:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"{column} must be an http(s) URL, got {url!r}")
+            check_provider_url(url, allowlist, what=column)  # ProviderHostError is a ValueError: exit 2
 
 
 def workspace_ids(engine: sa.Engine) -> list[str]:
