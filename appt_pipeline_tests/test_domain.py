@@ -346,3 +346,20 @@ def test_future_confirmed_never_makes_a_past_row_primary(rows: list[Row], new: R
     assert after is not None and after.status is C
     assert after.start_at is not None and after.start_at > ref
     assert after is new or after is before
+
+
+@pytest.mark.parametrize("signed", ["body_only", "no_dot", "dot_after_body"])
+def test_calendly_signatures_not_over_t_dot_body_are_refused(signed: str) -> None:
+    """SPEC §7: Calendly's HMAC covers ``t + "." + body``; a signature over anything else never passes."""
+    import hashlib
+    import hmac
+
+    from appt_pipeline.domain.signatures import SignatureError, calendly_signature, verify_calendly
+
+    key, body, t = "signing-key", b'{"event":"invitee.created"}', 1_700_000_000
+    assert verify_calendly(calendly_signature(key, body, t), body, key, now=t) == t  # the right one passes
+    message = {"body_only": body, "no_dot": str(t).encode() + body, "dot_after_body": body + b"." + str(t).encode()}
+    digest = hmac.new(key.encode(), message[signed], hashlib.sha256).hexdigest()
+    with pytest.raises(SignatureError) as info:
+        verify_calendly(f"t={t},v1={digest}", body, key, now=t)
+    assert info.value.reason == "bad_signature"

@@ -344,3 +344,68 @@ def test_an_unknown_calendly_invitee_status_is_a_counted_lead_error(
         lead = rows(db, "SELECT appointment_check_failures AS n, appointment_last_checked_at AS checked "
                         "FROM leads WHERE id = 'lc'")[0]
         assert (lead.n, lead.checked) == (1, start)
+
+
+def test_never_checked_leads_come_first(db: sa.Engine, ghl_sim: tuple[GhlSimulator, str]) -> None:
+    _, url = ghl_sim
+    _ghl_workspace(db, url)
+    _leads(db, "ws_g", [("a_old", None, "c_a"), ("z_new", None, "c_b")])
+    start = utc_now()
+    with db.begin() as conn:  # a_old was checked long ago and is due; z_new was never checked
+        conn.execute(sa.text("UPDATE leads SET appointment_last_checked_at = :t, appointment_next_check_at = :t "
+                             "WHERE id = 'a_old'"), {"t": start - timedelta(days=30)})
+    report = _run(db, "ws_g", now=start, settings=replace(FAST, lead_budget=1))
+    assert (report.leads_due, report.leads_checked) == (1, 1)
+    assert {r.lead_id for r in rows(db, "SELECT lead_id FROM appointments")} == {"z_new"}
+
+
+def test_the_time_budget_stops_a_run(db: sa.Engine, ghl_sim: tuple[GhlSimulator, str]) -> None:
+    _, url = ghl_sim
+    _ghl_workspace(db, url)
+    _leads(db, "ws_g", [("la", None, "c_a"), ("lb", None, "c_b")])
+    report = _run(db, "ws_g", settings=replace(FAST, time_budget_s=0.0))
+    assert (report.leads_due, report.leads_checked, report.budget_exhausted) == (2, 0, True)
+    assert rows(db, "SELECT count(*) AS n FROM leads WHERE appointment_last_checked_at IS NULL")[0].n == 2
+
+
+def _calendly_workspace(db: sa.Engine, url: str, **config: str) -> None:
+    set_workspace(db, "ws_c", {"meeting_booking_provider": "CALENDLY", "calendly_organization_uri": ORG,
+                               "calendly_api_base_url": url, **config})
+    set_secret(db, "ws_c", "calendly_access_token", "tok-cal-1", KEY)
+
+
+def test_the_direct_book_event_type_is_part_of_calendlys_filter(
+    db: sa.Engine, calendly_sim: tuple[CalendlySimulator, str]
+) -> None:
+    _, url = calendly_sim
+    types = "https://api.calendly.com/event_types/"
+    _calendly_workspace(db, url, calendly_event_type_uri=types + "11111111-1111-1111-1111-111111111111",
+                        calendly_direct_book_event_type_uri=types + "22222222-2222-2222-2222-222222222222")
+    _leads(db, "ws_c", [("lc", "c@example.com", None)])
+    report = _run(db, "ws_c")
+    assert report.new_bookings == 2 and report.observations == 2  # both events, of both configured types
+    assert rows(db, "SELECT count(*) AS n FROM appointments")[0].n == 2
+
+
+def test_calendly_not_found_and_error_outcomes_advance_the_watermark(
+    db: sa.Engine, calendly_sim: tuple[CalendlySimulator, str]
+) -> None:
+    """Like GHL's. (Calendly's ``skipped`` — a lead without e-mail — is never due: the due query requires one.)"""
+    sim, url = calendly_sim
+    _calendly_workspace(db, url)
+    _leads(db, "ws_c", [("ld", "nobody@example.com", None)])
+    start = utc_now()
+    clean = _run(db, "ws_c", now=start)
+    assert clean.not_found == 1
+    lead = rows(db, "SELECT appointment_last_checked_at AS checked, "
+                    "appointment_next_check_at - appointment_last_checked_at AS gap FROM leads")[0]
+    assert (lead.checked, lead.gap) == (start, timedelta(hours=1))
+    with db.begin() as conn:
+        conn.execute(sa.text("DELETE FROM leads"))
+    _leads(db, "ws_c", [("lc", "c@example.com", None)])
+    sim.faults.configure(error_rate=1.0, error_statuses=(503,), seed=1)
+    report = _run(db, "ws_c", now=start)
+    assert report.errors == 1 and report.errors_by_kind == {"provider_server": 1}
+    lead = rows(db, "SELECT appointment_check_failures AS n, appointment_last_checked_at AS checked, "
+                    "appointment_next_check_at - appointment_last_checked_at AS gap FROM leads")[0]
+    assert (lead.n, lead.checked, lead.gap) == (1, start, timedelta(seconds=60))
