@@ -21,10 +21,8 @@ from appt_pipeline.domain.primary import EMPTY_ROLLUP, LeadRollup, build_rollup,
 from appt_pipeline.domain.rules import (
     TASK_MEETING_CANCELED,
     TASK_MEETING_RESCHEDULED,
-    next_lead_status,
     resolve_timezone,
     task_message,
-    within_reschedule_window,
 )
 from appt_pipeline.domain.timeparse import format_booked_slot, parse_timestamp
 from appt_pipeline.domain.vocab import Provider, Source, Status, UnknownStatusError, map_status
@@ -224,40 +222,6 @@ def test_observation_empty_ids_are_absent() -> None:
         Observation("ws", "l", Provider.GHL, C, Source.WEBHOOK, ghl_appointment_id="").validate()
 
 
-# ------------------------------------------------------------------------------------------- §4.3 window
-
-
-def test_reschedule_window() -> None:
-    t = at("2026-03-01T12:00")
-    assert within_reschedule_window(t, t + timedelta(hours=5, minutes=59))
-    assert not within_reschedule_window(t, t + timedelta(hours=6, minutes=1))
-    assert within_reschedule_window(t, t - timedelta(hours=1))  # booking first, then cancel
-    assert not within_reschedule_window(t, t - timedelta(hours=6, minutes=1))
-    assert within_reschedule_window(t, t + timedelta(hours=6))
-
-
-# ------------------------------------------------------------------------------------------- §3 lead status
-
-
-@pytest.mark.parametrize(("current", "primary", "has_confirmed", "expected"), [
-    ("qualified", C, True, "meeting-booked"),
-    ("new", C, True, "meeting-booked"),
-    ("meeting-booked", C, True, None),
-    ("unqualified", C, True, None),
-    ("blacklisted", C, True, None),
-    ("meeting-booked", X, False, "qualified"),
-    ("meeting-booked", R, False, "qualified"),
-    ("meeting-booked", X, True, None),
-    ("unqualified", X, False, None),
-    ("qualified", X, False, None),
-    ("meeting-booked", S, False, None),
-    ("meeting-booked", N, False, None),
-    ("meeting-booked", None, False, None),
-])  # fmt: skip
-def test_next_lead_status(current: str, primary: Status | None, has_confirmed: bool, expected: str | None) -> None:
-    assert next_lead_status(current, primary, has_confirmed) == expected
-
-
 # ------------------------------------------------------------------------------------------- §4.4 messages
 
 
@@ -346,3 +310,20 @@ def test_future_confirmed_never_makes_a_past_row_primary(rows: list[Row], new: R
     assert after is not None and after.status is C
     assert after.start_at is not None and after.start_at > ref
     assert after is new or after is before
+
+
+@pytest.mark.parametrize("signed", ["body_only", "no_dot", "dot_after_body"])
+def test_calendly_signatures_not_over_t_dot_body_are_refused(signed: str) -> None:
+    """SPEC §7: Calendly's HMAC covers ``t + "." + body``; a signature over anything else never passes."""
+    import hashlib
+    import hmac
+
+    from appt_pipeline.domain.signatures import SignatureError, calendly_signature, verify_calendly
+
+    key, body, t = "signing-key", b'{"event":"invitee.created"}', 1_700_000_000
+    assert verify_calendly(calendly_signature(key, body, t), body, key, now=t) == t  # the right one passes
+    message = {"body_only": body, "no_dot": str(t).encode() + body, "dot_after_body": body + b"." + str(t).encode()}
+    digest = hmac.new(key.encode(), message[signed], hashlib.sha256).hexdigest()
+    with pytest.raises(SignatureError) as info:
+        verify_calendly(f"t={t},v1={digest}", body, key, now=t)
+    assert info.value.reason == "bad_signature"

@@ -1,10 +1,14 @@
 """Reconciliation (SPEC §6) against the provider simulators over real loopback HTTP."""
 
 import asyncio
+import http.server
+import json
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -244,3 +248,164 @@ def test_calendly_reschedule_chain_and_event_type_filter(db: sa.Engine,
     tasks = rows(db, "SELECT type FROM follow_up_tasks")
     assert [t.type for t in tasks] == ["meeting-rescheduled"]
 
+
+
+class _StatusRewritingProxy:
+    """A loopback HTTP proxy in front of a simulator that reports one record's status as ``status``.
+
+    The simulators refuse statuses outside the provider's vocabulary (seed, admin API, public API), so an odd
+    provider answer is made here, on the wire: every request is forwarded unchanged; in every JSON answer an
+    object whose ``id`` or ``uri`` is ``target`` gets its ``appointmentStatus``/``status`` replaced.
+    """
+
+    def __init__(self, upstream: str, target: str, status: str) -> None:
+        def rewrite(value: object) -> object:
+            if isinstance(value, dict):
+                out = {k: rewrite(v) for k, v in value.items()}
+                if target in (out.get("id"), out.get("uri")):
+                    for key in ("appointmentStatus", "appoinmentStatus", "status"):
+                        if key in out:
+                            out[key] = status
+                return out
+            if isinstance(value, list):
+                return [rewrite(v) for v in value]
+            return value
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "accept-encoding")}
+                answer = httpx.get(upstream + self.path, headers=headers)
+                body = answer.content
+                if answer.headers.get("content-type", "").startswith("application/json"):
+                    body = json.dumps(rewrite(answer.json())).encode()
+                self.send_response(answer.status_code)
+                self.send_header("content-type", answer.headers.get("content-type", "application/json"))
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "_StatusRewritingProxy":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def test_an_unknown_ghl_status_is_a_counted_lead_error_not_a_failed_run(
+    db: sa.Engine, ghl_sim: tuple[GhlSimulator, str]
+) -> None:
+    _, url = ghl_sim
+    with _StatusRewritingProxy(url, "g_b1", "tentative") as proxy:
+        _ghl_workspace(db, proxy.base_url)
+        _leads(db, "ws_g", [("la", None, "c_a"), ("lb", None, "c_b")])
+        start = utc_now()
+        report = _run(db, "ws_g", now=start)
+        assert (report.leads_checked, report.changed, report.errors) == (2, 1, 1)
+        assert report.errors_by_kind == {"unknown_status": 1}
+        # the other lead of the run is written; the odd one is not guessed at
+        assert {r.lead_id for r in rows(db, "SELECT lead_id FROM appointments")} == {"la"}
+        leads = {r.id: r for r in rows(db, "SELECT id, appointment_check_failures AS n, appointment_last_checked_at AS "
+                                           "checked, appointment_next_check_at - appointment_last_checked_at AS gap "
+                                           "FROM leads")}
+        assert leads["lb"].n == 1 and leads["lb"].checked == start and leads["lb"].gap == timedelta(seconds=60)
+        assert leads["la"].n == 0 and leads["la"].gap == timedelta(hours=1)
+        # the next run is not blocked by it: the lead backs off and the watermark keeps advancing
+        again = _run(db, "ws_g", now=start + timedelta(minutes=2))
+        assert (again.leads_checked, again.errors) == (1, 1)
+        assert rows(db, "SELECT appointment_check_failures AS n FROM leads WHERE id = 'lb'")[0].n == 2
+
+
+def test_an_unknown_calendly_invitee_status_is_a_counted_lead_error(
+    db: sa.Engine, calendly_sim: tuple[CalendlySimulator, str]
+) -> None:
+    _, url = calendly_sim
+    invitee = ("https://api.calendly.com/scheduled_events/44444444-0000-0000-0000-000000000001"
+               "/invitees/55555555-0000-0000-0000-000000000001")
+    with _StatusRewritingProxy(url, invitee, "tentative") as proxy:
+        set_workspace(db, "ws_c", {"meeting_booking_provider": "CALENDLY", "calendly_organization_uri": ORG,
+                                   "calendly_api_base_url": proxy.base_url})
+        set_secret(db, "ws_c", "calendly_access_token", "tok-cal-1", KEY)
+        _leads(db, "ws_c", [("lc", "c@example.com", None), ("ld", "nobody@example.com", None)])
+        start = utc_now()
+        report = _run(db, "ws_c", now=start)
+        assert (report.leads_checked, report.errors, report.not_found) == (2, 1, 1)
+        assert report.errors_by_kind == {"unknown_status": 1}
+        assert rows(db, "SELECT count(*) AS n FROM appointments")[0].n == 0
+        lead = rows(db, "SELECT appointment_check_failures AS n, appointment_last_checked_at AS checked "
+                        "FROM leads WHERE id = 'lc'")[0]
+        assert (lead.n, lead.checked) == (1, start)
+
+
+def test_never_checked_leads_come_first(db: sa.Engine, ghl_sim: tuple[GhlSimulator, str]) -> None:
+    _, url = ghl_sim
+    _ghl_workspace(db, url)
+    _leads(db, "ws_g", [("a_old", None, "c_a"), ("z_new", None, "c_b")])
+    start = utc_now()
+    with db.begin() as conn:  # a_old was checked long ago and is due; z_new was never checked
+        conn.execute(sa.text("UPDATE leads SET appointment_last_checked_at = :t, appointment_next_check_at = :t "
+                             "WHERE id = 'a_old'"), {"t": start - timedelta(days=30)})
+    report = _run(db, "ws_g", now=start, settings=replace(FAST, lead_budget=1))
+    assert (report.leads_due, report.leads_checked) == (1, 1)
+    assert {r.lead_id for r in rows(db, "SELECT lead_id FROM appointments")} == {"z_new"}
+
+
+def test_the_time_budget_stops_a_run(db: sa.Engine, ghl_sim: tuple[GhlSimulator, str]) -> None:
+    _, url = ghl_sim
+    _ghl_workspace(db, url)
+    _leads(db, "ws_g", [("la", None, "c_a"), ("lb", None, "c_b")])
+    report = _run(db, "ws_g", settings=replace(FAST, time_budget_s=0.0))
+    assert (report.leads_due, report.leads_checked, report.budget_exhausted) == (2, 0, True)
+    assert rows(db, "SELECT count(*) AS n FROM leads WHERE appointment_last_checked_at IS NULL")[0].n == 2
+
+
+def _calendly_workspace(db: sa.Engine, url: str, **config: str) -> None:
+    set_workspace(db, "ws_c", {"meeting_booking_provider": "CALENDLY", "calendly_organization_uri": ORG,
+                               "calendly_api_base_url": url, **config})
+    set_secret(db, "ws_c", "calendly_access_token", "tok-cal-1", KEY)
+
+
+def test_the_direct_book_event_type_is_part_of_calendlys_filter(
+    db: sa.Engine, calendly_sim: tuple[CalendlySimulator, str]
+) -> None:
+    _, url = calendly_sim
+    types = "https://api.calendly.com/event_types/"
+    _calendly_workspace(db, url, calendly_event_type_uri=types + "11111111-1111-1111-1111-111111111111",
+                        calendly_direct_book_event_type_uri=types + "22222222-2222-2222-2222-222222222222")
+    _leads(db, "ws_c", [("lc", "c@example.com", None)])
+    report = _run(db, "ws_c")
+    assert report.new_bookings == 2 and report.observations == 2  # both events, of both configured types
+    assert rows(db, "SELECT count(*) AS n FROM appointments")[0].n == 2
+
+
+def test_calendly_not_found_and_error_outcomes_advance_the_watermark(
+    db: sa.Engine, calendly_sim: tuple[CalendlySimulator, str]
+) -> None:
+    """Like GHL's. (Calendly's ``skipped`` — a lead without e-mail — is never due: the due query requires one.)"""
+    sim, url = calendly_sim
+    _calendly_workspace(db, url)
+    _leads(db, "ws_c", [("ld", "nobody@example.com", None)])
+    start = utc_now()
+    clean = _run(db, "ws_c", now=start)
+    assert clean.not_found == 1
+    lead = rows(db, "SELECT appointment_last_checked_at AS checked, "
+                    "appointment_next_check_at - appointment_last_checked_at AS gap FROM leads")[0]
+    assert (lead.checked, lead.gap) == (start, timedelta(hours=1))
+    with db.begin() as conn:
+        conn.execute(sa.text("DELETE FROM leads"))
+    _leads(db, "ws_c", [("lc", "c@example.com", None)])
+    sim.faults.configure(error_rate=1.0, error_statuses=(503,), seed=1)
+    report = _run(db, "ws_c", now=start)
+    assert report.errors == 1 and report.errors_by_kind == {"provider_server": 1}
+    lead = rows(db, "SELECT appointment_check_failures AS n, appointment_last_checked_at AS checked, "
+                    "appointment_next_check_at - appointment_last_checked_at AS gap FROM leads")[0]
+    assert (lead.n, lead.checked, lead.gap) == (1, start, timedelta(seconds=60))

@@ -1,13 +1,12 @@
 """Side-effect rules of SPEC §3 (lead status), §4.3 (reschedule heuristic) and §4.4 (follow-up tasks).
 
-Pure: no I/O. The write path evaluates the same rules set-based in SQL; these functions are the
-documented reference and are used where a single value is needed (task messages).
+Pure: no I/O. The lead-status (SPEC §3) and reschedule-window (SPEC §4.3) rules themselves exist once,
+set-based in SQL in ``store.write_path`` (``side_effects``, ``links``), built from the constants here;
+this module holds those constants and what is needed for a single value (task messages, time zones).
 """
 
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from appt_pipeline.domain.vocab import Status
 
 #: Window of the reschedule heuristic, used only when the provider gives no link (SPEC §4.3).
 RESCHEDULE_LINK_WINDOW = timedelta(hours=6)
@@ -17,28 +16,6 @@ STATUS_PROTECTED_FROM_BOOKING: frozenset[str] = frozenset({"unqualified", "black
 
 TASK_MEETING_CANCELED = "meeting-canceled"
 TASK_MEETING_RESCHEDULED = "meeting-rescheduled"
-
-
-def within_reschedule_window(canceled_at: datetime, booked_at: datetime) -> bool:
-    """True when a booking and a cancellation are at most 6 hours apart, in either order (SPEC §4.3)."""
-    return abs(booked_at - canceled_at) <= RESCHEDULE_LINK_WINDOW
-
-
-def next_lead_status(
-    current: str, new_primary_status: Status | None, has_confirmed: bool
-) -> str | None:
-    """Lead ``status`` after the primary changed, or ``None`` for "unchanged" (SPEC §3).
-
-    New primary CONFIRMED → ``meeting-booked`` unless the lead is ``unqualified``/``blacklisted``;
-    primary CANCELED/RESCHEDULED with no CONFIRMED row left and lead ``meeting-booked`` → ``qualified``.
-    """
-    if new_primary_status is Status.CONFIRMED:
-        if current in STATUS_PROTECTED_FROM_BOOKING or current == "meeting-booked":
-            return None
-        return "meeting-booked"
-    if new_primary_status in (Status.CANCELED, Status.RESCHEDULED) and not has_confirmed:
-        return "qualified" if current == "meeting-booked" else None
-    return None
 
 
 def resolve_timezone(*candidates: str | None) -> ZoneInfo:

@@ -30,7 +30,8 @@ import sqlalchemy as sa
 
 from appt_pipeline.domain.observation import Observation
 from appt_pipeline.domain.rules import utc_now
-from appt_pipeline.domain.vocab import Source
+from appt_pipeline.domain.vocab import ErrorKind as DomainErrorKind
+from appt_pipeline.domain.vocab import Source, UnknownStatusError
 from appt_pipeline.pipelines.accounts import ProviderAccount
 from appt_pipeline.pipelines.clients import ClientFactory, ClientOptions
 from appt_pipeline.providers.calendly import CalendlyClient
@@ -197,7 +198,8 @@ async def reconcile_workspace(
 ) -> ReconcileReport:
     """Check the workspace's due leads against its provider and apply what it says (SPEC §6).
 
-    Never raises for a lead's provider failure (counted by kind, watermark backs off); raises only
+    Never raises for a lead's provider failure or a status outside SPEC §2's vocabulary (counted by
+    kind — ``provider_<kind>`` resp. ``unknown_status`` — watermark backs off); raises only
     for database failures outside a lead's write.
     """
     started = time.monotonic()
@@ -230,6 +232,9 @@ async def reconcile_workspace(
                     log.warning("workspace %s lead %s: provider %s error: %s", account.workspace_id, lead.id,
                                 exc.kind, exc.message)
                     result = _LeadResult(lead, Outcome.ERROR, error_kind=f"provider_{exc.kind}")
+                except UnknownStatusError:  # SPEC §2: counted for this lead, never guessed, never fatal to the run
+                    log.warning("workspace %s lead %s: unknown provider status", account.workspace_id, lead.id)
+                    result = _LeadResult(lead, Outcome.ERROR, error_kind=DomainErrorKind.UNKNOWN_STATUS.value)
                 state["checked"] += 1
                 state["errors"] += result.outcome is Outcome.ERROR
                 checked, errors = state["checked"], state["errors"]
