@@ -2,13 +2,20 @@
 
 Server choice, in order: ``TEST_DATABASE_URL``; the server on 127.0.0.1:5432 (trust auth, as on
 the project's machines and CI); else the project's own embedded PostgreSQL in a temp folder.
+
+Every connection a test opens carries the test's name as its PostgreSQL ``application_name`` (``PGAPPNAME``
+for new connections, including those of subprocesses; a ``SET`` on checkout for the shared pool), so a
+session a test leaves open is named in ``pg_stat_activity``. The ``db`` fixture refuses to wait for such a
+session: it fails naming it (see ``_leaked_sessions``) and its TRUNCATE runs under a short ``lock_timeout``.
 """
 
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -28,6 +35,65 @@ APP_TABLES = (
     "appointment_status_changes, follow_up_tasks, webhook_events, calendar_availability, calendar_capacity, "
     "migration_progress, appointments, workspace_secrets, leads, workspaces"
 )
+
+#: How long the ``db`` fixture lets a session that holds a transaction finish before it calls it leaked, and
+#: the ``lock_timeout`` of its TRUNCATE (seconds). Generous for a loaded machine, never minutes.
+LEAK_GRACE_S = 3.0
+TRUNCATE_LOCK_TIMEOUT = "10s"
+
+#: application_name is at most 63 bytes (NAMEDATALEN - 1); the server cuts longer names.
+_APP_NAME_MAX = 63
+
+
+def _test_app_name(nodeid: str) -> str:
+    """``test_file.py::test_name[param]`` of a pytest node id, cut to fit ``application_name`` (ASCII)."""
+    name = nodeid.rsplit("/", 1)[-1].encode("ascii", "replace").decode()
+    return name if len(name) <= _APP_NAME_MAX else name[: _APP_NAME_MAX - 1] + "~"
+
+
+@pytest.fixture(autouse=True)
+def _name_connections_after_the_test(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """New libpq connections (this process and the subprocesses a test starts) carry the test's name."""
+    monkeypatch.setenv("PGAPPNAME", _test_app_name(request.node.nodeid))
+
+
+def _name_pooled_connection(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+    """Checkout hook of the shared engine: a pooled connection is renamed after the test now using it."""
+    name = os.environ.get("PGAPPNAME", "")
+    if record.info.get("application_name") == name:
+        return
+    with dbapi_conn.cursor() as cur:
+        cur.execute("SELECT set_config('application_name', %s, false)", (name,))
+    dbapi_conn.commit()
+    record.info["application_name"] = name
+
+
+_LEAK_QUERY = sa.text(
+    "SELECT DISTINCT ON (a.pid) a.pid, a.application_name, a.state, a.xact_start AS backend_xact_start, "
+    "left(a.query, 200) AS query "
+    "FROM pg_stat_activity a LEFT JOIN pg_locks l ON l.pid = a.pid AND l.granted "
+    "LEFT JOIN pg_class c ON c.oid = l.relation AND c.relname = ANY(:tables) "
+    "WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() "
+    "AND (a.state LIKE 'idle in transaction%' OR c.oid IS NOT NULL) ORDER BY a.pid"
+)
+
+
+def _leaked_sessions(conn: sa.Connection) -> list[sa.Row[Any]]:
+    """Sessions on the test database, other than ``conn``'s, that are idle in a transaction or hold a lock on
+    an app table — after ``LEAK_GRACE_S`` seconds for a transaction that is merely finishing."""
+    tables = [t.strip() for t in APP_TABLES.split(",")]
+    deadline = time.monotonic() + LEAK_GRACE_S
+    while True:
+        found = list(conn.execute(_LEAK_QUERY, {"tables": tables}))
+        conn.rollback()  # pg_stat_activity is a snapshot per transaction: look again in a new one
+        if not found or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.1)
+
+
+def _describe(sessions: list[sa.Row[Any]]) -> str:
+    return "\n".join(f"  pid={s.pid} application_name={s.application_name!r} state={s.state!r} "
+                     f"backend_xact_start={s.backend_xact_start} query={s.query!r}" for s in sessions)
 
 
 def _local_server_up() -> bool:
@@ -69,13 +135,35 @@ def database_url(server_url: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def engine(database_url: str) -> Iterator[sa.Engine]:
     eng = sa.create_engine(database_url, pool_size=10, max_overflow=10)
+    sa.event.listen(eng, "checkout", _name_pooled_connection)
     yield eng
     eng.dispose()
 
 
 @pytest.fixture()
 def db(engine: sa.Engine) -> sa.Engine:
-    """The session database, emptied of app rows before the test."""
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"TRUNCATE {APP_TABLES} RESTART IDENTITY CASCADE")
+    """The session database, emptied of app rows before the test.
+
+    Fails at once, naming them, when sessions of earlier tests are left in a transaction or hold app-table
+    locks (they are terminated so the next tests start clean); the TRUNCATE never waits longer than
+    ``TRUNCATE_LOCK_TIMEOUT``."""
+    with engine.connect() as conn:
+        leaked = _leaked_sessions(conn)
+        if leaked:
+            for s in leaked:
+                conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": s.pid})
+            conn.commit()
+            pytest.fail("sessions left open by an earlier test (now terminated); application_name names the "
+                        f"test that opened or last used the connection:\n{_describe(leaked)}", pytrace=False)
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{TRUNCATE_LOCK_TIMEOUT}'")
+        try:
+            conn.exec_driver_sql(f"TRUNCATE {APP_TABLES} RESTART IDENTITY CASCADE")
+        except sa.exc.OperationalError as exc:
+            if not isinstance(exc.orig, psycopg.errors.LockNotAvailable):
+                raise
+            conn.rollback()
+            blockers = _leaked_sessions(conn)
+            pytest.fail(f"TRUNCATE of the app tables waited {TRUNCATE_LOCK_TIMEOUT} for a lock; holders:\n"
+                        f"{_describe(blockers) or '  (gone by now)'}", pytrace=False)
+        conn.commit()
     return engine

@@ -52,10 +52,14 @@ def fixture(name: str) -> Any:
 
 
 def workday(days_ahead: int, hour: int, minute: int = 0) -> datetime:
-    """A weekday ≥ ``days_ahead`` days from now at ``hour:minute`` New York time, as UTC."""
-    day = datetime.now(NY).date() + timedelta(days=days_ahead)
-    while day.weekday() >= 5:
-        day += timedelta(days=1)
+    """The ``days_ahead``-th weekday (Mon–Fri) after today (before it when negative) at ``hour:minute``
+    New York time, as UTC."""
+    day = datetime.now(NY).date()
+    step = timedelta(days=1 if days_ahead >= 0 else -1)
+    for _ in range(abs(days_ahead)):  # counted in working days: distinct ``days_ahead`` never share a day
+        day += step
+        while day.weekday() >= 5:
+            day += step
     return datetime(day.year, day.month, day.day, hour, minute, tzinfo=NY).astimezone(UTC)
 
 

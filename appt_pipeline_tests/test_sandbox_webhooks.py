@@ -157,9 +157,12 @@ def rserver(receiver_server: tuple[Receiver, SimulatorServer]) -> SimulatorServe
 
 
 def workday(days_ahead: int, hour: int) -> datetime:
-    day = datetime.now(NY).date() + timedelta(days=days_ahead)
-    while day.weekday() >= 5:
-        day += timedelta(days=1)
+    day = datetime.now(NY).date()
+    step = timedelta(days=1 if days_ahead >= 0 else -1)
+    for _ in range(abs(days_ahead)):  # counted in working days: distinct ``days_ahead`` never share a day
+        day += step
+        while day.weekday() >= 5:
+            day += step
     return datetime(day.year, day.month, day.day, hour, tzinfo=NY).astimezone(UTC)
 
 

@@ -62,31 +62,30 @@ def test_rows_committing_out_of_id_order_are_never_skipped(db: sa.Engine, databa
     [lead] = seed(db, "ws1", leads=1)
     with_email(db, lead)
     # transaction 1 takes id 1 but commits after transaction 2 (id 2) was ingested
-    slow = db.connect()
-    slow_tx = slow.begin()
-    insert_events(slow, [("ws1", stage_calendly(calendly_body("invitee.created", "late"), workspace_id="ws1"))])
-    deliver(db, "ws1", calendly_body("invitee.created", "early"))
-    job = defs.resolve_job_def("webhook_ingest_job")
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(workspace_partitions.name, ["ws1"])
-        first = evaluate(instance, database_url)
-        assert [r.run_key for r in first.run_requests] == ["webhooks:ws1:2-1:0"]
-        assert job.execute_in_process(partition_key="ws1", instance=instance,
-                                      resources={"app_db": AppDatabase(url=database_url)}).success
-        slow_tx.commit()
-        slow.close()
-        second = evaluate(instance, database_url, cursor=first.cursor)
-        assert [r.run_key for r in second.run_requests] == ["webhooks:ws1:1-1:0"]
-        result = job.execute_in_process(partition_key="ws1", instance=instance,
-                                        resources={"app_db": AppDatabase(url=database_url)})
-        assert result.success
-        mats = {e.step_materialization_data.materialization.asset_key.to_user_string():
-                {k: v.value for k, v in e.step_materialization_data.materialization.metadata.items()}
-                for e in result.get_asset_materialization_events()}
-        assert mats["appointment_history"]["evidence"] == "webhooks"
-        assert (mats["appointment_history"]["processed"], mats["appointment_history"]["new_bookings"]) == (1, 1)
-        assert [(c.check_name, c.passed) for c in result.get_asset_check_evaluations()] == [("rollup_drift", True)]
-        assert isinstance(evaluate(instance, database_url, cursor=second.cursor), dg.SkipReason)
+    with db.connect() as slow:  # closed (its transaction rolled back) also when an assertion below fails
+        slow_tx = slow.begin()
+        insert_events(slow, [("ws1", stage_calendly(calendly_body("invitee.created", "late"), workspace_id="ws1"))])
+        deliver(db, "ws1", calendly_body("invitee.created", "early"))
+        job = defs.resolve_job_def("webhook_ingest_job")
+        with dg.instance_for_test() as instance:
+            instance.add_dynamic_partitions(workspace_partitions.name, ["ws1"])
+            first = evaluate(instance, database_url)
+            assert [r.run_key for r in first.run_requests] == ["webhooks:ws1:2-1:0"]
+            assert job.execute_in_process(partition_key="ws1", instance=instance,
+                                          resources={"app_db": AppDatabase(url=database_url)}).success
+            slow_tx.commit()
+            second = evaluate(instance, database_url, cursor=first.cursor)
+            assert [r.run_key for r in second.run_requests] == ["webhooks:ws1:1-1:0"]
+            result = job.execute_in_process(partition_key="ws1", instance=instance,
+                                            resources={"app_db": AppDatabase(url=database_url)})
+            assert result.success
+            mats = {e.step_materialization_data.materialization.asset_key.to_user_string():
+                    {k: v.value for k, v in e.step_materialization_data.materialization.metadata.items()}
+                    for e in result.get_asset_materialization_events()}
+            assert mats["appointment_history"]["evidence"] == "webhooks"
+            assert (mats["appointment_history"]["processed"], mats["appointment_history"]["new_bookings"]) == (1, 1)
+            assert [(c.check_name, c.passed) for c in result.get_asset_check_evaluations()] == [("rollup_drift", True)]
+            assert isinstance(evaluate(instance, database_url, cursor=second.cursor), dg.SkipReason)
     assert [r[0] for r in rows(db, "SELECT status FROM webhook_events ORDER BY id")] == ["processed", "processed"]
     assert len(rows(db, "SELECT 1 FROM appointments")) == 2
 

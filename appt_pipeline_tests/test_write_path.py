@@ -942,9 +942,6 @@ def test_key_moved_while_waiting_for_the_lead_locks(db: sa.Engine) -> None:
 
     l0, l1, l2 = seed(db)
     write(db, ghl(l0, "g1", start_at=NOW + D))
-    other = db.connect()
-    tx = other.begin()
-    apply_observations(other, [ghl(l2, "g1", start_at=NOW + D)], now=NOW + H)  # g1: l0 → l2, not committed
     outcome: list[Any] = []
     restarts: list[str] = []
 
@@ -952,22 +949,29 @@ def test_key_moved_while_waiting_for_the_lead_locks(db: sa.Engine) -> None:
         restarts.append(name)
 
     sa.event.listen(db, "rollback_savepoint", restarted)
-    writer = threading.Thread(target=lambda: outcome.append(write(db, ghl(l1, "g1", start_at=NOW + 2 * D),
-                                                                  now=NOW + 2 * H)))
-    writer.start()
-    with db.connect() as watch:  # the writer queues on l0, the owner it read before the other committed
-        for _ in range(200):
-            waiting = watch.execute(sa.text(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            )).scalar_one()
-            if waiting:
-                break
-            threading.Event().wait(0.05)
-    assert waiting, "the writer never waited for the other's lead locks"
-    tx.commit()
-    other.close()
-    writer.join(timeout=30)
-    sa.event.remove(db, "rollback_savepoint", restarted)
+    # `other` is closed (its transaction rolled back, the writer let go) and the listener removed also when an
+    # assertion below fails
+    try:
+        with db.connect() as other:
+            tx = other.begin()
+            apply_observations(other, [ghl(l2, "g1", start_at=NOW + D)], now=NOW + H)  # g1: l0 → l2, not committed
+            writer = threading.Thread(target=lambda: outcome.append(write(db, ghl(l1, "g1", start_at=NOW + 2 * D),
+                                                                          now=NOW + 2 * H)))
+            writer.start()
+            with db.connect() as watch:  # the writer queues on l0, the owner it read before the other committed
+                for _ in range(200):
+                    waiting = watch.execute(sa.text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND datname = current_database()"
+                    )).scalar_one()
+                    if waiting:
+                        break
+                    threading.Event().wait(0.05)
+            assert waiting, "the writer never waited for the other's lead locks"
+            tx.commit()
+        writer.join(timeout=30)
+    finally:
+        sa.event.remove(db, "rollback_savepoint", restarted)
     assert not writer.is_alive()
     assert len(restarts) == 1  # noted l2 as the owner, released its locks and locked {l1, l2} in order
     (result,) = outcome[0]
