@@ -201,9 +201,10 @@ def test_dev_serves_the_ui_over_the_cli_runs_applies_simulator_changes_by_webhoo
         # a reschedule made in the GHL simulator reaches the history: signed webhook → service → staging row →
         # webhook_events_sensor (daemon) → webhook_ingest_job run
         assert httpx.get(f"http://127.0.0.1:{service_port}/health", timeout=5).status_code == 200
-        keys = [r[0] for r in db.connect().execute(sa.text(
-            "SELECT ghl_appointment_id FROM appointments WHERE workspace_id = 'ws_7_0' AND status = 'CONFIRMED' "
-            "AND start_at IS NOT NULL ORDER BY ghl_appointment_id LIMIT 20"))]
+        with db.connect() as conn:  # closed at once: an open read would hold its transaction for the whole test
+            keys = [r[0] for r in conn.execute(sa.text(
+                "SELECT ghl_appointment_id FROM appointments WHERE workspace_id = 'ws_7_0' AND status = 'CONFIRMED' "
+                "AND start_at IS NOT NULL ORDER BY ghl_appointment_id LIMIT 20"))]
         new_start = "2031-01-06T15:00:00Z"
         moved = next(k for k in keys if httpx.post(
             f"http://127.0.0.1:{ghl_port}/_admin/appointments/{k}/reschedule",
