@@ -28,7 +28,7 @@ from appt_pipeline.sandbox import (
     SimulatorServer,
 )
 from appt_pipeline.sandbox.ghl import SLOT_TAKEN_MESSAGE
-from appt_pipeline_tests.helpers import PROVIDER_FIXTURES
+from appt_pipeline_tests.helpers import PROVIDER_FIXTURES, working_day
 
 FIXTURES = PROVIDER_FIXTURES
 TZ_NAME = "Europe/Berlin"
@@ -62,15 +62,7 @@ def fixture(name: str) -> Any:
 
 
 def workday(days_ahead: int, hour: int, minute: int = 0) -> datetime:
-    """The ``days_ahead``-th weekday (Mon–Fri) after today (before it when negative) at ``hour:minute``
-    Berlin time, as UTC."""
-    day = datetime.now(TZ).date()
-    step = timedelta(days=1 if days_ahead >= 0 else -1)
-    for _ in range(abs(days_ahead)):  # counted in working days: distinct ``days_ahead`` never share a day
-        day += step
-        while day.weekday() >= 5:
-            day += step
-    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=TZ).astimezone(UTC)
+    return working_day(days_ahead, hour, minute, tz=TZ)
 
 
 def ms(value: datetime) -> int:

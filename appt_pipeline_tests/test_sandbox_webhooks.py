@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -48,7 +48,7 @@ from appt_pipeline.sandbox import (
 )
 from appt_pipeline.sandbox.calendly import API
 from appt_pipeline.sandbox.webhooks import EventFeed
-from appt_pipeline_tests.helpers import PROVIDER_FIXTURES
+from appt_pipeline_tests.helpers import PROVIDER_FIXTURES, working_day
 
 FIXTURES = PROVIDER_FIXTURES
 NY = ZoneInfo("America/New_York")
@@ -156,14 +156,8 @@ def rserver(receiver_server: tuple[Receiver, SimulatorServer]) -> SimulatorServe
 # ------------------------------------------------------------------------------------------- helpers
 
 
-def workday(days_ahead: int, hour: int) -> datetime:
-    day = datetime.now(NY).date()
-    step = timedelta(days=1 if days_ahead >= 0 else -1)
-    for _ in range(abs(days_ahead)):  # counted in working days: distinct ``days_ahead`` never share a day
-        day += step
-        while day.weekday() >= 5:
-            day += step
-    return datetime(day.year, day.month, day.day, hour, tzinfo=NY).astimezone(UTC)
+def workday(days_ahead: int, hour: int, minute: int = 0) -> datetime:
+    return working_day(days_ahead, hour, minute, tz=NY)
 
 
 def calendly_seed() -> CalendlySeed:

@@ -3,7 +3,7 @@
 import socket
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -140,14 +140,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def working_day_slot(n: int, *, hour: int = 15, now: datetime | None = None) -> str:
-    """ISO-8601 UTC start of ``hour``:00 on the ``n``-th working day (Mon–Fri) after ``now`` (before it when
-    ``n`` < 0; default: the current time). The simulators' default working hours are Mon–Fri 09:00–17:00,
-    so the slot is bookable on any date the suite runs, and distinct ``n`` give distinct days."""
-    day = (now or datetime.now(UTC)).replace(hour=hour, minute=0, second=0, microsecond=0)
+def working_day(n: int, hour: int, minute: int = 0, *, tz: tzinfo = UTC, now: datetime | None = None) -> datetime:
+    """``hour:minute`` in ``tz`` on the ``n``-th working day (Mon–Fri, counted in ``tz``) after today (before it
+    when ``n`` < 0), as UTC. The simulators' default working hours are Mon–Fri 09:00–17:00, so such a time is
+    bookable whatever day the suite runs, and distinct ``n`` never share a day."""
+    day = (now or datetime.now(UTC)).astimezone(tz).date()
     step = timedelta(days=1 if n >= 0 else -1)
     for _ in range(abs(n)):
         day += step
         while day.weekday() >= 5:
             day += step
-    return day.isoformat()
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=tz).astimezone(UTC)
+
+
+def working_day_slot(n: int, *, hour: int = 15, now: datetime | None = None) -> str:
+    """ISO-8601 of :func:`working_day` ``(n, hour)`` in UTC (15:00 UTC is inside the simulators' hours)."""
+    return working_day(n, hour, now=now).isoformat()
