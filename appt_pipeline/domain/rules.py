@@ -8,11 +8,16 @@ this module holds those constants and what is needed for a single value (task me
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from appt_pipeline.domain.vocab import LeadStatus
+
 #: Window of the reschedule heuristic, used only when the provider gives no link (SPEC §4.3).
 RESCHEDULE_LINK_WINDOW = timedelta(hours=6)
 
 #: Lead statuses that a new CONFIRMED primary never overrides (SPEC §3).
-STATUS_PROTECTED_FROM_BOOKING: frozenset[str] = frozenset({"unqualified", "blacklisted"})
+STATUS_PROTECTED_FROM_BOOKING: frozenset[str] = frozenset({LeadStatus.UNQUALIFIED, LeadStatus.BLACKLISTED})
+
+#: Lead statuses of the booking funnel: such a lead is engaged, so reconciliation checks it (SPEC §6).
+STATUS_BOOKING_FUNNEL: frozenset[str] = frozenset({LeadStatus.MEETING_REQUESTED, LeadStatus.MEETING_BOOKED})
 
 TASK_MEETING_CANCELED = "meeting-canceled"
 TASK_MEETING_RESCHEDULED = "meeting-rescheduled"

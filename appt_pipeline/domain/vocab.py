@@ -90,6 +90,25 @@ class ErrorKind(StrEnum):
 LEAD_ERROR_KINDS: frozenset[ErrorKind] = frozenset({ErrorKind.UNKNOWN_LEAD, ErrorKind.LEAD_IN_OTHER_WORKSPACE})
 
 
+class LeadStatus(StrEnum):
+    """The ``leads.status`` values the rules read or write (SPEC §3, §6); other CRM statuses pass through."""
+
+    MEETING_REQUESTED = "meeting-requested"
+    MEETING_BOOKED = "meeting-booked"
+    QUALIFIED = "qualified"
+    UNQUALIFIED = "unqualified"
+    BLACKLISTED = "blacklisted"
+
+
+class TaskStatus(StrEnum):
+    """``follow_up_tasks.status`` (SPEC §1, §4.4)."""
+
+    PENDING = "pending"
+    COMPLETED = "completed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
 class WarningKind(StrEnum):
     """Counted warnings (the row is still written)."""
 

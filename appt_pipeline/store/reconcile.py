@@ -22,6 +22,7 @@ from enum import StrEnum
 
 import sqlalchemy as sa
 
+from appt_pipeline.domain.rules import STATUS_BOOKING_FUNNEL, STATUS_PROTECTED_FROM_BOOKING
 from appt_pipeline.domain.vocab import Provider
 
 
@@ -68,6 +69,10 @@ _LOOKUP = {
     Provider.CALENDLY: "nullif(btrim(l.email), '') IS NOT NULL",
 }
 
+#: Lead statuses the due-lead query binds (SPEC §6 eligibility).
+_STATUS_PARAMS = {"protected_lead_statuses": sorted(STATUS_PROTECTED_FROM_BOOKING),
+                  "funnel_lead_statuses": sorted(STATUS_BOOKING_FUNNEL)}
+
 _DUE = """
 SELECT l.id, l.email, l.ghl_contact_id, l.appointment_last_checked_at, l.appointment_check_failures,
        coalesce(array_agg(a.ghl_appointment_id) FILTER (WHERE a.ghl_appointment_id IS NOT NULL), '{{}}'),
@@ -76,12 +81,12 @@ FROM (
     SELECT l.* FROM leads l
     WHERE l.workspace_id = :ws
       AND (l.appointment_next_check_at IS NULL OR l.appointment_next_check_at <= :now)
-      AND l.status NOT IN ('unqualified', 'blacklisted')
+      AND l.status <> ALL (CAST(:protected_lead_statuses AS text[]))
       AND {lookup}
       AND (l.last_inbound_at IS NOT NULL
            OR l.ghl_appointment_id IS NOT NULL OR l.calendly_invitee_uri IS NOT NULL
            OR l.calendly_scheduled_event_uri IS NOT NULL
-           OR l.status IN ('meeting-requested', 'meeting-booked')
+           OR l.status = ANY (CAST(:funnel_lead_statuses AS text[]))
            OR EXISTS (SELECT 1 FROM appointments x WHERE x.lead_id = l.id))
     ORDER BY l.appointment_last_checked_at ASC NULLS FIRST, l.id
     LIMIT :limit
@@ -96,7 +101,7 @@ def select_due_leads(conn: sa.Connection, workspace_id: str, provider: Provider,
                      limit: int) -> list[DueLead]:
     """Up to ``limit`` due, eligible leads of the workspace, never-checked first then oldest (SPEC §6)."""
     sql = _DUE.format(lookup=_LOOKUP[provider])
-    rows = conn.execute(sa.text(sql), {"ws": workspace_id, "now": now, "limit": limit})
+    rows = conn.execute(sa.text(sql), {"ws": workspace_id, "now": now, "limit": limit, **_STATUS_PARAMS})
     return [
         DueLead(id=r[0], email=(r[1] or "").strip().lower() or None, ghl_contact_id=r[2], last_checked_at=r[3],
                 check_failures=int(r[4]), ghl_appointment_ids=tuple(r[5]), calendly_invitee_uris=tuple(r[6]))
@@ -107,7 +112,8 @@ def select_due_leads(conn: sa.Connection, workspace_id: str, provider: Provider,
 def count_due_leads(conn: sa.Connection, workspace_id: str, provider: Provider, now: datetime) -> int:
     """How many leads of the workspace are due now (for schedules deciding whether to launch a run)."""
     sql = f"SELECT count(*) FROM ({_DUE.format(lookup=_LOOKUP[provider])}) d"
-    return int(conn.execute(sa.text(sql), {"ws": workspace_id, "now": now, "limit": None}).scalar_one())
+    params = {"ws": workspace_id, "now": now, "limit": None, **_STATUS_PARAMS}
+    return int(conn.execute(sa.text(sql), params).scalar_one())
 
 
 def record_outcomes(conn: sa.Connection, outcomes: Sequence[tuple[str, Outcome]], now: datetime,

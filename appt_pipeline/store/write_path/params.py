@@ -6,7 +6,7 @@ definition in :mod:`appt_pipeline.domain`.
 """
 
 from appt_pipeline.domain.rules import STATUS_PROTECTED_FROM_BOOKING, TASK_MEETING_CANCELED, TASK_MEETING_RESCHEDULED
-from appt_pipeline.domain.vocab import SOURCES_WITHOUT_SIDE_EFFECTS, ErrorKind, Source
+from appt_pipeline.domain.vocab import SOURCES_WITHOUT_SIDE_EFFECTS, ErrorKind, LeadStatus, Source, TaskStatus
 
 #: SQL fragment: the observation ``o``-less row's ``source`` has side effects (SPEC §3, §4.4).
 HAS_SIDE_EFFECTS = "source <> ALL (CAST(:no_side_effect_sources AS appointment_source[]))"
@@ -20,4 +20,13 @@ VOCAB_PARAMS: dict[str, object] = {
     "task_canceled": TASK_MEETING_CANCELED,
     "task_rescheduled": TASK_MEETING_RESCHEDULED,
     "protected_lead_statuses": sorted(STATUS_PROTECTED_FROM_BOOKING),
+    "meeting_booked": LeadStatus.MEETING_BOOKED.value,
+    "qualified": LeadStatus.QUALIFIED.value,
+    "task_pending": TaskStatus.PENDING.value,
+    "task_completed": TaskStatus.COMPLETED.value,
 }
+
+#: ``follow_up_tasks`` pending status as it stands in the partial unique index ``(lead_id, type) WHERE status =
+#: 'pending'`` (sql/0001_schema.sql): ``ON CONFLICT … WHERE`` must repeat the index predicate literally to
+#: infer that index, so it is spelled from the vocabulary here rather than bound.
+TASK_PENDING_LITERAL = TaskStatus.PENDING.value

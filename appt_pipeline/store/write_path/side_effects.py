@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from appt_pipeline.domain.rules import resolve_timezone, task_message
 from appt_pipeline.store.rollups import PRIMARY_ORDER, rollup_update_sql
-from appt_pipeline.store.write_path.params import HAS_SIDE_EFFECTS
+from appt_pipeline.store.write_path.params import HAS_SIDE_EFFECTS, TASK_PENDING_LITERAL
 
 _ENDED = "('CANCELED', 'RESCHEDULED')"
 
@@ -63,23 +63,23 @@ _ROLLUPS_OF_ROUND = rollup_update_sql(
 
 # Lead status side effects when the primary (row or its status) changed (SPEC §3).
 _LEAD_STATUS = f"""
-UPDATE leads l SET status = CASE WHEN f.new_primary_status = 'CONFIRMED' THEN 'meeting-booked' ELSE 'qualified' END,
+UPDATE leads l SET status = CASE WHEN f.new_primary_status = 'CONFIRMED' THEN :meeting_booked ELSE :qualified END,
     updated_at = now()
 FROM appt_obs_leads f
 WHERE l.id = f.lead_id AND f.side_effects
   AND ROW(f.old_primary_id, f.old_primary_status) IS DISTINCT FROM ROW(f.new_primary_id, f.new_primary_status)
   AND (
     (f.new_primary_status = 'CONFIRMED'
-        AND l.status <> ALL (CAST(:protected_lead_statuses AS text[])) AND l.status <> 'meeting-booked')
-    OR (f.new_primary_status IN {_ENDED} AND l.status = 'meeting-booked'
+        AND l.status <> ALL (CAST(:protected_lead_statuses AS text[])) AND l.status <> :meeting_booked)
+    OR (f.new_primary_status IN {_ENDED} AND l.status = :meeting_booked
         AND NOT EXISTS (SELECT 1 FROM appointments a WHERE a.lead_id = l.id AND a.status = 'CONFIRMED'))
   )
 """
 
 # A new CONFIRMED booking completes the lead's pending meeting-canceled task (SPEC §4.4).
 _COMPLETE_TASKS = f"""
-UPDATE follow_up_tasks t SET status = 'completed', completed_at = :now, updated_at = :now
-WHERE t.status = 'pending' AND t.type = :task_canceled
+UPDATE follow_up_tasks t SET status = :task_completed, completed_at = :now, updated_at = :now
+WHERE t.status = :task_pending AND t.type = :task_canceled
   AND t.lead_id IN (SELECT lead_id FROM appt_obs
                     WHERE round = :round AND error_kind IS NULL AND is_new AND new_status = 'CONFIRMED'
                       AND {HAS_SIDE_EFFECTS})
@@ -109,12 +109,12 @@ JOIN workspaces w ON w.id = l.workspace_id
 ORDER BY o.lead_id, kind, o.ord DESC
 """
 
-_INSERT_TASK = """
+_INSERT_TASK = f"""
 INSERT INTO follow_up_tasks
     (lead_id, appointment_id, type, due_date, status, is_urgent, suggested_message, completed_at)
-VALUES (:lead_id, :appointment_id, :type, :now, CASE WHEN :rebooked THEN 'completed' ELSE 'pending' END, true,
+VALUES (:lead_id, :appointment_id, :type, :now, CASE WHEN :rebooked THEN :task_completed ELSE :task_pending END, true,
         :message, CASE WHEN :rebooked THEN CAST(:now AS timestamptz) END)
-ON CONFLICT (lead_id, type) WHERE status = 'pending' DO NOTHING
+ON CONFLICT (lead_id, type) WHERE status = '{TASK_PENDING_LITERAL}' DO NOTHING
 """
 
 
@@ -126,7 +126,8 @@ def _create_tasks(conn: sa.Connection, params: dict[str, object]) -> int:
         created += conn.execute(
             sa.text(_INSERT_TASK),
             {"lead_id": lead_id, "appointment_id": appointment_id, "type": kind, "now": params["now"],
-             "message": message, "rebooked": bool(rebooked)},
+             "message": message, "rebooked": bool(rebooked), "task_completed": params["task_completed"],
+             "task_pending": params["task_pending"]},
         ).rowcount
     return created
 
