@@ -8,6 +8,9 @@ The child gets ``APPT_DATABASE_URL`` = the test database and ``APPT_HOME`` = a t
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +27,7 @@ from appt_pipeline.store.legacy_import import import_legacy
 from appt_pipeline.store.migration import migrate_workspace
 from appt_pipeline.store.workspaces import SecretKeyError, get_secret, set_workspace
 from appt_pipeline_tests.helpers import lead, rows
-from appt_pipeline_tests.helpers.cli import cli_env, drop_dagster_database, drop_database, one_json, run_cli
+from appt_pipeline_tests.helpers.cli import CLI, cli_env, drop_dagster_database, drop_database, one_json, run_cli
 from appt_pipeline_tests.helpers.legacy import GOOD_LEADS, lead_row, write_csv, write_legacy, ws_row
 
 COUNTER_KEYS = {"scanned", "created", "exists", "skipped", "errors", "errors_by_kind"}
@@ -290,6 +293,59 @@ def test_secrets_set_bad_input_exits_2(db: sa.Engine, env: dict[str, str], args:
     assert proc.returncode == 2
     assert TOKEN not in proc.stdout + proc.stderr
     assert rows(db, "SELECT count(*) FROM workspace_secrets")[0][0] == 0
+
+
+def _public_key_text(key: Any) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def test_secrets_set_refuses_webhook_keys_that_cannot_work(db: sa.Engine, env: dict[str, str]) -> None:
+    """A GHL key that is no Ed25519 (or legacy RSA) public key, or a Calendly signing key of the wrong shape,
+    is refused when stored, saying what is wrong (issue 10 item 4)."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    set_workspace(db, "ws", {})
+    child = {**env, "APPT_SECRET_KEY": Fernet.generate_key().decode()}
+    rsa_pem = _public_key_text(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    ed_pem = _public_key_text(ed25519.Ed25519PrivateKey.generate())
+    refused = [("ghl_webhook_public_key", "not a key at all", "not a PEM or base64 DER public key"),
+               ("ghl_webhook_public_key", rsa_pem, "expected an Ed25519 public key"),
+               ("ghl_webhook_legacy_public_key", ed_pem, "expected an RSA public key"),
+               ("calendly_webhook_signing_key", "short", "too short"),
+               ("calendly_webhook_signing_key", "two words-0123456789", "one word")]
+    for name, value, reason in refused:
+        proc = run_cli(child, "secrets", "set", "ws", name, stdin=value)
+        assert proc.returncode == 2 and reason in proc.stderr, (name, proc.stderr)
+        assert value not in proc.stderr or value in ("short",)
+    assert rows(db, "SELECT count(*) FROM workspace_secrets")[0][0] == 0
+    for name, value in (("ghl_webhook_public_key", ed_pem), ("ghl_webhook_legacy_public_key", rsa_pem),
+                        ("calendly_webhook_signing_key", "Q2FsZW5kbHlTaWduaW5nS2V5MDEyMzQ1Njc4OQ")):
+        assert run_cli(child, "secrets", "set", "ws", name, stdin=value).returncode == 0
+    assert rows(db, "SELECT count(*) FROM workspace_secrets")[0][0] == 3
+
+
+def test_secrets_set_prompts_on_a_terminal(db: sa.Engine, env: dict[str, str]) -> None:
+    """On a terminal the value is asked for (hidden), not read silently from stdin until EOF."""
+    import pty
+
+    set_workspace(db, "ws", {})
+    child = {**env, "APPT_SECRET_KEY": Fernet.generate_key().decode()}
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([str(CLI), "secrets", "set", "ws", "ghl_private_token"], env=child,
+                            stdin=follower, stdout=subprocess.PIPE, stderr=follower)
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + 30
+    while b"ghl_private_token for ws" not in seen and time.monotonic() < deadline:
+        seen += os.read(leader, 1024)
+    os.write(leader, TOKEN.encode() + b"\n")
+    assert proc.wait(timeout=30) == 0
+    os.close(leader)
+    assert TOKEN.encode() not in seen
+    assert rows(db, "SELECT count(*) FROM workspace_secrets WHERE name = 'ghl_private_token'")[0][0] == 1
 
 
 # ---------------------------------------------------------------------------------------- rollups

@@ -167,10 +167,19 @@ def secrets() -> None:
 @click.argument("workspace_id")
 @click.argument("name", type=click.Choice(SECRET_NAMES))
 def secrets_set(workspace_id: str, name: str) -> None:
-    """Store secret NAME of WORKSPACE_ID; the value is read from stdin and never echoed."""
+    """Store secret NAME of WORKSPACE_ID; the value is read from stdin (prompted for, hidden, on a terminal) and
+    never echoed. Webhook keys that could never verify a delivery are refused (exit 2, saying why)."""
+    from appt_pipeline.domain.signatures import validate_secret
     from appt_pipeline.store.workspaces import SecretKeyError, set_secret
 
-    value = sys.stdin.read()
+    if sys.stdin.isatty():
+        value = click.prompt(f"{name} for {workspace_id}", hide_input=True, err=True)
+    else:
+        value = sys.stdin.read()
+    try:
+        validate_secret(name, value)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
     with _runtime() as rt:
         try:
             set_secret(rt.engine, workspace_id, name, value, os.environ.get(SECRET_KEY_ENV))

@@ -204,3 +204,36 @@ def check_ghl_timestamp(timestamp: datetime, *, now: datetime, window_s: int = G
     """
     if abs((now - timestamp).total_seconds()) > window_s:
         raise SignatureError("stale_timestamp")
+
+
+#: Shortest Calendly webhook signing key accepted when stored (Calendly issues 43-character base64url keys).
+MIN_SIGNING_KEY_CHARS = 16
+
+
+def validate_secret(name: str, value: str) -> None:
+    """Refuse a webhook key that could never verify a delivery, before it is stored (docs/rules.md §7).
+
+    ``ghl_webhook_public_key`` must be an Ed25519 public key and ``ghl_webhook_legacy_public_key`` an RSA
+    one (PEM or base64 SubjectPublicKeyInfo, see :func:`load_public_key`); ``calendly_webhook_signing_key``
+    must be one word of at least :data:`MIN_SIGNING_KEY_CHARS` printable ASCII characters. Provider tokens
+    are opaque and only checked for being one printable word. The value never appears in the message.
+
+    Raises:
+        ValueError: what is wrong with the value.
+    """
+    text = value.strip()
+    if name in ("ghl_webhook_public_key", "ghl_webhook_legacy_public_key"):
+        expected = Ed25519PublicKey if name == "ghl_webhook_public_key" else RSAPublicKey
+        try:
+            key = load_public_key(text)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc} (expected PEM '-----BEGIN PUBLIC KEY-----' or base64 DER)") from None
+        if not isinstance(key, expected):
+            kind = "Ed25519" if expected is Ed25519PublicKey else "RSA"
+            raise ValueError(f"{name}: an {type(key).__name__.removeprefix('_')} key, expected an {kind} public key")
+        return
+    if not text or any(c.isspace() for c in text) or not text.isascii() or not text.isprintable():
+        raise ValueError(f"{name}: expected one word of printable ASCII characters (no spaces or line breaks)")
+    if name == "calendly_webhook_signing_key" and len(text) < MIN_SIGNING_KEY_CHARS:
+        raise ValueError(f"{name}: too short ({len(text)} characters) for a Calendly signing key "
+                         f"(at least {MIN_SIGNING_KEY_CHARS})")
