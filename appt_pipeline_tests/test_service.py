@@ -547,23 +547,34 @@ def test_the_store_insert_keeps_every_field_and_masks_free_text(db: sa.Engine) -
     assert reason.startswith("Désolé ☃") and EMAIL not in reason and PHONE not in reason
 
 
-def test_unusable_stored_keys_answer_like_an_unavailable_database(client: httpx.Client, db: sa.Engine) -> None:
+def test_unusable_stored_keys_are_an_honest_retryable_error_of_that_provider_only(client: httpx.Client,
+                                                                                 db: sa.Engine) -> None:
     """A key encrypted with another APPT_SECRET_KEY, or a stored public key that does not parse, is an operator
-    error: answer 503 (Calendly) / 429 (GHL) so the provider retries until it is fixed; never 5xx-with-loss."""
+    error: ``webhook_key_invalid`` with 503 (Calendly) / 429 (GHL) so the provider retries until it is fixed —
+    and a broken key of one provider never blocks the other provider's deliveries (issue 10 item 4)."""
     from cryptography.fernet import Fernet
 
     seed(db, "cal-rotated", leads=0)
     set_secret(db, "cal-rotated", "calendly_webhook_signing_key", CAL_KEY_A, Fernet.generate_key().decode())
     seed(db, "ghl-garbled", leads=0)
     set_secret(db, "ghl-garbled", "ghl_webhook_public_key", "not a key", SECRET_KEY)
+    # a workspace with both providers: its GHL key is broken, its Calendly key is fine
+    seed(db, "both", leads=0)
+    set_secret(db, "both", "ghl_webhook_public_key", "not a key", SECRET_KEY)
+    set_secret(db, "both", "calendly_webhook_signing_key", CAL_KEY_A, SECRET_KEY)
     body = raw(calendly_body())
     resp = client.post("/webhooks/calendly/cal-rotated", content=body, headers=cal_headers(body))
-    assert (resp.status_code, resp.json(), resp.headers["Retry-After"]) == (503, {"error": "database_unavailable"},
+    assert (resp.status_code, resp.json(), resp.headers["Retry-After"]) == (503, {"error": "webhook_key_invalid"},
                                                                             "5")
     body = raw(ghl_body())
-    resp = client.post("/webhooks/ghl/ghl-garbled", content=body, headers=ghl_headers(body))
-    assert resp.status_code == 429
+    for ws in ("ghl-garbled", "both"):
+        resp = client.post(f"/webhooks/ghl/{ws}", content=body, headers=ghl_headers(body))
+        assert (resp.status_code, resp.json()) == (429, {"error": "webhook_key_invalid"})
     assert stored(db) == []
+    body = raw(calendly_body())
+    resp = client.post("/webhooks/calendly/both", content=body, headers=cal_headers(body))
+    assert resp.status_code == 200, resp.text
+    assert len(stored(db)) == 1
 
 
 def test_workspace_deleted_after_it_was_cached_is_unknown_and_nothing_is_stored(client: httpx.Client,

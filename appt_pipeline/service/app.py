@@ -336,10 +336,16 @@ class WebhookIntake:
         self.limit = service.settings.max_body_bytes
         self._retry_after = [(b"retry-after", str(service.settings.retry_after_s).encode())]
         self._unavailable = orjson.dumps({"error": "database_unavailable"})
+        self._key_invalid = orjson.dumps({"error": "webhook_key_invalid"})
 
     def _error(self, status: int, reason: str, fields: tuple[str, ...] | None = None) -> Reply:
         body = orjson.dumps({"error": reason, "fields": list(fields)} if fields else {"error": reason})
         return status, body, []
+
+    def _key_invalid_reply(self, provider: Provider) -> Reply:
+        """The stored webhook key of ``provider`` cannot be used: an honest error with the status that makes the
+        provider retry (Calendly any non-2xx for 24 h, GHL only 429) while an operator fixes the key."""
+        return (503 if provider is Provider.CALENDLY else 429), self._key_invalid, self._retry_after
 
     def _unavailable_reply(self, provider: Provider) -> Reply:
         return (503 if provider is Provider.CALENDLY else 429), self._unavailable, self._retry_after
@@ -413,8 +419,9 @@ class WebhookIntake:
                 raise _Reject(self._unavailable_reply(provider), f"database_unavailable:{exc.reason}") from None
         if keys is None:
             raise _Reject(self._error(404, "unknown_workspace"), "unknown_workspace")
-        if keys.config_error is not None:
-            raise _Reject(self._unavailable_reply(provider), keys.config_error)
+        broken = keys.config_error(provider)
+        if broken is not None:  # this provider's stored key is unusable; the other provider is unaffected
+            raise _Reject(self._key_invalid_reply(provider), broken)
         # 4. signature on the raw bytes
         try:
             if provider is Provider.CALENDLY:

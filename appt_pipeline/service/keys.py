@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from appt_pipeline.domain.signatures import GhlKeys, load_public_key
-from appt_pipeline.domain.vocab import SecretName
+from appt_pipeline.domain.vocab import Provider, SecretName
 from appt_pipeline.service.db import Database
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,8 @@ CALENDLY_SIGNING_KEY = SecretName.CALENDLY_WEBHOOK_SIGNING_KEY
 GHL_PUBLIC_KEY = SecretName.GHL_WEBHOOK_PUBLIC_KEY
 GHL_LEGACY_PUBLIC_KEY = SecretName.GHL_WEBHOOK_LEGACY_PUBLIC_KEY
 _SECRET_NAMES = [CALENDLY_SIGNING_KEY, GHL_PUBLIC_KEY, GHL_LEGACY_PUBLIC_KEY]
+_PROVIDER_OF = {CALENDLY_SIGNING_KEY: Provider.CALENDLY, GHL_PUBLIC_KEY: Provider.GHL,
+                GHL_LEGACY_PUBLIC_KEY: Provider.GHL}
 
 #: Longest workspace id looked up; longer ids (and ids with NUL, which PostgreSQL text cannot hold) are
 #: unknown without a query.
@@ -56,16 +58,21 @@ class WorkspaceKeys:
 
     ``calendly_signing_key``: HMAC key (text) or ``None``; ``ghl``: Ed25519 and optional legacy RSA
     public keys; ``ghl_location_id``: the workspace's GHL location (``None`` when not set).
-    ``config_error``: a stored secret that cannot be used (``secret_undecryptable`` — wrong
-    ``APPT_SECRET_KEY`` — or ``invalid_public_key``); the intake then answers as if the database were
-    unavailable (503/429) so providers retry while an operator fixes it.
+    ``config_errors``: per provider, why a stored webhook secret of that provider cannot be used
+    (``secret_undecryptable`` — wrong ``APPT_SECRET_KEY`` — or ``invalid_public_key``). Only that provider's
+    deliveries are refused (``webhook_key_invalid``, with the status that makes it retry while an operator
+    fixes the key); the other provider's keep flowing.
     """
 
     workspace_id: str
     ghl_location_id: str | None
     calendly_signing_key: str | None = field(default=None, repr=False)
     ghl: GhlKeys = field(default_factory=lambda: GhlKeys(None, None), repr=False)
-    config_error: str | None = None
+    config_errors: dict[Provider, str] = field(default_factory=dict)
+
+    def config_error(self, provider: Provider) -> str | None:
+        """Why ``provider``'s stored webhook key cannot be used, or ``None``."""
+        return self.config_errors.get(provider)
 
     @property
     def has_keys(self) -> bool:
@@ -76,7 +83,7 @@ class WorkspaceKeys:
 def _keys_from_rows(workspace_id: str, rows: list[tuple[Any, ...]], fernet: Fernet) -> WorkspaceKeys:
     location = rows[0][0]
     secrets: dict[str, str] = {}
-    error: str | None = None
+    errors: dict[Provider, str] = {}
     for _, name, ciphertext in rows:
         if name is None:
             continue
@@ -84,7 +91,7 @@ def _keys_from_rows(workspace_id: str, rows: list[tuple[Any, ...]], fernet: Fern
             secrets[name] = fernet.decrypt(bytes(ciphertext)).decode().strip()
         except (InvalidToken, UnicodeDecodeError):
             log.error("workspace %r: stored secret %s cannot be decrypted with APPT_SECRET_KEY", workspace_id, name)
-            error = "secret_undecryptable"
+            errors[_PROVIDER_OF[name]] = "secret_undecryptable"
     ed25519: Ed25519PublicKey | None = None
     legacy: RSAPublicKey | None = None
     for name, expected in ((GHL_PUBLIC_KEY, Ed25519PublicKey), (GHL_LEGACY_PUBLIC_KEY, RSAPublicKey)):
@@ -97,7 +104,7 @@ def _keys_from_rows(workspace_id: str, rows: list[tuple[Any, ...]], fernet: Fern
             key = None
         if not isinstance(key, expected):
             log.error("workspace %r: stored %s is not a %s public key", workspace_id, name, expected.__name__)
-            error = "invalid_public_key"
+            errors.setdefault(Provider.GHL, "invalid_public_key")
             continue
         if name == GHL_PUBLIC_KEY:
             ed25519 = key  # type: ignore[assignment]
@@ -108,7 +115,7 @@ def _keys_from_rows(workspace_id: str, rows: list[tuple[Any, ...]], fernet: Fern
         ghl_location_id=location.strip() if isinstance(location, str) and location.strip() else None,
         calendly_signing_key=secrets.get(CALENDLY_SIGNING_KEY) or None,
         ghl=GhlKeys(ed25519, legacy),
-        config_error=error,
+        config_errors=errors,
     )
 
 
@@ -131,7 +138,7 @@ class WorkspaceDirectory:
 
         def ttu(_key: str, value: WorkspaceKeys | None, now: float) -> float:
             # the short TTL also for workspaces without any key yet: they are likely being set up right now
-            good = value is not None and value.config_error is None and value.has_keys
+            good = value is not None and not value.config_errors and value.has_keys
             return now + (ttl_s if good else negative_ttl_s)
 
         self._cache: TLRUCache[str, WorkspaceKeys | None] = TLRUCache(maxsize=max_entries, ttu=ttu)
