@@ -275,12 +275,14 @@ def test_shared_limiter_never_exceeds_sliding_window() -> None:
                 await asyncio.gather(*(x.get_appointment("ap_next") for x in (a, b) for _ in range(30)))
                 return time.monotonic() - started
 
-        elapsed = asyncio.run(run())
+        asyncio.run(run())
     assert stats.rate_limited == 0 and stats.errors == 0 and stats.requests == 60
-    assert sim.max_requests_in_window(LOC, window) <= limit
+    busiest = sim.max_requests_in_window(LOC, window)
+    assert busiest <= limit
     assert sim.accounting.rate_limited(LOC) == []
-    # 60 requests = 3 windows' worth: the last 40 need 2 windows; ≥ 90 % of the limit used
-    assert elapsed <= 2 * window / 0.9
+    # the budget is nearly reached: some window carried ≥ 90 % of the limit (counted by the provider, so the
+    # check does not depend on how loaded the machine is; throughput belongs to bench/reconcile.py)
+    assert busiest >= 0.9 * limit
 
 
 def test_provider_error_text_masks_email(ghl: tuple[GhlSimulator, str]) -> None:
