@@ -139,7 +139,7 @@ def test_import_legacy_malformed_file_exits_2_naming_line(db: sa.Engine, tmp_pat
     assert proc.returncode == 2, proc.stderr
     assert f"leads.csv:{GOOD_LEADS + 2}: column appointment_start_at" in proc.stderr
     assert "tomorrow 3pm" in proc.stderr
-    assert "nothing of that file was written" in proc.stderr
+    assert "nothing was written" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert [r[0] for r in rows(db, "SELECT id FROM leads")] == ["l1"]
 
@@ -441,3 +441,27 @@ def test_webhooks_requeue_unknown_workspace_or_status_exits_2(db: sa.Engine, env
     assert proc.returncode == 2 and proc.stdout == "" and "ws_nope" in proc.stderr
     assert run_cli(env, "webhooks", "requeue", "--workspace", "ws1", "--status", "processed").returncode == 2
     assert run_cli(env, "webhooks", "requeue").returncode == 2  # --workspace is required
+
+
+def test_import_legacy_workspace_rows_checked_like_workspace_set(db: sa.Engine, tmp_path: Path,
+                                                                 env: dict[str, str]) -> None:
+    write_legacy(tmp_path / "bad", workspaces=[ws_row("ws_a"), ws_row("ws_b", timezone="Mars/Olympus"),
+                                               ws_row("ws c")])
+    proc = run_cli(env, "import-legacy", str(tmp_path / "bad"))
+    assert proc.returncode == 2, proc.stderr
+    assert "workspaces.csv:3: " in proc.stderr and "IANA time zone" in proc.stderr
+    assert "workspaces.csv:4: workspace id 'ws c' contains ' '" in proc.stderr
+    assert rows(db, "SELECT count(*) FROM workspaces")[0][0] == 0
+
+
+def test_serve_on_a_busy_port_exits_1_with_one_line(db: sa.Engine, env: dict[str, str]) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = run_cli({**env, "APPT_SECRET_KEY": Fernet.generate_key().decode()}, "serve", "--port", str(port))
+    assert proc.returncode == 1, proc.stderr
+    assert f"error: cannot listen on 127.0.0.1:{port}: address already in use" in proc.stderr.splitlines()
+    assert "Traceback" not in proc.stderr

@@ -403,3 +403,41 @@ def test_reimport_keeps_rollups_of_leads_with_history(db: sa.Engine, tmp_path: P
         == ("other_g", "Cancelled", "backfill")
     assert other.appointment_provider == Provider.GHL.value
     assert other.appointment_canceled_at == datetime(2026, 5, 20, 10, tzinfo=UTC)
+
+
+# ------------------------------------------------------------------ one transaction, line numbers (issue 10)
+
+
+def test_rejected_leads_file_leaves_no_workspace_rows(db: sa.Engine, tmp_path: Path) -> None:
+    write_legacy(tmp_path, workspaces=[ws_row("ws_a")], leads=[lead_row("l1", ws_id="ws_missing")])
+    with pytest.raises(LegacyImportError) as info:
+        import_legacy(db, tmp_path)
+    assert info.value.file == "leads.csv"
+    assert count(db, "SELECT count(*) FROM workspaces") == 0
+
+
+@pytest.mark.parametrize("bad_id, reason", [("x" * 65, "at most 64"), ("ws\x01", "contains '\\x01'"),
+                                            ("a/b", "contains '/'")])
+def test_workspace_ids_the_intake_cannot_serve_are_refused(db: sa.Engine, tmp_path: Path, bad_id: str,
+                                                           reason: str) -> None:
+    write_legacy(tmp_path, workspaces=[ws_row("ws_a"), ws_row(bad_id)])
+    with pytest.raises(LegacyImportError) as info:
+        import_legacy(db, tmp_path)
+    assert info.value.errors[0].line == 3 and reason in info.value.errors[0].reason
+    assert count(db, "SELECT count(*) FROM workspaces") == 0
+
+
+def test_multi_line_record_is_reported_at_its_first_line(db: sa.Engine, tmp_path: Path) -> None:
+    write_legacy(tmp_path, workspaces=[ws_row("ws_a", name="two\nlines"), ws_row("ws_b", timezone="Nowhere/X")])
+    with pytest.raises(LegacyImportError) as info:
+        import_legacy(db, tmp_path)
+    assert [e.line for e in info.value.errors] == [4]  # header 1, ws_a on lines 2-3, ws_b on line 4
+
+
+def test_unterminated_quote_says_so(db: sa.Engine, tmp_path: Path) -> None:
+    write_legacy(tmp_path, workspaces=[ws_row("ws_a"), ws_row("ws_b")])
+    path = tmp_path / "workspaces.csv"
+    path.write_text(path.read_text().replace("Workspace ws_b", '"Workspace ws_b'))
+    with pytest.raises(LegacyImportError) as info:
+        import_legacy(db, tmp_path)
+    assert [str(e) for e in info.value.errors] == ["workspaces.csv:3: unterminated quoted field starting at line 3"]

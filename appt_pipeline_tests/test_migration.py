@@ -854,3 +854,20 @@ def test_migration_time_is_not_in_the_future_of_the_run(db: sa.Engine, tmp_path:
     [row] = rows(db, "SELECT created_at, canceled_at, status_changed_at FROM appointments")
     assert all(start <= t <= datetime.now(UTC) + timedelta(seconds=1) for t in row)
 
+
+
+def test_concurrent_applies_of_one_workspace_are_serialised(db: sa.Engine, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    leads = [ghl_lead(f"l{i:03d}", f"appt{i:03d}") for i in range(200)]
+    load(db, tmp_path, leads)
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(migrate_workspace, db, "ws_a", apply=True, chunk_size=20) for _ in range(2)]
+        reports = [r.result() for r in runs]
+    assert sum(r.created for r in reports) == len(leads)
+    assert sorted((r.created, r.exists) for r in reports) == [(0, len(leads)), (len(leads), 0)]
+    assert count_rows(db) == len(leads)
+
+
+def count_rows(engine: sa.Engine) -> int:
+    return int(rows(engine, "SELECT count(*) FROM appointments")[0][0])

@@ -103,7 +103,7 @@ def import_legacy_cmd(directory: str, replace_base_urls: bool) -> None:
             more = exc.total - len(exc.errors)
             raise BadInput(
                 f"{exc.file} rejected: {exc.total} malformed row(s){f' ({more} more not shown)' if more else ''}; "
-                "nothing of that file was written"
+                "nothing was written"
             ) from None
         except FileNotFoundError as exc:
             raise BadInput(str(exc)) from None
@@ -490,6 +490,7 @@ def serve(host: str, port: int, workers: int) -> None:
             settings.validate()
         except ServiceConfigError as exc:
             raise BadInput(str(exc)) from None
+        _check_port_free(host, port)
         logging.getLogger("psycopg.pool").setLevel(logging.WARNING)  # one INFO line per connection request
         _err(f"{rt.describe()}\nwebhook intake: http://{host}:{port}  ({workers} worker(s))")
         from appt_pipeline.service.protocol import GuardedHttpToolsProtocol
@@ -506,6 +507,22 @@ def serve(host: str, port: int, workers: int) -> None:
             uvicorn.run("appt_pipeline.service.app:create_app_from_env", factory=True, workers=workers, **options)
         else:
             uvicorn.run(create_app(settings), **options)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Exit 1 with one line when ``host:port`` cannot be bound (uvicorn itself would exit 3 after a log)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as exc:
+        reason = exc.strerror.lower() if exc.strerror else str(exc)
+        _err(f"error: cannot listen on {host}:{port}: {reason}")
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

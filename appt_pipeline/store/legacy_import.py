@@ -1,8 +1,10 @@
 """Import of a legacy CRM export (``workspaces.csv`` + ``leads.csv``, format: docs/operations.md §2).
 
-Each file is validated completely before anything of it is written, then loaded in one transaction
-(COPY into a temp table, then one ``INSERT … ON CONFLICT (id) DO UPDATE``): a malformed row is
-reported with its line number and reason and nothing of that file is written. Re-import updates and
+Both files are validated completely before anything is written, and loaded in one transaction
+(COPY into a temp table, then one ``INSERT … ON CONFLICT (id) DO UPDATE`` per file): a malformed row is
+reported with the line number where its record starts and the reason, and nothing of either file is
+written. Workspace rows pass the same checks as ``workspace set``
+(:func:`~appt_pipeline.store.workspaces.validate_workspace_values`). Re-import updates and
 never duplicates. Ids are trimmed; an empty cell is NULL. Lead rollup columns of a lead that already
 has appointment rows are derived data (SPEC §3) and are not overwritten by a re-import.
 """
@@ -18,6 +20,7 @@ import sqlalchemy as sa
 from appt_pipeline.domain.provider_hosts import check_provider_url
 from appt_pipeline.domain.timeparse import parse_timestamp
 from appt_pipeline.settings import provider_host_allowlist
+from appt_pipeline.store.workspaces import validate_workspace_values
 
 MAX_REPORTED_ERRORS = 50
 
@@ -149,13 +152,44 @@ def _bad_text(cells: list[str]) -> str | None:
     return None
 
 
-def _read(path: Path, columns: dict[str, Parser], required: tuple[str, ...]) -> tuple[list[str], Iterator[
+class _Lines:
+    """The file's lines for ``csv.reader``, noting when the reader ran into the end of the file: a record
+    during whose read that happens ended inside a quoted field (the lenient reader returns it as is)."""
+
+    def __init__(self, fh: Iterator[str]) -> None:
+        self._it = fh
+        self.eof = False
+
+    def __iter__(self) -> "_Lines":
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._it)
+        except StopIteration:
+            self.eof = True
+            raise
+
+
+RowCheck = Callable[[list[str], list[object]], None]
+
+
+def _check_workspace_row(header: list[str], values: list[object]) -> None:
+    """``workspace set``'s rules for one parsed workspaces.csv row; raises ``ValueError``."""
+    row = dict(zip(header, values, strict=True))
+    workspace_id = row.pop("id")
+    validate_workspace_values(str(workspace_id), {k: v for k, v in row.items() if v is not None})
+
+
+def _read(path: Path, columns: dict[str, Parser], required: tuple[str, ...],
+          row_check: RowCheck | None = None) -> tuple[list[str], Iterator[
         tuple[int, list[object] | None, str | None]]]:
-    """Header and a row iterator yielding (line, values or None, error or None)."""
+    """Header and a row iterator yielding (line where the record starts, values or None, error or None)."""
     # surrogateescape: invalid UTF-8 becomes lone surrogates, reported per row below instead of aborting
     # the whole read with a UnicodeDecodeError at an imprecise position
     fh = path.open(newline="", encoding="utf-8-sig", errors="surrogateescape")
-    reader = csv.reader(fh)
+    lines = _Lines(fh)
+    reader = csv.reader(lines)
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:
@@ -182,14 +216,18 @@ def _read(path: Path, columns: dict[str, Parser], required: tuple[str, ...]) -> 
     def rows() -> Iterator[tuple[int, list[object] | None, str | None]]:
         with fh:
             while True:
+                # reader.line_num is the line where a record ends; a quoted field may span lines
+                line = reader.line_num + 1
                 try:
                     raw = next(reader)
                 except StopIteration:
                     return
                 except csv.Error as exc:  # e.g. a field over csv.field_size_limit(); the rest is unreadable
-                    yield reader.line_num, None, f"malformed CSV: {exc}"
+                    yield line, None, f"malformed CSV: {exc}"
                     return
-                line = reader.line_num
+                if lines.eof:
+                    yield line, None, f"unterminated quoted field starting at line {line}"
+                    return
                 if not raw or (len(raw) == 1 and not raw[0].strip()):
                     continue
                 if len(raw) != len(header):
@@ -211,6 +249,11 @@ def _read(path: Path, columns: dict[str, Parser], required: tuple[str, ...]) -> 
                     error = "empty id"
                 if error is None and "workspace_id" in header and values[header.index("workspace_id")] is None:
                     error = "empty workspace_id"
+                if error is None and row_check is not None:
+                    try:
+                        row_check(header, values)
+                    except ValueError as exc:
+                        error = str(exc)
                 yield line, (values if error is None else None), error
 
     return header, rows()
@@ -218,9 +261,9 @@ def _read(path: Path, columns: dict[str, Parser], required: tuple[str, ...]) -> 
 
 def _load(
     conn: sa.Connection, path: Path, table: str, columns: dict[str, Parser], required: tuple[str, ...],
-    conflict_sets: Callable[[list[str]], str], checks: list[Check],
+    conflict_sets: Callable[[list[str]], str], checks: list[Check], row_check: RowCheck | None = None,
 ) -> int:
-    header, rows = _read(path, columns, required)
+    header, rows = _read(path, columns, required, row_check)
     fixed_checks = [c(header) if callable(c) else c for c in checks]
     stage = f"appt_import_{table}"
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {stage}")
@@ -354,23 +397,23 @@ def import_legacy(engine: sa.Engine, directory: str | Path, *, replace_base_urls
     A provider base URL must pass the provider-host rule (README "Provider hosts"); a row that changes the
     base URL of a workspace holding secrets is refused unless ``replace_base_urls``.
 
-    Each file is one transaction. Raises :class:`LegacyImportError` (nothing of that file written;
-    an earlier file stays loaded) or ``FileNotFoundError`` when neither file exists.
+    Both files are one transaction. Raises :class:`LegacyImportError` (nothing of either file written,
+    ``file`` names the rejected one) or ``FileNotFoundError`` when neither file exists.
     """
     folder = Path(directory)
     report = ImportReport()
     ws_path, leads_path = folder / "workspaces.csv", folder / "leads.csv"
     if not ws_path.is_file() and not leads_path.is_file():
         raise FileNotFoundError(f"no workspaces.csv or leads.csv in {folder}")
-    if ws_path.is_file():
-        with engine.begin() as conn:
+    with engine.begin() as conn:  # one transaction: a rejected leads.csv also undoes workspaces.csv
+        if ws_path.is_file():
             report.workspaces = _load(conn, ws_path, "workspaces", WORKSPACE_COLUMNS, ("id",), _workspace_sets,
                                       [_DUPLICATE_IDS, _DUPLICATE_LOCATIONS, _LOCATION_TAKEN,
-                                       *([] if replace_base_urls else [_base_url_changes])])
-        report.files.append(ws_path.name)
-    if leads_path.is_file():
-        with engine.begin() as conn:
+                                       *([] if replace_base_urls else [_base_url_changes])],
+                                      _check_workspace_row)
+            report.files.append(ws_path.name)
+        if leads_path.is_file():
             report.leads = _load(conn, leads_path, "leads", LEAD_COLUMNS, ("id", "workspace_id"), _lead_sets,
                                  [_DUPLICATE_IDS, _UNKNOWN_WORKSPACE, _MOVES_WITH_HISTORY])
-        report.files.append(leads_path.name)
+            report.files.append(leads_path.name)
     return report

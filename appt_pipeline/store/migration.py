@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -254,6 +255,14 @@ ON CONFLICT (workspace_id) DO UPDATE SET last_lead_id = EXCLUDED.last_lead_id, u
 """
 
 
+#: Advisory lock class of ``migrate --apply`` (first key of ``pg_advisory_lock(int, int)``; the second
+#: is ``hashtext(workspace_id)``). A hash collision of two workspace ids only serialises their runs.
+_MIGRATE_LOCK_CLASS = 0x4D494752  # "MIGR"
+_TRY_LOCK = sa.text("SELECT pg_try_advisory_lock(:cls, hashtext(:ws))")
+_LOCK = sa.text("SELECT pg_advisory_lock(:cls, hashtext(:ws))")
+_UNLOCK = sa.text("SELECT pg_advisory_unlock(:cls, hashtext(:ws))")
+
+
 def migrate_workspace(
     engine: sa.Engine,
     workspace_id: str,
@@ -270,12 +279,44 @@ def migrate_workspace(
     moves the resume point). ``on_chunk`` is called with the running report after each chunk.
     No follow-up tasks and no lead status change (source MIGRATION); rollups are recomputed.
 
+    Two ``apply`` runs of the same workspace are serialised by a per-workspace PostgreSQL advisory lock
+    (held on a connection of its own for the whole run, docs/operations.md §3): the second waits for the
+    first and then reports as ``exists`` what the first created. A dry-run takes no lock.
+
     Raises:
         UnknownWorkspaceError: ``workspace_id`` does not exist.
         ValueError: ``chunk_size`` < 1.
     """
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
+    kwargs: dict[str, Any] = {"apply": apply, "resume": resume, "chunk_size": chunk_size, "now": now,
+                              "on_chunk": on_chunk}
+    if not apply:
+        return _migrate_workspace(engine, workspace_id, **kwargs)
+    key = {"cls": _MIGRATE_LOCK_CLASS, "ws": workspace_id}
+    with engine.connect() as lock_conn:
+        if not lock_conn.execute(_TRY_LOCK, key).scalar_one():
+            log.info("migrate %s: another migrate --apply of this workspace is running; waiting for it",
+                     workspace_id)
+            lock_conn.execute(_LOCK, key)
+        lock_conn.commit()  # a session lock outlives the transaction: the run holds no transaction open here
+        try:
+            return _migrate_workspace(engine, workspace_id, **kwargs)
+        finally:
+            lock_conn.execute(_UNLOCK, key)
+            lock_conn.commit()
+
+
+def _migrate_workspace(
+    engine: sa.Engine,
+    workspace_id: str,
+    *,
+    apply: bool,
+    resume: bool,
+    chunk_size: int,
+    now: datetime | None,
+    on_chunk: Callable[[MigrationReport], None] | None,
+) -> MigrationReport:
     started = time.monotonic()
     report = MigrationReport(workspace_id=workspace_id, apply=apply)
     kinds: Counter[str] = Counter()

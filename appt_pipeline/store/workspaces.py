@@ -29,18 +29,17 @@ class SecretKeyError(ValueError):
 def set_workspace(engine: sa.Engine, workspace_id: str, values: dict[str, Any]) -> bool:
     """Create or update workspace ``workspace_id`` with ``values`` (keys from :data:`WORKSPACE_SETTABLE`).
 
-    Returns True when the row was created. Raises ``ValueError`` for an unknown column, empty id, a
-    timezone that is not an IANA zone or an API base URL that is not http(s);
+    Returns True when the row was created. Raises ``ValueError`` for an unknown column, an id the intake
+    could not serve (:func:`validate_workspace_id`), a timezone that is not an IANA zone
+    or an API base URL that is not http(s);
     database constraint violations (e.g. a provider outside GHL/CALENDLY) surface as
     ``sqlalchemy.exc.DBAPIError``.
     """
     workspace_id = workspace_id.strip()
-    if not workspace_id:
-        raise ValueError("workspace id must not be empty")
     unknown = sorted(set(values) - set(WORKSPACE_SETTABLE))
     if unknown:
         raise ValueError(f"unknown workspace column(s): {unknown}")
-    _validate(values)
+    validate_workspace_values(workspace_id, values)
     cols = ["id", *values]
     sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in values) or "id = EXCLUDED.id"
     sql = (
@@ -49,6 +48,39 @@ def set_workspace(engine: sa.Engine, workspace_id: str, values: dict[str, Any]) 
     )
     with engine.begin() as conn:
         return bool(conn.execute(sa.text(sql), {"id": workspace_id, **values}).scalar_one())
+
+
+#: Longest workspace id (characters); the id is a path segment of the intake URL (docs/operations.md §1).
+MAX_WORKSPACE_ID_LENGTH = 64
+#: Characters a workspace id never holds: each would break or change the meaning of the intake path
+#: ``/webhooks/{provider}/{workspace_id}`` (segment separators, query, fragment, percent-escapes).
+_ID_FORBIDDEN = frozenset("/\\?#%")
+
+
+def validate_workspace_id(workspace_id: str) -> None:
+    """Refuse an id the intake ``/webhooks/{provider}/{workspace_id}`` could never serve (docs/operations.md §1).
+
+    The rule: 1 to :data:`MAX_WORKSPACE_ID_LENGTH` characters; no whitespace, no control or other
+    non-printable character, none of ``/ \\ ? # %``, and not ``.`` or ``..``. Raises ``ValueError``
+    saying which part of the rule the id breaks (the id is shown escaped).
+    """
+    if not workspace_id:
+        raise ValueError("workspace id must not be empty")
+    if len(workspace_id) > MAX_WORKSPACE_ID_LENGTH:
+        raise ValueError(f"workspace id is {len(workspace_id)} characters long; at most {MAX_WORKSPACE_ID_LENGTH}")
+    bad = next((c for c in workspace_id if not c.isprintable() or c.isspace() or c in _ID_FORBIDDEN), None)
+    if bad is not None:
+        raise ValueError(f"workspace id {workspace_id!r} contains {bad!r}; an id is one URL path segment "
+                         "without whitespace, control characters or any of / \\ ? # %")
+    if workspace_id in (".", ".."):
+        raise ValueError(f"workspace id {workspace_id!r} is not a usable URL path segment")
+
+
+def validate_workspace_values(workspace_id: str, values: dict[str, Any]) -> None:
+    """The checks of ``workspace set`` and of every ``workspaces.csv`` row of ``import-legacy``: the id
+    (:func:`validate_workspace_id`) and the values (IANA time zone, API base URLs). Raises ``ValueError``."""
+    validate_workspace_id(workspace_id)
+    _validate(values)
 
 
 def _validate(values: dict[str, Any]) -> None:
