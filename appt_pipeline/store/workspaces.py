@@ -50,7 +50,7 @@ def set_workspace(engine: sa.Engine, workspace_id: str, values: dict[str, Any]) 
         return bool(conn.execute(sa.text(sql), {"id": workspace_id, **values}).scalar_one())
 
 
-#: Longest workspace id (characters); the id is a path segment of the intake URL (docs/operations.md §1).
+#: Longest workspace id (characters); the id is a path segment of the intake URL (docs/operations.md §3).
 MAX_WORKSPACE_ID_LENGTH = 64
 #: Characters a workspace id never holds: each would break or change the meaning of the intake path
 #: ``/webhooks/{provider}/{workspace_id}`` (segment separators, query, fragment, percent-escapes).
@@ -58,7 +58,7 @@ _ID_FORBIDDEN = frozenset("/\\?#%")
 
 
 def validate_workspace_id(workspace_id: str) -> None:
-    """Refuse an id the intake ``/webhooks/{provider}/{workspace_id}`` could never serve (docs/operations.md §1).
+    """Refuse an id the intake ``/webhooks/{provider}/{workspace_id}`` could never serve (docs/operations.md §3).
 
     The rule: 1 to :data:`MAX_WORKSPACE_ID_LENGTH` characters; no whitespace, no control or other
     non-printable character, none of ``/ \\ ? # %``, and not ``.`` or ``..``. Raises ``ValueError``
