@@ -228,8 +228,8 @@ def test_dev_serves_the_ui_over_the_cli_runs_applies_simulator_changes_by_webhoo
             time.sleep(0.5)
     finally:
         os.kill(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=40)
+        try:  # dev stops the UI, the daemon and its run workers, the simulators and PostgreSQL: slow on a busy machine
+            proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             raise
