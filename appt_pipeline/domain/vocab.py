@@ -54,6 +54,13 @@ class Source(StrEnum):
 SOURCES_WITHOUT_SIDE_EFFECTS: tuple[Source, ...] = (Source.MIGRATION, Source.BACKFILL)
 
 
+class AvailabilitySource(StrEnum):
+    """``availability_source`` enum (SPEC §1): which configured calendar / event type a slot or booking uses."""
+
+    DEFAULT = "DEFAULT"
+    DIRECT_BOOK = "DIRECT_BOOK"
+
+
 class WebhookStatus(StrEnum):
     """``webhook_events.status`` of a stored delivery (SPEC §6): pending until ingested, then one of the rest."""
 
