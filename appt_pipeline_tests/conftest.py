@@ -123,6 +123,7 @@ def database_url(server_url: str) -> Iterator[str]:
     name = f"appt_test_{uuid.uuid4().hex[:10]}"
     url = sa.make_url(server_url).set(database=name).render_as_string(hide_password=False)
     ensure_database(url, name)
+    ensure_database(url, f"{name}_dagster")  # as `db upgrade` does: commands never create databases
     upgrade(url)
     os.environ["APPT_DATABASE_URL"] = url
     yield url

@@ -2,8 +2,8 @@
 test database: ``--json`` contract, exit codes 0 / 1 / 2, ``import-legacy`` errors, ``workspace set``,
 ``secrets set`` (ciphertext only, nothing leaked), ``rollups`` drift and repair, ``db upgrade`` idempotence.
 
-The child gets ``APPT_DATABASE_URL`` = the test database and ``APPT_HOME`` = a temp folder; the CLI creates
-``<testdb>_dagster`` beside it, which this module drops at the end.
+The child gets ``APPT_DATABASE_URL`` = the test database and ``APPT_HOME`` = a temp folder; the session fixture
+created ``<testdb>_dagster`` beside it, as ``db upgrade`` would (no other command creates a database).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +26,12 @@ from appt_pipeline.store.legacy_import import import_legacy
 from appt_pipeline.store.migration import migrate_workspace
 from appt_pipeline.store.workspaces import SecretKeyError, get_secret, set_workspace
 from appt_pipeline_tests.helpers import lead, rows
-from appt_pipeline_tests.helpers.cli import CLI, cli_env, drop_dagster_database, drop_database, one_json, run_cli
+from appt_pipeline_tests.helpers.cli import CLI, cli_env, drop_database, one_json, run_cli
 from appt_pipeline_tests.helpers.legacy import GOOD_LEADS, lead_row, write_csv, write_legacy, ws_row
 
 COUNTER_KEYS = {"scanned", "created", "exists", "skipped", "errors", "errors_by_kind"}
 
 # ----------------------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _drop_dagster_db(database_url: str) -> Iterator[None]:
-    yield
-    drop_dagster_database(database_url)
 
 
 @pytest.fixture()

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,7 +35,7 @@ from appt_pipeline.store.rollups import ROLLUP_COLUMNS, drift_report
 from appt_pipeline.store.write_path import write_observations
 from appt_pipeline_tests.conftest import APP_TABLES
 from appt_pipeline_tests.helpers import ApptRow, calendly, lead, rows, snapshot
-from appt_pipeline_tests.helpers.cli import CLI, cli_env, drop_dagster_database, one_json, run_cli
+from appt_pipeline_tests.helpers.cli import CLI, cli_env, one_json, run_cli
 from appt_pipeline_tests.helpers.legacy import lead_row, write_legacy, ws_row
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -670,12 +670,6 @@ def crash_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def _dagster_db(database_url: str) -> Iterator[None]:
-    yield
-    drop_dagster_database(database_url)
-
-
 def _legacy_clock_facts(folder: Path) -> dict[str, tuple[bool, bool]]:
     """lead id → (legacy booked time known, legacy cancel time known)."""
     with (folder / "leads.csv").open(newline="", encoding="utf-8") as fh:
@@ -797,7 +791,7 @@ class Baseline:
 
 
 @pytest.fixture(scope="module")
-def crash_baseline(engine: sa.Engine, database_url: str, crash_export: Path, _dagster_db: None,
+def crash_baseline(engine: sa.Engine, database_url: str, crash_export: Path,
                    tmp_path_factory: pytest.TempPathFactory) -> Baseline:
     """The uninterrupted ``migrate --apply --chunk-size 50`` run of the crash export, through the CLI."""
     reset(engine)

@@ -52,17 +52,30 @@ def main(verbose: bool) -> None:
 
 
 @contextlib.contextmanager
-def _runtime() -> Iterator["Runtime"]:
-    """The command's databases and Dagster home; an unreachable database is a work failure (exit 1)."""
+def _runtime(*, create: bool = False) -> Iterator["Runtime"]:
+    """The command's databases and Dagster home (docs/operations.md §1). Only ``create`` (``db upgrade``;
+    ``demo`` / ``dev`` on the embedded default) creates or upgrades; a missing or un-upgraded database, or a
+    URL that is not PostgreSQL, is bad input (exit 2, one line); an unreachable server a work failure (1)."""
     from appt_pipeline.cli.runtime import app_environment
+    from appt_pipeline.store.embedded import DatabaseNotReady, DatabaseUrlError
 
     with contextlib.ExitStack() as stack:
         try:
-            runtime = stack.enter_context(app_environment())
+            runtime = stack.enter_context(app_environment(create=create))
+        except (DatabaseNotReady, DatabaseUrlError) as exc:
+            _err(f"error: {exc}")
+            sys.exit(EXIT_BAD_INPUT)
         except RuntimeError as exc:
             _err(f"error: {exc}")
             sys.exit(EXIT_WORK_FAILED)
         yield runtime
+
+
+def _embedded_default() -> bool:
+    """True when no ``APPT_DATABASE_URL`` is set: the project's own PostgreSQL, which demo and dev prepare."""
+    from appt_pipeline.settings import DATABASE_URL_ENV
+
+    return not os.environ.get(DATABASE_URL_ENV)
 
 
 # --------------------------------------------------------------------------------------------------- db
@@ -75,8 +88,9 @@ def db() -> None:
 
 @db.command("upgrade")
 def db_upgrade() -> None:
-    """Apply pending sql/ files (idempotent; records applied versions)."""
-    with _runtime() as rt:
+    """Create the app and Dagster databases when missing and apply pending sql/ files (idempotent; the only
+    command that creates or upgrades, with demo and dev on the embedded default)."""
+    with _runtime(create=True) as rt:
         applied = ", ".join(rt.schema.applied) or "nothing (up to date)"
         _err(f"{rt.describe()}\napplied: {applied}; current: {', '.join(rt.schema.current)}")
 
@@ -352,7 +366,7 @@ def demo() -> None:
     started = time.monotonic()
     if logging.getLogger().level > logging.DEBUG:  # one INFO line per provider request otherwise (-v shows them)
         logging.getLogger("httpx").setLevel(logging.WARNING)
-    with _runtime() as rt:
+    with _runtime(create=_embedded_default()) as rt:
         _err(rt.describe())
         with dg.DagsterInstance.get() as instance:
             try:
@@ -454,7 +468,7 @@ def dev(host: str, port: int, service_port: int, ghl_port: int, calendly_port: i
     if logging.getLogger().level > logging.DEBUG:  # the simulators' deliveries log one INFO line each (-v shows)
         logging.getLogger("httpx").setLevel(logging.WARNING)
     ports = DevPorts(ui=port, service=service_port, ghl=ghl_port, calendly=calendly_port)
-    with _runtime() as rt:
+    with _runtime(create=_embedded_default()) as rt:
         try:
             code = run_dev(rt, host=host, ports=ports, say=_err)
         except SecretKeyError as exc:

@@ -1,9 +1,10 @@
 """Process environment for commands that touch the database or Dagster (SPEC §12).
 
 :func:`app_environment` resolves the app and Dagster database URLs (starting the embedded
-PostgreSQL when ``APPT_DATABASE_URL`` is unset), applies the schema, exports the URLs so that
-Dagster's ``EnvVar`` resources and child processes see the same databases, and prepares
-``DAGSTER_HOME`` with the project's ``dagster.yaml``.
+PostgreSQL when ``APPT_DATABASE_URL`` is unset), checks that both databases exist and the schema is
+up to date — or, for ``db upgrade`` and ``demo`` / ``dev`` on the embedded default, creates and
+upgrades them — exports the URLs so that Dagster's ``EnvVar`` resources and child processes see the
+same databases, and prepares ``DAGSTER_HOME`` with the project's ``dagster.yaml``.
 """
 
 import os
@@ -13,12 +14,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import sqlalchemy as sa
 
 from appt_pipeline.settings import DAGSTER_PG_URL_ENV, DATABASE_URL_ENV, PROJECT_ROOT, appt_home
-from appt_pipeline.store.embedded import DatabaseUrls, resolve_database_urls
+from appt_pipeline.store.embedded import DatabaseNotReady, DatabaseUrls, resolve_database_urls
 from appt_pipeline.store.engine import get_engine, redact_url
-from appt_pipeline.store.schema import UpgradeResult, upgrade
+from appt_pipeline.store.schema import UpgradeResult, pending_versions, schema_state, upgrade
 
 
 @dataclass(frozen=True)
@@ -65,12 +67,34 @@ def dagster_environment(urls: DatabaseUrls, dagster_home: Path) -> Iterator[None
                 os.environ[name] = value
 
 
+def _checked_schema(urls: DatabaseUrls) -> UpgradeResult:
+    """The app database's schema state; :class:`DatabaseNotReady` when versions are pending."""
+    try:
+        pending = pending_versions(urls.app_url)
+        state = schema_state(urls.app_url)
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RuntimeError(f"cannot read the schema version of {redact_url(urls.app_url)}: {reason}") from None
+    if pending:
+        where = "the embedded PostgreSQL" if urls.embedded else redact_url(urls.app_url)
+        state_text = "has no schema" if not state.current else f"lacks schema version(s) {', '.join(pending)}"
+        raise DatabaseNotReady(f"database {where} {state_text}; apply it with: appt-pipeline db upgrade")
+    return state
+
+
 @contextmanager
-def app_environment() -> Iterator[Runtime]:
-    """Databases resolved and upgraded, ``DAGSTER_HOME`` ready, the Dagster environment set within the
-    block (:func:`dagster_environment`)."""
-    urls = resolve_database_urls()
-    schema = upgrade(urls.app_url)
+def app_environment(*, create: bool = False) -> Iterator[Runtime]:
+    """Databases resolved and checked, ``DAGSTER_HOME`` ready, the Dagster environment set within the
+    block (:func:`dagster_environment`).
+
+    With ``create`` missing databases are created and the schema upgraded; without, a missing database
+    or pending schema versions raise :class:`~appt_pipeline.store.embedded.DatabaseNotReady` (never a
+    silent creation: a mistyped URL must not become an empty database). Raises
+    :class:`~appt_pipeline.store.embedded.DatabaseUrlError` for a URL that is not PostgreSQL and
+    ``RuntimeError`` for an unreachable server.
+    """
+    urls = resolve_database_urls(create=create)
+    schema = upgrade(urls.app_url) if create else _checked_schema(urls)
     home = ensure_dagster_home()
     with dagster_environment(urls, home):
         yield Runtime(urls=urls, engine=get_engine(urls.app_url), dagster_home=home, schema=schema)

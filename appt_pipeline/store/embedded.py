@@ -25,6 +25,21 @@ log = logging.getLogger(__name__)
 
 APP_DATABASE = "appt"
 
+#: Key of the server-wide advisory lock (taken in the maintenance database ``postgres``) that serialises
+#: concurrent first starts creating the same databases.
+_CREATE_LOCK_KEY = 0x61707074  # "appt"
+
+
+class DatabaseUrlError(ValueError):
+    """A database URL from the environment that is not a PostgreSQL URL (or not a URL at all); its
+    message is one line naming the variable, never the password."""
+
+
+class DatabaseNotReady(LookupError):
+    """The app or Dagster database does not exist, or its schema is not upgraded; only
+    ``appt-pipeline db upgrade`` creates and upgrades (docs/operations.md §1). One-line message naming
+    the database (password masked) and the command to run."""
+
 
 @dataclass(frozen=True)
 class DatabaseUrls:
@@ -53,22 +68,40 @@ def libpq_conninfo(url: str) -> str:
     return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+def _admin_connection(server_url: str) -> psycopg.Connection:
+    admin = make_url(server_url).set(database="postgres")
+    return psycopg.connect(libpq_conninfo(admin.render_as_string(hide_password=False)), autocommit=True,
+                           connect_timeout=10)
+
+
+def database_exists(server_url: str, database: str) -> bool:
+    """Whether ``database`` exists on the server of ``server_url`` (read only). Raises ``psycopg.Error``
+    when the server cannot be reached."""
+    with _admin_connection(server_url) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone() is not None
+
+
 def ensure_database(server_url: str, database: str) -> None:
     """Create ``database`` on the server of ``server_url`` when it does not exist (needs CREATEDB).
 
-    Raises ``psycopg.Error`` when the server cannot be reached or the database cannot be created.
+    Concurrent callers are serialised by a server-wide advisory lock, so simultaneous first starts never
+    fail on the creation race. Raises ``psycopg.Error`` when the server cannot be reached or the database
+    cannot be created.
     """
-    admin = make_url(server_url).set(database="postgres")
-    with psycopg.connect(libpq_conninfo(admin.render_as_string(hide_password=False)), autocommit=True,
-                         connect_timeout=10) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
-        if not exists:
-            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    with _admin_connection(server_url) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_CREATE_LOCK_KEY,))
+        try:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+            if not exists:
+                with contextlib.suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_CREATE_LOCK_KEY,))
 
 
-def start_embedded(home: Path | None = None) -> str:
+def start_embedded(home: Path | None = None, *, create: bool = True) -> str:
     """Start (or join) the embedded server under ``home/pg``; return the app database URL (psycopg 3).
+    With ``create`` the app database is created when missing.
 
     Raises ``RuntimeError`` with the server log's tail when PostgreSQL cannot start.
     """
@@ -86,29 +119,59 @@ def start_embedded(home: Path | None = None) -> str:
     except Exception as exc:  # the library raises several types; all mean "could not start"
         raise RuntimeError(f"could not start the embedded PostgreSQL in {base / 'pg'}: {exc}") from exc
     url = server.get_uri(APP_DATABASE, driver="psycopg")
-    ensure_database(url, APP_DATABASE)
+    if create:
+        ensure_database(url, APP_DATABASE)
     log.info("embedded PostgreSQL ready (socket in %s)", base / "pg")
     return url
 
 
-def resolve_database_urls(*, start: bool = True) -> DatabaseUrls:
+def checked_url(url: str, variable: str) -> str:
+    """``url`` (from ``variable``) when it is a SQLAlchemy PostgreSQL URL, any driver.
+
+    Raises :class:`DatabaseUrlError` (one line, password masked) when it is not a URL or not PostgreSQL.
+    """
+    try:
+        parsed = make_url(url)
+    except Exception:  # SQLAlchemy raises ArgumentError or ValueError for text that is not a URL
+        raise DatabaseUrlError(f"{variable} is not a database URL (expected postgresql://USER@HOST:PORT/DATABASE)") \
+            from None
+    if parsed.get_backend_name() != "postgresql":
+        raise DatabaseUrlError(f"{variable} must be a PostgreSQL URL (postgresql://USER@HOST:PORT/DATABASE), got "
+                               f"{parsed.get_backend_name()!r}")
+    if not parsed.database:
+        raise DatabaseUrlError(f"{variable} names no database (postgresql://USER@HOST:PORT/DATABASE)")
+    return url
+
+
+def resolve_database_urls(*, start: bool = True, create: bool = False) -> DatabaseUrls:
     """App and Dagster URLs from the environment, starting the embedded server when none is set.
 
-    With ``APPT_DATABASE_URL`` set the embedded server is never started. The Dagster database is
-    created when missing. Raises ``RuntimeError`` when no URL is set and ``start`` is false, or when
-    a database cannot be reached or created (message without password).
+    With ``APPT_DATABASE_URL`` set the embedded server is never started. With ``create`` a missing app or
+    Dagster database is created (``db upgrade``, and ``demo`` / ``dev`` on the embedded default); without,
+    a missing one raises :class:`DatabaseNotReady` (docs/operations.md §1). Raises
+    :class:`DatabaseUrlError` for a URL that is not PostgreSQL, ``RuntimeError`` when no URL is set and
+    ``start`` is false, or when a server cannot be reached or a database created (message without password).
     """
     app_url = os.environ.get(DATABASE_URL_ENV)
     embedded = False
-    if not app_url:
+    if app_url:
+        checked_url(app_url, DATABASE_URL_ENV)
+    else:
         if not start:
             raise RuntimeError(f"{DATABASE_URL_ENV} is not set and the embedded PostgreSQL is not running")
-        app_url = start_embedded()
+        app_url = start_embedded(create=create)
         embedded = True
     dagster_url = os.environ.get(DAGSTER_PG_URL_ENV) or dagster_url_for(app_url)
+    checked_url(dagster_url, DAGSTER_PG_URL_ENV)
     for url in (app_url, dagster_url):
+        name = make_url(url).database or ""
         try:
-            ensure_database(url, make_url(url).database or "")
+            if create:
+                ensure_database(url, name)
+            elif not database_exists(url, name):
+                where = "the embedded PostgreSQL" if embedded else redact_url(url)
+                raise DatabaseNotReady(f"database {name!r} does not exist ({where}); create it and apply the "
+                                       "schema with: appt-pipeline db upgrade")
         except psycopg.Error as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise RuntimeError(f"cannot prepare database {redact_url(url)}: {reason}") from None

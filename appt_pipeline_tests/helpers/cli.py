@@ -35,11 +35,6 @@ def drop_database(server_url: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def drop_dagster_database(database_url: str) -> None:
-    """Drop ``<db>_dagster``, which the CLI creates beside the app database."""
-    drop_database(database_url, f"{sa.make_url(database_url).database}_dagster")
-
-
 def one_json(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     """The single JSON object that makes up stdout (fails when stdout holds anything else)."""
     out = proc.stdout.strip()
