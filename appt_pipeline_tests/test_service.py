@@ -474,7 +474,8 @@ def test_concurrent_deliveries_are_group_committed_and_all_stored(server: Simula
 
 
 def test_health_and_openapi(client: httpx.Client) -> None:
-    assert client.get("/health").json() == {"status": "ok", "database": "ok"}
+    assert client.get("/health").json() == {"status": "ok", "database": "ok", "webhook_keys": "ok",
+                                            "broken_webhook_keys": {}}
     doc = client.get("/openapi.json").json()
     for path, codes in (("/webhooks/calendly/{workspace_id}", {"200", "400", "401", "404", "413", "415", "503"}),
                         ("/webhooks/ghl/{workspace_id}", {"200", "400", "401", "403", "404", "413", "415", "429"})):
@@ -490,7 +491,8 @@ def test_health_is_503_when_the_database_is_unreachable() -> None:
     with SimulatorServer(create_app(settings)) as srv, httpx.Client(base_url=srv.base_url, timeout=10) as c:
         resp = c.get("/health")
         assert resp.status_code == 503
-        assert resp.json() == {"status": "unavailable", "database": "unavailable"}
+        assert resp.json() == {"status": "unavailable", "database": "unavailable", "webhook_keys": "unknown",
+                               "broken_webhook_keys": {}}
         body = raw(calendly_body())
         resp = c.post("/webhooks/calendly/cal-a", content=body, headers=cal_headers(body))
         assert (resp.status_code, resp.headers["Retry-After"], resp.json()) == (503, "5",
@@ -575,6 +577,18 @@ def test_unusable_stored_keys_are_an_honest_retryable_error_of_that_provider_onl
     resp = client.post("/webhooks/calendly/both", content=body, headers=cal_headers(body))
     assert resp.status_code == 200, resp.text
     assert len(stored(db)) == 1
+    # /health tells the operator, with counts per provider and no workspace ids (it is unauthenticated)
+    settings = ServiceSettings(database_url=str(db.url.render_as_string(hide_password=False)), secret_key=SECRET_KEY,
+                               cache_ttl_s=0.0)
+    with SimulatorServer(create_app(settings)) as srv, httpx.Client(base_url=srv.base_url, timeout=10) as c:
+        resp = c.get("/health")
+        assert (resp.status_code, resp.json()) == (200, {"status": "degraded", "database": "ok",
+                                                         "webhook_keys": "degraded",
+                                                         "broken_webhook_keys": {"GHL": 2, "CALENDLY": 1}})
+        for ws in ("cal-rotated", "ghl-garbled", "both"):
+            with db.begin() as conn:
+                conn.execute(sa.text("DELETE FROM workspace_secrets WHERE workspace_id = :ws"), {"ws": ws})
+        assert c.get("/health").json()["status"] == "ok"  # fixed keys are seen after cache_ttl_s
 
 
 def test_workspace_deleted_after_it_was_cached_is_unknown_and_nothing_is_stored(client: httpx.Client,

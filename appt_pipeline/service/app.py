@@ -4,7 +4,7 @@ Endpoints (one per provider and workspace)::
 
     POST /webhooks/calendly/{workspace_id}   Calendly-Webhook-Signature: t=<unix>,v1=<hex>
     POST /webhooks/ghl/{workspace_id}        X-GHL-Signature (Ed25519) | x-wh-signature (legacy RSA)
-    GET  /health                             200 {"status": "ok", "database": "ok"} | 503
+    GET  /health                             200 {"status": "ok" | "degraded", "database", "webhook_keys", …} | 503
 
 Checks, in this order, each with its answer (JSON bodies; ``reason`` codes are safe to log):
 
@@ -200,10 +200,15 @@ class WebhookError(BaseModel):
 
 
 class Health(BaseModel):
-    """``GET /health``: ``ok`` when ``SELECT 1`` answers within 1 s."""
+    """``GET /health``: ``database`` is ``ok`` when ``SELECT 1`` answers within 1 s; ``webhook_keys`` is
+    ``degraded`` when some workspace stores a webhook key that cannot be used (wrong ``APPT_SECRET_KEY``,
+    invalid public key), and ``broken_webhook_keys`` counts those workspaces per provider (no ids). ``status``:
+    ``ok``, ``degraded`` (still 200: other workspaces' deliveries work) or ``unavailable`` (503)."""
 
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "degraded", "unavailable"]
     database: Literal["ok", "unavailable"]
+    webhook_keys: Literal["ok", "degraded", "unknown"]
+    broken_webhook_keys: dict[str, int]
 
 
 _RETRY_AFTER_HEADER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
@@ -581,12 +586,20 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
              responses={200: {"model": Health, "description": "database reachable"},
                         503: {"model": Health, "description": "database unreachable"}})
     async def health() -> Response:
-        """200 ``{"status": "ok", "database": "ok"}`` when ``SELECT 1`` answers within 1 s, else 503."""
+        """200 when ``SELECT 1`` answers within 1 s, else 503; with the webhook keys' state (:class:`Health`)."""
         if not service.started:
             await service.start()
-        if await service.db.ping(timeout_s=1.0):
-            return _json(200, {"status": "ok", "database": "ok"})
-        return _json(503, {"status": "unavailable", "database": "unavailable"})
+        if not await service.db.ping(timeout_s=1.0):
+            return _json(503, {"status": "unavailable", "database": "unavailable", "webhook_keys": "unknown",
+                               "broken_webhook_keys": {}})
+        try:
+            keys = await service.directory.key_health()
+        except DatabaseUnavailable:
+            return _json(503, {"status": "unavailable", "database": "unavailable", "webhook_keys": "unknown",
+                               "broken_webhook_keys": {}})
+        broken = {p.value: n for p, n in keys.broken.items() if n}
+        return _json(200, {"status": "ok" if keys.ok else "degraded", "database": "ok",
+                           "webhook_keys": "ok" if keys.ok else "degraded", "broken_webhook_keys": broken})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:

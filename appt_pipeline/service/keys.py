@@ -48,6 +48,14 @@ LEFT JOIN workspace_secrets s ON s.workspace_id = w.id AND s.name = ANY(%(names)
 WHERE w.id = %(id)s
 """
 
+#: Every workspace's stored webhook secrets, for :meth:`WorkspaceDirectory.key_health` (``/health``).
+_ALL_KEYS_SQL = """
+SELECT w.id, w.ghl_location_id, s.name, s.ciphertext
+FROM workspace_secrets s JOIN workspaces w ON w.id = s.workspace_id
+WHERE s.name = ANY(%(names)s)
+ORDER BY w.id
+"""
+
 #: :meth:`WorkspaceDirectory.cached` result for "not in the cache".
 MISSING: Any = object()
 
@@ -80,8 +88,34 @@ class WorkspaceKeys:
         return bool(self.calendly_signing_key or self.ghl.ed25519 or self.ghl.legacy_rsa)
 
 
-def _keys_from_rows(workspace_id: str, rows: list[tuple[Any, ...]], fernet: Fernet) -> WorkspaceKeys:
+@dataclass(frozen=True)
+class KeyHealth:
+    """Outcome of one scan of every workspace's stored webhook keys: per provider, how many workspaces hold a
+    key that cannot be used (undecryptable with ``APPT_SECRET_KEY``, or not a valid public key). Counts only:
+    ``/health`` is unauthenticated, so no workspace ids."""
+
+    broken: dict[Provider, int]
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.broken.values())
+
+
+def _key_health(rows: list[tuple[Any, ...]], fernet: Fernet) -> KeyHealth:
+    by_workspace: dict[str, list[tuple[Any, ...]]] = {}
+    for workspace_id, *rest in rows:
+        by_workspace.setdefault(workspace_id, []).append(tuple(rest))
+    broken = dict.fromkeys(Provider, 0)
+    for workspace_id, ws_rows in by_workspace.items():
+        for provider in _keys_from_rows(workspace_id, ws_rows, fernet, quiet=True).config_errors:
+            broken[provider] += 1
+    return KeyHealth(broken)
+
+
+def _keys_from_rows(workspace_id: str, rows: list[tuple[Any, ...]], fernet: Fernet, *,
+                    quiet: bool = False) -> WorkspaceKeys:
     location = rows[0][0]
+    say = log.debug if quiet else log.error
     secrets: dict[str, str] = {}
     errors: dict[Provider, str] = {}
     for _, name, ciphertext in rows:
@@ -90,7 +124,7 @@ def _keys_from_rows(workspace_id: str, rows: list[tuple[Any, ...]], fernet: Fern
         try:
             secrets[name] = fernet.decrypt(bytes(ciphertext)).decode().strip()
         except (InvalidToken, UnicodeDecodeError):
-            log.error("workspace %r: stored secret %s cannot be decrypted with APPT_SECRET_KEY", workspace_id, name)
+            say("workspace %r: stored secret %s cannot be decrypted with APPT_SECRET_KEY", workspace_id, name)
             errors[_PROVIDER_OF[name]] = "secret_undecryptable"
     ed25519: Ed25519PublicKey | None = None
     legacy: RSAPublicKey | None = None
@@ -103,7 +137,7 @@ def _keys_from_rows(workspace_id: str, rows: list[tuple[Any, ...]], fernet: Fern
         except ValueError:
             key = None
         if not isinstance(key, expected):
-            log.error("workspace %r: stored %s is not a %s public key", workspace_id, name, expected.__name__)
+            say("workspace %r: stored %s is not a %s public key", workspace_id, name, expected.__name__)
             errors.setdefault(Provider.GHL, "invalid_public_key")
             continue
         if name == GHL_PUBLIC_KEY:
@@ -143,6 +177,29 @@ class WorkspaceDirectory:
 
         self._cache: TLRUCache[str, WorkspaceKeys | None] = TLRUCache(maxsize=max_entries, ttu=ttu)
         self._inflight: dict[str, asyncio.Future[WorkspaceKeys | None]] = {}
+        self._health: tuple[float, KeyHealth] | None = None
+        self._health_lock = asyncio.Lock()
+
+    async def key_health(self) -> KeyHealth:
+        """Which providers' stored webhook keys cannot be used, over every workspace: one query, decryption
+        and parsing off the event loop, the result reused for the cache's ``ttl_s`` seconds (``/health``).
+
+        Raises:
+            DatabaseUnavailable: the scan could not reach the database.
+        """
+        loop = asyncio.get_running_loop()
+        async with self._health_lock:
+            if self._health is not None and loop.time() - self._health[0] < self._ttl_s:
+                return self._health[1]
+
+            async def query(conn: Any) -> list[tuple[Any, ...]]:
+                cur = await conn.execute(_ALL_KEYS_SQL, {"names": _SECRET_NAMES})
+                return await cur.fetchall()
+
+            rows = await self._db.run(query)
+            health = await asyncio.to_thread(_key_health, rows, self.fernet)
+            self._health = (loop.time(), health)
+            return health
 
     def cached(self, workspace_id: str) -> Any:
         """The cached answer for ``workspace_id`` (keys or ``None`` = unknown), or :data:`MISSING` when it
@@ -202,8 +259,10 @@ class WorkspaceDirectory:
         return keys
 
     def invalidate(self, workspace_id: str | None = None) -> None:
-        """Forget one workspace (or all) so the next request reads the database again."""
+        """Forget one workspace (or all, and the last :meth:`key_health` scan) so the next request reads the
+        database again."""
         if workspace_id is None:
             self._cache.clear()
+            self._health = None
         else:
             self._cache.pop(workspace_id, None)
