@@ -15,7 +15,7 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from appt_pipeline.store.embedded import dagster_url_for
+from appt_pipeline.store.embedded import dagster_url_for, ensure_database
 from appt_pipeline_tests.helpers import free_port
 
 CLI = [sys.executable, "-m", "appt_pipeline.cli"]
@@ -158,11 +158,7 @@ def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
 def test_dev_serves_the_ui_over_the_cli_runs_applies_simulator_changes_by_webhook_and_stops_on_sigint(
     db: sa.Engine, cli_env: dict[str, str]
 ) -> None:
-    # a fresh Dagster storage database for this test
-    dagster_db = sa.make_url(dagster_url_for(cli_env["APPT_DATABASE_URL"])).database
-    with sa.create_engine(sa.make_url(cli_env["APPT_DATABASE_URL"]).set(database="postgres"),
-                          isolation_level="AUTOCOMMIT").connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{dagster_db}" WITH (FORCE)')
+    _fresh_dagster_database(cli_env)
     sample = Path(__file__).resolve().parents[1] / "appt_pipeline" / "sample" / "legacy"
     assert _cli(["import-legacy", str(sample)], cli_env).returncode == 0
     ran = _cli(["run", "migration_job", "--workspace", "ws_7_1"], cli_env)
@@ -250,11 +246,13 @@ def test_run_refuses_an_unknown_job_and_workspace(db: sa.Engine, cli_env: dict[s
 
 def _fresh_dagster_database(cli_env: dict[str, str]) -> None:
     """Drop the Dagster storage database the CLI uses beside the test database (runs and daemon heartbeats
-    of earlier tests in this session); the next command creates it again."""
-    dagster_db = sa.make_url(dagster_url_for(cli_env["APPT_DATABASE_URL"])).database
+    of earlier tests in this session) and create it empty again, as ``db upgrade`` does."""
+    dagster_url = dagster_url_for(cli_env["APPT_DATABASE_URL"])
+    dagster_db = sa.make_url(dagster_url).database or ""
     with sa.create_engine(sa.make_url(cli_env["APPT_DATABASE_URL"]).set(database="postgres"),
                           isolation_level="AUTOCOMMIT").connect() as conn:
         conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{dagster_db}" WITH (FORCE)')
+    ensure_database(dagster_url, dagster_db)
 
 
 def _cli_instance(cli_env: dict[str, str]) -> Any:
