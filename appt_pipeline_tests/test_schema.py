@@ -28,8 +28,8 @@ SPEC_COLUMNS = {
         "last_source", "last_observed_at", "provider_updated_at", "legacy_lead_key", "created_at", "updated_at",
     ],
     "appointment_status_changes": [
-        "appointment_id", "from_status", "to_status", "source", "observed_at", "provider_event_at",
-        "webhook_event_id",
+        "appointment_id", "from_status", "to_status", "from_start_at", "to_start_at", "source", "observed_at",
+        "provider_event_at", "webhook_event_id",
     ],
     "follow_up_tasks": [
         "id", "lead_id", "appointment_id", "type", "due_date", "status", "is_urgent", "suggested_message",
@@ -42,6 +42,9 @@ SPEC_COLUMNS = {
     "calendar_availability": [
         "workspace_id", "provider", "calendar_key", "availability_source", "slot_start", "slot_minutes",
         "fetched_at", "stale_at", "last_error",
+    ],
+    "api_tokens": [
+        "id", "workspace_id", "name", "scopes", "token_sha256", "created_at", "last_used_at", "revoked_at",
     ],
     "calendar_capacity": [
         "workspace_id", "calendar_key", "booked_slots", "available_slots", "total_slots", "booked_pct",
@@ -66,6 +69,7 @@ SPEC_UNIQUE = {
     "appointments": [["ghl_appointment_id"], ["calendly_invitee_uri"], ["legacy_lead_key"]],
     "webhook_events": [["dedupe_key"]],
     "workspaces": [["ghl_location_id"]],
+    "api_tokens": [["token_sha256"]],
 }
 
 
@@ -107,6 +111,8 @@ def test_foreign_keys_cascade_as_specified(db: sa.Engine) -> None:
     }
     assert fks[("lead_id", "leads")]["options"]["ondelete"] == "CASCADE"
     assert fks[("rescheduled_from_id", "appointments")]["options"]["ondelete"] == "SET NULL"
+    tokens = {fk["referred_table"]: fk for fk in sa.inspect(db).get_foreign_keys("api_tokens")}
+    assert tokens["workspaces"]["options"]["ondelete"] == "CASCADE"
 
 
 def test_check_constraint_rejects_mixed_provider_ids(db: sa.Engine) -> None:
@@ -127,7 +133,7 @@ def test_upgrade_is_idempotent(database_url: str) -> None:
     assert again.applied == []
     assert again.current == ["0001_schema", "0002_legacy_parse", "0003_attribution_checked",
                              "0004_legacy_parse_parallel_restricted", "0005_webhooks", "0006_time_ordered_ids",
-                             "0007_capacity"]
+                             "0007_capacity", "0008_api_tokens", "0009_status_change_times"]
 
 
 def test_appointment_ids_are_time_ordered_uuid_v7(db: sa.Engine) -> None:
