@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 
 from appt_pipeline.domain.observation import Observation
 from appt_pipeline.domain.primary import EMPTY_ROLLUP, LeadRollup, build_rollup, select_primary
+from appt_pipeline.domain.rules import format_meeting_time
 from appt_pipeline.domain.vocab import CALENDLY_TERMINAL, Provider, Source, Status
 from appt_pipeline.store.rollups import ROLLUP_COLUMNS, drift_report, primary_rows_sql
 from appt_pipeline.store.write_path import WriteResult, apply_observations, write_observations
@@ -637,12 +639,52 @@ def test_status_change_audit_rows(db: sa.Engine) -> None:
     write(db, ghl(l0, "g1", start_at=NOW + D, webhook_event_id=7))
     write(db, ghl(l0, "g1", start_at=NOW + 2 * D), now=NOW + H)
     write(db, ghl(l0, "g1", X, Source.WEBHOOK, provider_updated_at=NOW + H, webhook_event_id=8), now=NOW + 2 * H)
-    got = rows(db, "SELECT from_status, to_status, source, observed_at, provider_event_at, webhook_event_id "
-                   "FROM appointment_status_changes ORDER BY id")
+    got = rows(db, "SELECT from_status, to_status, from_start_at, to_start_at, source, observed_at, provider_event_at,"
+                   " webhook_event_id FROM appointment_status_changes ORDER BY id")
     assert [tuple(r) for r in got] == [
-        (None, "CONFIRMED", "RECONCILE_CRON", NOW, None, 7),
-        ("CONFIRMED", "CANCELED", "WEBHOOK", NOW + 2 * H, NOW + H, 8),
+        (None, "CONFIRMED", None, NOW + D, "RECONCILE_CRON", NOW, None, 7),  # created: its start
+        ("CONFIRMED", "CONFIRMED", NOW + D, NOW + 2 * D, "RECONCILE_CRON", NOW + H, None, None),  # only the time moved
+        ("CONFIRMED", "CANCELED", None, None, "WEBHOOK", NOW + 2 * H, NOW + H, 8),  # only the status changed
     ]
+
+
+def test_time_move_of_an_upcoming_confirmed_row_is_kept_and_creates_the_rescheduled_task(db: sa.Engine) -> None:
+    """A GHL reschedule keeps its id and changes times: the move is recorded (from → to) in the same statement as
+    status changes, and a move by WEBHOOK or RECONCILE_CRON of an upcoming CONFIRMED row creates the
+    ``meeting-rescheduled`` task naming both times (SPEC §4.3)."""
+    l0, l1, l2, l3 = seed(db, leads=4)
+    for lead_id, key in ((l0, "g0"), (l1, "g1"), (l2, "g2"), (l3, "g3")):
+        write(db, ghl(lead_id, key, start_at=NOW + D))
+    start_past = NOW - 2 * H
+    write(db, ghl(l3, "g3", start_at=start_past, source=Source.BACKFILL), now=NOW - 3 * H)  # g3 lies in the past
+    later = NOW + H
+    res = write(db, ghl(l0, "g0", start_at=NOW + 2 * D, source=Source.WEBHOOK),
+                ghl(l1, "g1", start_at=NOW + 3 * D),  # RECONCILE_CRON
+                ghl(l2, "g2", start_at=NOW + 4 * D, source=Source.AUTO_BOOK),  # our own booking path: no task
+                ghl(l3, "g3", start_at=NOW + 5 * D, source=Source.WEBHOOK),  # the original time had passed
+                now=later)
+    assert [r.is_reschedule for r in res] == [True, True, True, True]
+    moves = rows(db, "SELECT a.ghl_appointment_id, c.from_status, c.to_status, c.from_start_at, c.to_start_at "
+                     "FROM appointment_status_changes c JOIN appointments a ON a.id = c.appointment_id "
+                     "WHERE c.observed_at = :t ORDER BY 1", t=later)
+    assert [tuple(m) for m in moves] == [
+        ("g0", "CONFIRMED", "CONFIRMED", NOW + D, NOW + 2 * D),
+        ("g1", "CONFIRMED", "CONFIRMED", NOW + D, NOW + 3 * D),
+        ("g2", "CONFIRMED", "CONFIRMED", NOW + D, NOW + 4 * D),
+        ("g3", "CONFIRMED", "CONFIRMED", start_past, NOW + 5 * D)]
+    made = {t.lead_id: t for t in tasks(db)}
+    assert set(made) == {l0, l1}
+    for lead_id, new_start in ((l0, NOW + 2 * D), (l1, NOW + 3 * D)):
+        task = made[lead_id]
+        assert (task.type, task.status, task.is_urgent) == ("meeting-rescheduled", "pending", True)
+        old_text, new_text = (format_meeting_time(t, ZoneInfo("UTC")) for t in (NOW + D, new_start))
+        assert task.suggested_message == (f"Meeting originally scheduled for {old_text} was moved to {new_text}. "
+                                          "Review and confirm the new time with the lead.")
+    # the same time again, or a migration / backfill move: nothing new
+    write(db, ghl(l0, "g0", start_at=NOW + 2 * D, source=Source.WEBHOOK), now=later + H)
+    write(db, ghl(l2, "g2", start_at=NOW + 6 * D, source=Source.BACKFILL), now=later + H)
+    assert rows(db, "SELECT count(*) FROM appointment_status_changes WHERE observed_at = :t", t=later + H)[0][0] == 1
+    assert len(tasks(db)) == 2
 
 
 def test_same_key_twice_in_one_batch_applies_in_order(db: sa.Engine) -> None:

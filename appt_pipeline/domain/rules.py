@@ -58,6 +58,17 @@ def task_message(task_type: str, start_at: datetime | None, zone: ZoneInfo) -> s
     )
 
 
+def move_message(original: datetime, new: datetime | None, zone: ZoneInfo) -> str:
+    """Suggested message of the ``meeting-rescheduled`` task of a move to another time (SPEC §4.3): both times
+    in ``zone``."""
+    if new is None:
+        return task_message(TASK_MEETING_RESCHEDULED, original, zone)
+    return (
+        f"Meeting originally scheduled for {format_meeting_time(original, zone)} was moved to "
+        f"{format_meeting_time(new, zone)}. Review and confirm the new time with the lead."
+    )
+
+
 def utc_now() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)

@@ -53,6 +53,10 @@ class Source(StrEnum):
 #: Sources that never change lead status or create tasks (SPEC §3, §4.4); bound into SQL as a parameter.
 SOURCES_WITHOUT_SIDE_EFFECTS: tuple[Source, ...] = (Source.MIGRATION, Source.BACKFILL)
 
+#: Sources whose move of an upcoming CONFIRMED row to a new time creates the ``meeting-rescheduled`` task (SPEC
+#: §4.3): the provider telling us the lead moved it, not our own booking.
+SOURCES_OF_MOVE_TASKS: tuple[Source, ...] = (Source.WEBHOOK, Source.RECONCILE_CRON)
+
 
 class AvailabilitySource(StrEnum):
     """``availability_source`` enum (SPEC §1): which configured calendar / event type a slot or booking uses."""

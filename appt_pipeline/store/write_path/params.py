@@ -6,13 +6,21 @@ definition in :mod:`appt_pipeline.domain`.
 """
 
 from appt_pipeline.domain.rules import STATUS_PROTECTED_FROM_BOOKING, TASK_MEETING_CANCELED, TASK_MEETING_RESCHEDULED
-from appt_pipeline.domain.vocab import SOURCES_WITHOUT_SIDE_EFFECTS, ErrorKind, LeadStatus, Source, TaskStatus
+from appt_pipeline.domain.vocab import (
+    SOURCES_OF_MOVE_TASKS,
+    SOURCES_WITHOUT_SIDE_EFFECTS,
+    ErrorKind,
+    LeadStatus,
+    Source,
+    TaskStatus,
+)
 
 #: SQL fragment: the observation ``o``-less row's ``source`` has side effects (SPEC §3, §4.4).
 HAS_SIDE_EFFECTS = "source <> ALL (CAST(:no_side_effect_sources AS appointment_source[]))"
 
 VOCAB_PARAMS: dict[str, object] = {
     "no_side_effect_sources": [s.value for s in SOURCES_WITHOUT_SIDE_EFFECTS],
+    "move_task_sources": [s.value for s in SOURCES_OF_MOVE_TASKS],
     "migration": Source.MIGRATION.value,
     "unknown_lead": ErrorKind.UNKNOWN_LEAD.value,
     "lead_in_other_workspace": ErrorKind.LEAD_IN_OTHER_WORKSPACE.value,

@@ -6,7 +6,7 @@ for sources without side effects (MIGRATION/BACKFILL).
 
 import sqlalchemy as sa
 
-from appt_pipeline.domain.rules import resolve_timezone, task_message
+from appt_pipeline.domain.rules import move_message, resolve_timezone, task_message
 from appt_pipeline.store.rollups import PRIMARY_ORDER, rollup_update_sql
 from appt_pipeline.store.write_path.params import HAS_SIDE_EFFECTS, TASK_PENDING_LITERAL
 
@@ -85,23 +85,29 @@ WHERE t.status = :task_pending AND t.type = :task_canceled
                       AND {HAS_SIDE_EFFECTS})
 """
 
-# Candidates for new tasks: a CONFIRMED primary that became CANCELED; a row that became RESCHEDULED.
+# Candidates for new tasks: a CONFIRMED primary that became CANCELED; a row that became RESCHEDULED; an upcoming
+# CONFIRMED row the provider moved to another time (``moved``: a GHL reschedule keeps its id, SPEC §4.3).
 # ``rebooked``: a new CONFIRMED booking of the lead follows the cancellation in this round, which (as with two
 # separate writes) completes the task at once — _COMPLETE_TASKS ran before the task existed.
 _TASK_CANDIDATES = f"""
 SELECT DISTINCT ON (o.lead_id, kind) o.lead_id, o.appointment_id, kind, a.start_at, l.timezone, w.timezone,
+    o.moved, o.prev_start_at,
     (kind = :task_canceled AND EXISTS (
         SELECT 1 FROM appt_obs b
         WHERE b.round = :round AND b.error_kind IS NULL AND b.lead_id = o.lead_id AND b.ord > o.ord
           AND b.is_new AND b.new_status = 'CONFIRMED' AND b.{HAS_SIDE_EFFECTS})) AS rebooked
 FROM (
-    SELECT o.*, CAST(CASE WHEN o.new_status = 'RESCHEDULED' THEN :task_rescheduled
-                          ELSE :task_canceled END AS text) AS kind
+    SELECT o.*, CAST(CASE WHEN o.new_status IN ('RESCHEDULED', 'CONFIRMED') THEN :task_rescheduled
+                          ELSE :task_canceled END AS text) AS kind,
+           (o.new_status = 'CONFIRMED') AS moved
     FROM appt_obs o JOIN appt_obs_leads f ON f.lead_id = o.lead_id
-    WHERE o.round = :round AND o.error_kind IS NULL AND o.{HAS_SIDE_EFFECTS}
-      AND NOT o.is_new AND o.prev_status IS DISTINCT FROM o.new_status
-      AND (o.new_status = 'RESCHEDULED'
-           OR (o.new_status = 'CANCELED' AND o.prev_status = 'CONFIRMED' AND f.old_primary_id = o.appointment_id))
+    WHERE o.round = :round AND o.error_kind IS NULL AND o.{HAS_SIDE_EFFECTS} AND NOT o.is_new
+      AND ((o.prev_status IS DISTINCT FROM o.new_status
+            AND (o.new_status = 'RESCHEDULED'
+                 OR (o.new_status = 'CANCELED' AND o.prev_status = 'CONFIRMED'
+                     AND f.old_primary_id = o.appointment_id)))
+           OR (o.start_changed AND o.prev_status = 'CONFIRMED' AND o.new_status = 'CONFIRMED'
+               AND o.prev_start_at >= :now AND o.source = ANY (CAST(:move_task_sources AS appointment_source[]))))
 ) o
 JOIN appointments a ON a.id = o.appointment_id
 JOIN leads l ON l.id = o.lead_id
@@ -121,8 +127,9 @@ ON CONFLICT (lead_id, type) WHERE status = '{TASK_PENDING_LITERAL}' DO NOTHING
 def _create_tasks(conn: sa.Connection, params: dict[str, object]) -> int:
     rows = conn.execute(sa.text(_TASK_CANDIDATES), params).all()
     created = 0
-    for lead_id, appointment_id, kind, start_at, lead_tz, ws_tz, rebooked in rows:
-        message = task_message(kind, start_at, resolve_timezone(lead_tz, ws_tz))
+    for lead_id, appointment_id, kind, start_at, lead_tz, ws_tz, moved, prev_start_at, rebooked in rows:
+        zone = resolve_timezone(lead_tz, ws_tz)
+        message = move_message(prev_start_at, start_at, zone) if moved else task_message(kind, start_at, zone)
         created += conn.execute(
             sa.text(_INSERT_TASK),
             {"lead_id": lead_id, "appointment_id": appointment_id, "type": kind, "now": params["now"],

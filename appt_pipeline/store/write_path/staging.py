@@ -74,6 +74,7 @@ STAGE_TABLE: tuple[StageColumn, ...] = (
     StageColumn("prev_status", "appointment_status", "status before the write", filled=True),
     StageColumn("prev_start_at", "timestamptz", "start before the write", filled=True),
     StageColumn("start_changed", "boolean NOT NULL DEFAULT false", "an existing row's start moved", filled=True),
+    StageColumn("new_start_at", "timestamptz", "start after the write (keys that existed)", filled=True),
     StageColumn("is_new", "boolean", "the row was created", filled=True),
     StageColumn("new_status", "appointment_status", "status after the write", filled=True),
     StageColumn("primary_changed", "boolean", "the lead's primary changed (SPEC §3)", filled=True),

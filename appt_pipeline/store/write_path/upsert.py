@@ -98,7 +98,7 @@ def _upsert_sql(arbiter: str, kind_filter: str) -> str:
         RETURNING a.id, a.{arbiter} AS k, a.status, a.start_at, (a.xmax = 0) AS inserted
     )
     UPDATE appt_obs o SET appointment_id = up.id, new_status = up.status, is_new = up.inserted,
-        start_changed = o.prev_found AND up.start_at IS DISTINCT FROM o.prev_start_at
+        start_changed = o.prev_found AND up.start_at IS DISTINCT FROM o.prev_start_at, new_start_at = up.start_at
     FROM up
     WHERE o.round = :round AND o.error_kind IS NULL AND {kind_filter} AND o.{arbiter} = up.k
     RETURNING o.prev_found, up.inserted
@@ -122,12 +122,18 @@ ORDER BY o.provider, o.ghl_appointment_id, o.calendly_invitee_uri, o.legacy_lead
 """
 _UPSERTS_FOUND = tuple(_upsert_sql(arbiter, f"{kind_filter} AND o.prev_found") for arbiter, kind_filter in _KEY_KINDS)
 
+# One row per created row, changed status or moved start (SPEC §4.3: from_status = to_status when only the time
+# moved); the start times are set on creation (to) and on a move (from → to), null for a status-only change.
 _STATUS_CHANGES = """
 INSERT INTO appointment_status_changes
-    (appointment_id, from_status, to_status, source, observed_at, provider_event_at, webhook_event_id)
-SELECT appointment_id, prev_status, new_status, source, :now, provider_updated_at, webhook_event_id
+    (appointment_id, from_status, to_status, from_start_at, to_start_at, source, observed_at, provider_event_at,
+     webhook_event_id)
+SELECT appointment_id, prev_status, new_status,
+       CASE WHEN start_changed THEN prev_start_at END,
+       CASE WHEN is_new THEN start_at WHEN start_changed THEN new_start_at END,
+       source, :now, provider_updated_at, webhook_event_id
 FROM appt_obs
-WHERE round = :round AND error_kind IS NULL AND (is_new OR prev_status IS DISTINCT FROM new_status)
+WHERE round = :round AND error_kind IS NULL AND (is_new OR prev_status IS DISTINCT FROM new_status OR start_changed)
 ORDER BY ord
 """
 
@@ -171,5 +177,6 @@ def _upsert(conn: sa.Connection, upserts: Sequence[str], params: dict[str, objec
 
 
 def append_status_changes(conn: sa.Connection, params: dict[str, object]) -> int:
-    """Append one ``appointment_status_changes`` row per created row or changed status of the round (SPEC §4.2)."""
+    """Append one ``appointment_status_changes`` row per created row, changed status or moved start time of the
+    round (SPEC §4.3)."""
     return conn.execute(sa.text(_STATUS_CHANGES), params).rowcount
