@@ -28,23 +28,17 @@ import math
 import os
 import random
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
-import psycopg
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -53,12 +47,12 @@ from sqlalchemy.engine import make_url
 from appt_pipeline.domain.signatures import calendly_signature, ghl_ed25519_signature, public_key_text
 from appt_pipeline.store.schema import upgrade
 from appt_pipeline.store.workspaces import set_secret, set_workspace
+from bench.harness import PROJECT_ROOT, bench_databases, ensure_wrk, free_port, log, process, run_wrk, wait_healthy
 
 # the simulators listen on loopback ports chosen at start (README "Provider hosts")
 os.environ.setdefault("APPT_PROVIDER_HOST_ALLOWLIST", "127.0.0.1:*")
 
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LUA = Path(__file__).with_name("webhooks.lua")
 TARGET_RPS = 2_000
 TARGET_P99_MS = 25.0
@@ -67,38 +61,7 @@ API = "https://api.calendly.com"
 WORKSPACES = 4  # of each provider
 
 
-def log(msg: str = "") -> None:
-    print(msg, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # ------------------------------------------------------------------------------------------------ setup
-
-
-@contextmanager
-def bench_databases(server_url: str, keep: bool) -> Iterator[tuple[str, str]]:
-    base = make_url(server_url).set(drivername="postgresql")
-    name = f"appt_bench_wh_{os.getpid()}"
-    admin = base.render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        for db in (name, f"{name}_dagster"):
-            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{db}"')
-    app = base.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
-    dagster = base.set(drivername="postgresql+psycopg2", database=f"{name}_dagster").render_as_string(
-        hide_password=False)
-    try:
-        yield app, dagster
-    finally:
-        if not keep:
-            with psycopg.connect(admin, autocommit=True) as conn:
-                for db in (name, f"{name}_dagster"):
-                    conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
 class Keys:
@@ -203,61 +166,6 @@ def write_requests(path: Path, keys: Keys, count: int, tag: str) -> None:
 # ------------------------------------------------------------------------------------------------ processes
 
 
-@contextmanager
-def process(cmd: list[str], env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        try:
-            yield proc
-        finally:
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                with suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-
-def wait_healthy(base_url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"service exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-        with suppress(httpx.HTTPError):
-            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise SystemExit(f"service not healthy after {timeout} s:\n{log_path.read_text()[-3000:]}")
-
-
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
-    if found:
-        return found
-    log("wrk not found: installing the Debian package (apt-get install -y wrk)")
-    subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, capture_output=True)
-    found = shutil.which("wrk")
-    if not found:
-        subprocess.run(["apt-get", "update"], check=False, capture_output=True)
-        subprocess.run(["apt-get", "install", "-y", "wrk"], check=True, capture_output=True)
-        found = shutil.which("wrk")
-    if not found:
-        raise SystemExit("wrk is required (apt-get install wrk)")
-    return found
-
-
-def run_wrk(wrk: str, url: str, requests_file: Path, *, threads: int, connections: int, duration: float
-            ) -> dict[str, Any]:
-    cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "--timeout", "10s",
-           "-s", str(LUA), url, "--", str(requests_file), str(threads)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    line = next(ln for ln in out.splitlines() if ln.startswith("WRK_JSON "))
-    return json.loads(line[len("WRK_JSON "):])
-
-
 def count_events(engine: sa.Engine) -> int:
     with engine.connect() as conn:
         return int(conn.execute(sa.text("SELECT count(*) FROM webhook_events")).scalar_one())
@@ -271,7 +179,8 @@ def intake_phase(args: argparse.Namespace, engine: sa.Engine, keys: Keys, base_u
     wrk = ensure_wrk()
     warm = work / "warm.txt"
     write_requests(warm, keys, 4_000, f"warm{os.getpid()}")
-    run_wrk(wrk, base_url, warm, threads=args.threads, connections=args.connections, duration=2)
+    run_wrk(wrk, base_url, LUA, [str(warm), str(args.threads)], threads=args.threads, connections=args.connections,
+            duration=2)
     count = int(args.max_rps * args.duration) + 1_000
     measured = work / "measured.txt"
     t0 = time.monotonic()
@@ -282,8 +191,8 @@ def intake_phase(args: argparse.Namespace, engine: sa.Engine, keys: Keys, base_u
     service = psutil.Process(service_pid)
     procs = [service, *service.children(recursive=True)]
     cpu0 = sum(p.cpu_times().user + p.cpu_times().system for p in procs)
-    res = run_wrk(wrk, base_url, measured, threads=args.threads, connections=args.connections,
-                  duration=args.duration)
+    res = run_wrk(wrk, base_url, LUA, [str(measured), str(args.threads)], threads=args.threads,
+                  connections=args.connections, duration=args.duration)
     cpu1 = sum(p.cpu_times().user + p.cpu_times().system for p in procs)
     time.sleep(0.5)
     stored = count_events(engine) - before
@@ -404,7 +313,7 @@ def main() -> None:
     secret_key = Fernet.generate_key().decode()
     keys = Keys()
     results: dict[str, Any] = {}
-    with bench_databases(args.database_url, args.keep) as (app_url, dagster_url), \
+    with bench_databases(args.database_url, args.keep, "appt_bench_wh") as (app_url, dagster_url), \
             tempfile.TemporaryDirectory(prefix="appt-bench-wh-") as tmp:
         work = Path(tmp)
         upgrade(app_url)
