@@ -33,10 +33,29 @@
     return { x: dot.left + dot.width / 2 - origin.left, y: dot.top + dot.height / 2 - origin.top };
   }
 
-  // One dashed curve per reschedule link whose two rows are visible, bulging left of the rail; links that
-  // overlap vertically bulge further so each stays readable.
+  // One dashed curve per reschedule link whose two rows are visible, from the old row to the new one (arrow),
+  // bulging left of the rail; links that overlap vertically bulge further so each stays readable.
+  function arrowHead() {
+    var defs = document.createElementNS(SVG_NS, "defs");
+    var marker = document.createElementNS(SVG_NS, "marker");
+    marker.setAttribute("id", "chain-arrow");
+    marker.setAttribute("viewBox", "0 0 10 10");
+    marker.setAttribute("refX", "9");
+    marker.setAttribute("refY", "5");
+    marker.setAttribute("markerWidth", "7");
+    marker.setAttribute("markerHeight", "7");
+    marker.setAttribute("orient", "auto-start-reverse");
+    var tip = document.createElementNS(SVG_NS, "path");
+    tip.setAttribute("d", "M0,0 L10,5 L0,10 z");
+    tip.setAttribute("class", "chain-arrow");
+    marker.appendChild(tip);
+    defs.appendChild(marker);
+    return defs;
+  }
+
   function drawLinks() {
     while (svg.firstChild) { svg.removeChild(svg.firstChild); }
+    svg.appendChild(arrowHead());
     var origin = wrap.getBoundingClientRect();
     var spans = [];
     rows.forEach(function (row) {
@@ -49,11 +68,14 @@
       var depth = 0;
       spans.forEach(function (s) { if (s.top < bottom && top < s.bottom) { depth = Math.max(depth, s.depth + 1); } });
       spans.push({ top: top, bottom: bottom, depth: depth });
-      var bulge = 16 + 9 * (depth % 3);
+      var bulge = 26 + 9 * (depth % 3);
       var path = document.createElementNS(SVG_NS, "path");
-      path.setAttribute("d", "M" + a.x + "," + a.y + " C" + (a.x - bulge) + "," + a.y + " " + (b.x - bulge) + "," +
-        b.y + " " + b.x + "," + b.y);
+      // start and end just outside the dots (they are drawn above the connector), the arrow pointing at the new row
+      var ax = a.x - 9, bx = b.x - 11;
+      path.setAttribute("d", "M" + ax + "," + a.y + " C" + (a.x - bulge) + "," + a.y + " " + (b.x - bulge) + "," +
+        b.y + " " + bx + "," + b.y);
       path.setAttribute("class", "chain-path");
+      path.setAttribute("marker-end", "url(#chain-arrow)");
       path.setAttribute("data-from", row.dataset.appointmentId);
       path.setAttribute("data-to", targetId);
       svg.appendChild(path);
