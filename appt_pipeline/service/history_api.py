@@ -18,7 +18,7 @@ from uuid import UUID
 import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from appt_pipeline.domain.history import DEFAULT_LIMIT, MAX_LIMIT, HistoryFilters
 from appt_pipeline.domain.rules import utc_now
@@ -125,21 +125,28 @@ router = APIRouter(prefix="/api/v1", tags=["history"])
 _ERRORS = error_responses(401, 403, 404, 503)
 
 
+class HistoryQuery(BaseModel):
+    """The query of ``GET …/appointments``; an unknown parameter is refused (422), so a misspelt filter never
+    silently answers unfiltered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    include_canceled: QueryBool = Field("true", description="keep CANCELED rows (default true)")
+    active_only: QueryBool = Field("false", description="only CONFIRMED rows starting now or later, or without a "
+                                                        "start (default false)")
+    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description=f"at most this many rows (default "
+                                                                      f"{DEFAULT_LIMIT})")
+
+
 @router.get("/workspaces/{workspace_id}/leads/{lead_id}/appointments", response_class=Response,
             summary="A lead's appointment history (SPEC §10)",
             responses={200: {"model": LeadAppointments, "description": "the history"}, **_ERRORS})
-async def lead_appointments(
-        request: Request, grant: ApiRead, workspace_id: WorkspaceIdPath, lead_id: LeadIdPath,
-        include_canceled: Annotated[QueryBool, Query(description="keep CANCELED rows (default true)")] = "true",
-        active_only: Annotated[QueryBool, Query(description="only CONFIRMED rows starting now or later, or "
-                                                            "without a start (default false)")] = "false",
-        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"at most this many rows (default "
-                                                                   f"{DEFAULT_LIMIT})")] = DEFAULT_LIMIT,
-) -> Response:
+async def lead_appointments(request: Request, grant: ApiRead, workspace_id: WorkspaceIdPath, lead_id: LeadIdPath,
+                            query: Annotated[HistoryQuery, Query()]) -> Response:
     """The lead's rows, newest first, each with its reschedule predecessor / successor, status and time changes,
     sources and attribution; a lead without rows answers with its rollup (``from_rollup``)."""
-    filters = HistoryFilters(include_canceled=include_canceled in _TRUE, active_only=active_only in _TRUE,
-                             limit=limit)
+    filters = HistoryFilters(include_canceled=query.include_canceled in _TRUE,
+                             active_only=query.active_only in _TRUE, limit=query.limit)
     history = await fetch_history(request.app.state.service.db, grant.workspace_id, lead_id, filters, utc_now())
     if history is None:
         raise ServiceError(404, "unknown_lead")
