@@ -637,7 +637,8 @@ def dev(host: str, port: int, service_port: int, ghl_port: int, calendly_port: i
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="Worker processes (each has its own connection pool and key cache).")
 def serve(host: str, port: int, workers: int) -> None:
-    """The webhook intake HTTP service (SPEC §7): POST /webhooks/{calendly,ghl}/WORKSPACE_ID, GET /health.
+    """The HTTP service: webhook intake (SPEC §7, POST /webhooks/{calendly,ghl}/WORKSPACE_ID), the history API and
+    the timeline page behind workspace tokens (SPEC §10, /api/v1/…, /workspaces/…, /login), GET /health.
 
     Uses the app database like every command (the embedded PostgreSQL when APPT_DATABASE_URL is unset) and
     APPT_SECRET_KEY to decrypt the workspaces' webhook keys (exit 2 when it is missing or invalid).
@@ -655,7 +656,7 @@ def serve(host: str, port: int, workers: int) -> None:
             raise BadInput(str(exc)) from None
         _check_port_free(host, port)
         logging.getLogger("psycopg.pool").setLevel(logging.WARNING)  # one INFO line per connection request
-        _err(f"{rt.describe()}\nwebhook intake: http://{host}:{port}  ({workers} worker(s))")
+        _err(f"{rt.describe()}\nwebhook intake, history API and pages: http://{host}:{port}  ({workers} worker(s))")
         from appt_pipeline.service.protocol import GuardedHttpToolsProtocol
 
         # self-protection (docs/operations.md §5): headers ≤ 64 KiB read within 10 s, bodies within 30 s
