@@ -233,6 +233,29 @@ def test_a_cross_site_login_is_refused(world: World) -> None:
         assert same.status_code == 303
 
 
+def test_a_cross_site_navigation_without_credentials_reloads_once(world: World) -> None:
+    """A link from another site arrives without the Strict cookie: the login form reloads the page once (from this
+    site, so with the cookie); a same-site request without credentials just gets the form."""
+    page = f"{world.base}/workspaces/{A}/leads/{LEAD_A}/timeline"
+    cross = httpx.get(page, headers={"Sec-Fetch-Site": "cross-site"}, timeout=10)
+    assert cross.status_code == 401 and '<meta http-equiv="refresh" content="0">' in cross.text
+    for headers in ({"Sec-Fetch-Site": "same-origin"}, {}):
+        same = httpx.get(page, headers=headers, timeout=10)
+        assert same.status_code == 401 and "refresh" not in same.text
+    bad = httpx.get(page, headers={"Sec-Fetch-Site": "cross-site"}, cookies={SESSION_COOKIE: "garbage"}, timeout=10)
+    assert bad.status_code == 401 and "refresh" not in bad.text  # a bad cookie was sent: nothing to retry
+
+
+def test_behind_a_proxy_the_origin_is_compared_with_the_forwarded_host(world: World) -> None:
+    with httpx.Client(timeout=10, follow_redirects=False) as client:
+        ok = client.post(f"{world.base}/login", data={"token": world.tokens["a_read"]},
+                         headers={"Origin": "https://crm-history.example", "X-Forwarded-Host": "crm-history.example"})
+        assert ok.status_code == 303
+        refused = client.post(f"{world.base}/login", data={"token": world.tokens["a_read"]},
+                              headers={"Origin": "https://evil.example", "X-Forwarded-Host": "crm-history.example"})
+        assert refused.status_code == 403
+
+
 def test_a_revoked_session_cookie_is_cleared_and_the_login_form_shown(world: World, engine: sa.Engine) -> None:
     token = create_token(engine, A, "read")
     page = f"{world.base}/workspaces/{A}/leads/{LEAD_A}/timeline"

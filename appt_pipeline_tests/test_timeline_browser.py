@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -158,6 +159,26 @@ def test_sign_in_and_filter_the_timeline(page: Page, site: Site, tmp_path: Path)
     shot = tmp_path / "timeline.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+
+
+def test_a_link_from_another_site_keeps_the_session(page: Page, site: Site) -> None:
+    """The CRM (another site: ``localhost`` is not ``127.0.0.1``) links to the timeline. The browser does not send
+    the SameSite=Strict cookie with that navigation; the page reloads itself once and the signed-in person sees
+    the timeline, not the login form."""
+    path = f"/workspaces/{WS}/leads/{LEAD}/timeline"
+    sign_in(page, site, path, site.token)
+
+    async def crm(scope: dict, receive: object, send: Any) -> None:
+        body = f'<!doctype html><a id="open" href="{site.base}{path}">timeline</a>'.encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/html")]})
+        await send({"type": "http.response.body", "body": body})
+
+    with SimulatorServer(crm) as other:
+        page.goto(f"http://localhost:{other.port}/")
+        page.click("#open")
+        page.wait_for_url(site.base + path)
+        expect(page.locator("[data-appointment-id]")).to_have_count(len(Timeline.ORDER))
+    expect(page.get_by_role("heading", name="Sign in")).to_have_count(0)
 
 
 def test_a_lead_without_rows_shows_its_rollup(page: Page, site: Site, tmp_path: Path) -> None:

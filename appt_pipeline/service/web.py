@@ -14,8 +14,8 @@ Routes (not in the OpenAPI document: they are for browsers):
   unknown, malformed or revoked), sets cookie :data:`~appt_pipeline.service.access.SESSION_COOKIE` (HttpOnly,
   SameSite=Strict, Path=/, Secure when the request came over https — directly or per ``X-Forwarded-Proto`` —,
   a session cookie) and answers 303 to ``next`` when it is a path of this site, else to ``/login``. A
-  cross-site POST (``Sec-Fetch-Site: cross-site`` or an ``Origin`` of another host) is refused with 403, so no
-  other site can sign a browser in with its own token;
+  cross-site POST (``Sec-Fetch-Site: cross-site``, or without that header an ``Origin`` of another host) is
+  refused with 403, so no other site can sign a browser in with its own token;
 * ``POST /logout`` — deletes the cookie, 303 to ``/login``;
 * ``GET /static/…`` — CSS and JavaScript.
 
@@ -98,18 +98,27 @@ def _here(request: Request) -> str:
 
 
 def render_login(request: Request, *, status: int = 200, next_path: str | None = None, message: str | None = None,
-                 grant: TokenGrant | None = None, headers: dict[str, str] | None = None) -> HTMLResponse:
-    """The login page (``login.html``)."""
-    return render_page(request, "login.html", {"next": safe_next(next_path) or "", "message": message},
-                       status=status, grant=grant, headers=headers)
+                 grant: TokenGrant | None = None, headers: dict[str, str] | None = None,
+                 refresh: bool = False) -> HTMLResponse:
+    """The login page (``login.html``); ``refresh``: reload once at once (see :func:`render_error`)."""
+    return render_page(request, "login.html", {"next": safe_next(next_path) or "", "message": message,
+                                               "refresh": refresh}, status=status, grant=grant, headers=headers)
 
 
 def render_error(request: Request, exc: ServiceError) -> Response:
     """The HTML answer of a page's :class:`ServiceError`: the login form for a 401 (the cookie is cleared when it
-    held a bad token), else ``error.html`` with the status."""
+    held a bad token), else ``error.html`` with the status.
+
+    A browser never sends a SameSite=Strict cookie with a navigation that comes from another site (a link in the
+    CRM): such a request arrives without any credential although the person is signed in. Its login form then
+    reloads the page once at once (``<meta http-equiv="refresh">``); that reload comes from this site, so the
+    cookie goes with it — and when there is none, the form simply stays (the reload is not cross-site).
+    """
     if exc.status == 401:
+        cross_site = request.headers.get("sec-fetch-site", "").lower() == "cross-site"
         response = render_login(request, status=401, next_path=_here(request), message=exc.detail,
-                                headers=exc.headers)
+                                headers=exc.headers,
+                                refresh=cross_site and exc.reason == "missing_token" and request.method == "GET")
         if request.cookies.get(SESSION_COOKIE):
             response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
         return response
@@ -127,12 +136,17 @@ def _is_https(request: Request) -> bool:
 
 
 def _cross_site(request: Request) -> bool:
-    if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
-        return True
+    """Whether a POST comes from another site: the browser's ``Sec-Fetch-Site`` when it sends one (every current
+    browser does), else an ``Origin`` naming another host than ``Host`` / ``X-Forwarded-Host``."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site.lower() == "cross-site"
     origin = request.headers.get("origin")
     if not origin or origin == "null":
         return origin == "null"
-    return urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower()
+    hosts = {request.headers.get("host", "").lower(),
+             request.headers.get("x-forwarded-host", "").split(",")[0].strip().lower()}
+    return urlsplit(origin).netloc.lower() not in hosts
 
 
 async def _cookie_grant(request: Request) -> TokenGrant | None:
