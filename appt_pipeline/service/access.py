@@ -98,7 +98,7 @@ async def authorize(request: Request, token: str | None, scope: TokenScope, *, p
     return grant
 
 
-#: An access dependency, with the scope it requires (read by the access tests).
+#: An access dependency: resolves to the request's grant.
 AccessDependency = Callable[..., Awaitable[TokenGrant]]
 
 
@@ -110,7 +110,6 @@ def api_access(scope: TokenScope) -> AccessDependency:
                         ) -> TokenGrant:
         return await authorize(request, credentials.credentials if credentials else None, scope, page=False)
 
-    api_token.scope = scope  # type: ignore[attr-defined]
     return api_token
 
 
@@ -123,7 +122,6 @@ def page_access(scope: TokenScope) -> AccessDependency:
         token = credentials.credentials if credentials else cookie
         return await authorize(request, token, scope, page=True)
 
-    page_token.scope = scope  # type: ignore[attr-defined]
     return page_token
 
 

@@ -18,7 +18,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -68,10 +68,7 @@ class CreatedToken:
     workspace_id: str
     scopes: tuple[TokenScope, ...]
     name: str | None
-    token: str = ""
-
-    def __repr__(self) -> str:
-        return f"CreatedToken(id={self.id}, workspace_id={self.workspace_id!r}, scopes={self.scopes})"
+    token: str = field(repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         """``{"id", "token", "workspace_id", "scopes"}`` (SPEC §12 ``tokens create --json``)."""
