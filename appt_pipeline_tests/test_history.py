@@ -28,7 +28,7 @@ from appt_pipeline.domain.primary import select_primary
 from appt_pipeline.domain.vocab import Status
 from appt_pipeline.store.history import read_booking_status, read_history
 from appt_pipeline_tests.helpers import REF, ApptRow, seed
-from appt_pipeline_tests.helpers.cli import cli_env, drop_dagster_database, one_json, run_cli
+from appt_pipeline_tests.helpers.cli import cli_env, one_json, run_cli
 from appt_pipeline_tests.helpers.history import LEAD_ZONE, Timeline, insert_appointment, insert_change, seed_timeline
 
 WS = "hist"
@@ -247,22 +247,19 @@ def test_history_command_json_and_table(db: sa.Engine, tmp_path: Path, database_
     seed(db, WS, 1, lead_tz=LEAD_ZONE)
     timeline = seed_timeline(db, WS, LEAD, datetime.now(UTC))
     env = cli_env(tmp_path / "home", database_url)
-    try:
-        out = run_cli(env, "history", "--workspace", WS, "--lead", LEAD, "--no-canceled", "--limit", "3", "--json")
-        assert out.returncode == 0, out.stderr
-        answer = one_json(out)
-        assert [a["id"] for a in answer["appointments"]] == timeline.ordered_ids(("cal_new", "cal_old", "ghl_moved"))
-        table = run_cli(env, "history", "--workspace", WS, "--lead", LEAD, "--active-only")
-        assert table.returncode == 0, table.stderr
-        assert "times in Europe/Berlin (the lead's time zone)" in table.stderr
-        moved = format_move(timeline.times["ghl_moved_from"], timeline.times["ghl_moved"], ZoneInfo(LEAD_ZONE))
-        assert f"moved {moved}" in table.stdout and "CANCELED" not in table.stdout
-        unknown = run_cli(env, "history", "--workspace", WS, "--lead", "nope")
-        assert unknown.returncode == 2 and "lead 'nope' does not exist" in unknown.stderr
-        assert run_cli(env, "history", "--workspace", "nope", "--lead", LEAD).returncode == 2
-        assert run_cli(env, "history", "--workspace", WS, "--lead", LEAD, "--limit", "501").returncode == 2
-    finally:
-        drop_dagster_database(database_url)
+    out = run_cli(env, "history", "--workspace", WS, "--lead", LEAD, "--no-canceled", "--limit", "3", "--json")
+    assert out.returncode == 0, out.stderr
+    answer = one_json(out)
+    assert [a["id"] for a in answer["appointments"]] == timeline.ordered_ids(("cal_new", "cal_old", "ghl_moved"))
+    table = run_cli(env, "history", "--workspace", WS, "--lead", LEAD, "--active-only")
+    assert table.returncode == 0, table.stderr
+    assert "times in Europe/Berlin (the lead's time zone)" in table.stderr
+    moved = format_move(timeline.times["ghl_moved_from"], timeline.times["ghl_moved"], ZoneInfo(LEAD_ZONE))
+    assert f"moved {moved}" in table.stdout and "CANCELED" not in table.stdout
+    unknown = run_cli(env, "history", "--workspace", WS, "--lead", "nope")
+    assert unknown.returncode == 2 and "lead 'nope' does not exist" in unknown.stderr
+    assert run_cli(env, "history", "--workspace", "nope", "--lead", LEAD).returncode == 2
+    assert run_cli(env, "history", "--workspace", WS, "--lead", LEAD, "--limit", "501").returncode == 2
 
 
 def test_changes_of_rows_are_in_observed_order(db: sa.Engine) -> None:

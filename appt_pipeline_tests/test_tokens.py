@@ -22,7 +22,7 @@ from appt_pipeline.store.tokens import (
     well_formed,
 )
 from appt_pipeline_tests.helpers import rows, seed
-from appt_pipeline_tests.helpers.cli import cli_env, drop_dagster_database, one_json, run_cli
+from appt_pipeline_tests.helpers.cli import cli_env, one_json, run_cli
 
 
 def test_a_token_is_returned_once_and_only_its_sha256_is_stored(db: sa.Engine) -> None:
@@ -103,37 +103,34 @@ def test_tokens_go_with_their_workspace(db: sa.Engine) -> None:
 def test_tokens_commands(db: sa.Engine, tmp_path: Path, database_url: str) -> None:
     seed(db, "acme", 0)
     env = cli_env(tmp_path / "home", database_url)
-    try:
-        made = run_cli(env, "tokens", "create", "acme", "--scope", "read,book", "--name", "crm", "--json")
-        assert made.returncode == 0, made.stderr
-        answer = one_json(made)
-        assert set(answer) == {"id", "token", "workspace_id", "scopes"}
-        assert answer["workspace_id"] == "acme" and answer["scopes"] == ["read", "book"]
-        assert answer["token"] not in made.stderr  # printed once, on stdout only
-        grant = verify_token(db, answer["token"])
-        assert grant is not None and str(grant.token_id) == answer["id"]
+    made = run_cli(env, "tokens", "create", "acme", "--scope", "read,book", "--name", "crm", "--json")
+    assert made.returncode == 0, made.stderr
+    answer = one_json(made)
+    assert set(answer) == {"id", "token", "workspace_id", "scopes"}
+    assert answer["workspace_id"] == "acme" and answer["scopes"] == ["read", "book"]
+    assert answer["token"] not in made.stderr  # printed once, on stdout only
+    grant = verify_token(db, answer["token"])
+    assert grant is not None and str(grant.token_id) == answer["id"]
 
-        plain = run_cli(env, "tokens", "create", "acme", "--scope", "read")
-        assert plain.returncode == 0, plain.stderr
-        token = plain.stdout.strip()
-        assert well_formed(token) and verify_token(db, token) is not None and "shown only this once" in plain.stderr
+    plain = run_cli(env, "tokens", "create", "acme", "--scope", "read")
+    assert plain.returncode == 0, plain.stderr
+    token = plain.stdout.strip()
+    assert well_formed(token) and verify_token(db, token) is not None and "shown only this once" in plain.stderr
 
-        listed = one_json(run_cli(env, "tokens", "list", "acme", "--json"))
-        assert [t["id"] for t in listed["tokens"]] == [answer["id"], str(verify_token(db, token).token_id)]  # type: ignore[union-attr]
-        assert answer["token"] not in json.dumps(listed) and token not in json.dumps(listed)
+    listed = one_json(run_cli(env, "tokens", "list", "acme", "--json"))
+    assert [t["id"] for t in listed["tokens"]] == [answer["id"], str(verify_token(db, token).token_id)]  # type: ignore[union-attr]
+    assert answer["token"] not in json.dumps(listed) and token not in json.dumps(listed)
 
-        for args, says in ((("tokens", "create", "nope", "--scope", "read"), "does not exist"),
-                           (("tokens", "create", "acme", "--scope", "write"), "unknown scope"),
-                           (("tokens", "revoke", "acme", str(uuid.uuid4())), "has no token"),
-                           (("tokens", "revoke", "acme", "not-an-id"), "not a UUID")):
-            bad = run_cli(env, *args)
-            assert bad.returncode == 2 and says in bad.stderr, (args, bad.stderr)
-        assert [t.id for t in list_tokens(db, "acme")] == [grant.token_id, verify_token(db, token).token_id]  # type: ignore[union-attr]
+    for args, says in ((("tokens", "create", "nope", "--scope", "read"), "does not exist"),
+                       (("tokens", "create", "acme", "--scope", "write"), "unknown scope"),
+                       (("tokens", "revoke", "acme", str(uuid.uuid4())), "has no token"),
+                       (("tokens", "revoke", "acme", "not-an-id"), "not a UUID")):
+        bad = run_cli(env, *args)
+        assert bad.returncode == 2 and says in bad.stderr, (args, bad.stderr)
+    assert [t.id for t in list_tokens(db, "acme")] == [grant.token_id, verify_token(db, token).token_id]  # type: ignore[union-attr]
 
-        revoked = run_cli(env, "tokens", "revoke", "acme", answer["id"])
-        assert revoked.returncode == 0 and "revoked" in revoked.stderr
-        assert verify_token(db, answer["token"]) is None
-        again = run_cli(env, "tokens", "revoke", "acme", answer["id"])
-        assert again.returncode == 0 and "already revoked" in again.stderr
-    finally:
-        drop_dagster_database(database_url)
+    revoked = run_cli(env, "tokens", "revoke", "acme", answer["id"])
+    assert revoked.returncode == 0 and "revoked" in revoked.stderr
+    assert verify_token(db, answer["token"]) is None
+    again = run_cli(env, "tokens", "revoke", "acme", answer["id"])
+    assert again.returncode == 0 and "already revoked" in again.stderr
