@@ -271,3 +271,27 @@ def test_changes_of_rows_are_in_observed_order(db: sa.Engine) -> None:
     answer = history(db)
     assert answer is not None
     assert [c["to_status"] for c in answer["appointments"][0]["changes"]] == ["CONFIRMED", "CANCELED"]
+
+
+def test_a_move_written_by_the_write_path_reads_as_a_time_change(db: sa.Engine) -> None:
+    """The read side on what the one write path records (SPEC §4.3): a GHL reschedule keeps its id, and its history
+    item carries the move from the old start to the new one."""
+    from appt_pipeline.domain.vocab import Source
+    from appt_pipeline.store.write_path import apply_observations
+    from appt_pipeline_tests.helpers import ghl
+
+    seed(db, WS, 1, lead_tz=LEAD_ZONE)
+    before, after = REF + timedelta(days=2, hours=1), REF + timedelta(days=3, hours=3)  # 13:00, 15:00 UTC
+    with db.begin() as conn:
+        apply_observations(conn, [ghl(LEAD, "g-move", ws=WS, start_at=before)], now=REF)
+    with db.begin() as conn:
+        apply_observations(conn, [ghl(LEAD, "g-move", ws=WS, start_at=after, source=Source.WEBHOOK)],
+                           now=REF + timedelta(hours=1))
+    answer = history(db)
+    assert answer is not None
+    (item,) = answer["appointments"]
+    move = item["changes"][-1]
+    assert (move["from_status"], move["to_status"], move["source"]) == ("CONFIRMED", "CONFIRMED", "WEBHOOK")
+    assert (datetime.fromisoformat(move["from_start_at"]), datetime.fromisoformat(move["to_start_at"])) == (before,
+                                                                                                          after)
+    assert format_move(before, after, ZoneInfo(LEAD_ZONE)) == "Tue 14:00 → Wed 16:00"
