@@ -1,4 +1,5 @@
-"""Property-based API tests of the webhook intake service from its own OpenAPI document (schemathesis 4).
+"""Property-based API tests of the service from its own OpenAPI document (schemathesis 4): the webhook intake
+(SPEC §7) and the history routes behind workspace tokens (SPEC §10).
 
 The service runs on a loopback port against the real test database; schemathesis loads
 ``/openapi.json`` over HTTP and, per operation, sends generated requests that fit the document
@@ -6,6 +7,10 @@ The service runs on a loopback port against the real test database; schemathesis
 headers). The database is up, so no answer may be a server error (5xx); every answer must also pass
 schemathesis' checks against the document (status codes, content types, headers, JSON schemas,
 negative data rejected). Bounded: ``MAX_EXAMPLES`` per operation and mode, no shrinking (< 1 min).
+
+The history routes are called with a valid ``read`` token of workspace ``acme``; a third of the cases go to its
+lead that has a history, a third to random leads of ``acme`` (404), the rest to random workspaces (403), so the
+generated queries reach the history statement.
 
 schemathesis' lazy ``from_fixture`` loader reads pytest internals that pytest 9 removed
 (``Function._nodeid``), so the operations are driven with plain Hypothesis ``@given`` on
@@ -16,6 +21,7 @@ import collections
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -30,12 +36,18 @@ from schemathesis.specs.openapi.checks import negative_data_rejection, positive_
 from appt_pipeline.domain.signatures import calendly_signature, ghl_ed25519_signature, public_key_text
 from appt_pipeline.sandbox.server import SimulatorServer
 from appt_pipeline.service import ServiceSettings, create_app
+from appt_pipeline.store.tokens import create_token
 from appt_pipeline.store.workspaces import set_secret, set_workspace
-from appt_pipeline_tests.helpers import SECRET_KEY
+from appt_pipeline_tests.helpers import SECRET_KEY, seed
+from appt_pipeline_tests.helpers.history import seed_timeline
 
 MAX_EXAMPLES = 40
+HISTORY_OPERATIONS = [("GET", "/api/v1/workspaces/{workspace_id}/leads/{lead_id}/appointments"),
+                      ("GET", "/api/v1/workspaces/{workspace_id}/leads/{lead_id}/booking-status"),
+                      ("GET", "/workspaces/{workspace_id}/leads/{lead_id}/timeline")]
 OPERATIONS = [("POST", "/webhooks/calendly/{workspace_id}"), ("POST", "/webhooks/ghl/{workspace_id}"),
-              ("GET", "/health")]
+              ("GET", "/health"), *HISTORY_OPERATIONS]
+HISTORY_LEAD = "acme_lead0"
 KNOWN_WORKSPACE = {"calendly": "acme", "ghl": "ghl-acme"}
 CALENDLY_KEY = "schemathesis-signing-key"
 GHL_KEY = Ed25519PrivateKey.generate()
@@ -43,15 +55,25 @@ GHL_KEY = Ed25519PrivateKey.generate()
 
 @pytest.fixture(scope="module")
 def service(database_url: str, engine: sa.Engine) -> Iterator[SimulatorServer]:
-    """The intake service with one configured workspace per provider (``acme``, ``ghl-acme``)."""
+    """The service with one configured workspace per provider (``acme``, ``ghl-acme``); ``acme`` has a lead with
+    a history."""
     with engine.begin() as conn:
         conn.exec_driver_sql("DELETE FROM webhook_events")
+        conn.exec_driver_sql("DELETE FROM workspaces WHERE id IN ('acme', 'ghl-acme')")
     set_workspace(engine, "acme", {"meeting_booking_provider": "CALENDLY"})
+    seed(engine, "acme", [HISTORY_LEAD])
+    seed_timeline(engine, "acme", HISTORY_LEAD, datetime.now(UTC))
     set_secret(engine, "acme", "calendly_webhook_signing_key", CALENDLY_KEY, SECRET_KEY)
     set_workspace(engine, "ghl-acme", {"ghl_location_id": "loc-acme"})
     set_secret(engine, "ghl-acme", "ghl_webhook_public_key", public_key_text(GHL_KEY.public_key()), SECRET_KEY)
     with SimulatorServer(create_app(ServiceSettings(database_url=database_url, secret_key=SECRET_KEY))) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def read_token(service: SimulatorServer, engine: sa.Engine) -> str:
+    """A ``read`` token of ``acme``."""
+    return create_token(engine, "acme", "read").token
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +87,10 @@ def test_the_document_lists_exactly_the_tested_operations(api_schema: schemathes
     assert found == set(OPERATIONS)
 
 
-#: every operation with valid data, and those with inputs with invalid data (GET /health has no inputs)
-CASES = [(m, p, GenerationMode.POSITIVE) for m, p in OPERATIONS] + [
-    (m, p, GenerationMode.NEGATIVE) for m, p in OPERATIONS if p != "/health"]
+#: every webhook / health operation with valid data, and those with inputs with invalid data (GET /health has none)
+WEBHOOK_OPERATIONS = [op for op in OPERATIONS if op not in HISTORY_OPERATIONS]
+CASES = [(m, p, GenerationMode.POSITIVE) for m, p in WEBHOOK_OPERATIONS] + [
+    (m, p, GenerationMode.NEGATIVE) for m, p in WEBHOOK_OPERATIONS if p != "/health"]
 
 
 def _signed(provider: str, raw: bytes) -> dict[str, str]:
@@ -123,3 +146,37 @@ def test_generated_requests_get_documented_answers_and_no_server_error(
     assert statuses and max(statuses) < 500
     with engine.connect() as conn:  # only signed deliveries that were accepted can have been stored
         assert conn.execute(sa.text("SELECT count(*) FROM webhook_events")).scalar_one() <= signed_ok
+
+
+HISTORY_CASES = [(m, p, mode) for m, p in HISTORY_OPERATIONS for mode in (GenerationMode.POSITIVE,
+                                                                           GenerationMode.NEGATIVE)]
+
+
+@pytest.mark.parametrize(("method", "path", "mode"), HISTORY_CASES, ids=[f"{m} {p} {g}" for m, p, g in HISTORY_CASES])
+def test_history_routes_with_a_valid_token_never_fail_on_the_server(
+        api_schema: schemathesis.BaseSchema, service: SimulatorServer, read_token: str, method: str, path: str,
+        mode: GenerationMode) -> None:
+    """Generated path ids and queries (valid and invalid) with a valid token: documented answers only, no 5xx,
+    and the known lead's history is actually read (some 200s)."""
+    operation = api_schema[path][method]
+    statuses: collections.Counter[int] = collections.Counter()
+    strategy = st.one_of(  # random ids (403), random leads of acme (404), acme's lead with a history (200)
+        operation.as_strategy(generation_mode=mode),
+        operation.as_strategy(generation_mode=mode, path_parameters={"workspace_id": "acme"}),
+        operation.as_strategy(generation_mode=mode, path_parameters={"workspace_id": "acme", "lead_id": HISTORY_LEAD}))
+    valid = {"Authorization": f"Bearer {read_token}"}
+
+    @given(case=strategy)
+    @settings(max_examples=MAX_EXAMPLES, deadline=None, phases=[Phase.explicit, Phase.generate],
+              suppress_health_check=list(HealthCheck), database=None)
+    def check(case: schemathesis.Case) -> None:
+        # the generated token is replaced by a valid one; a negative case that left the header out stays without
+        headers = valid if mode is GenerationMode.POSITIVE or "Authorization" in (case.headers or {}) else None
+        response = case.call_and_validate(base_url=service.base_url, headers=headers)
+        statuses[response.status_code] += 1
+        assert response.status_code < 500, response.text
+
+    check()
+    assert statuses and max(statuses) < 500
+    if mode is GenerationMode.POSITIVE:
+        assert statuses[200] > 0, statuses

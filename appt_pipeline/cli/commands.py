@@ -303,6 +303,155 @@ def webhooks_requeue(workspace_id: str, status: str, as_json: bool) -> None:
         _err(f"[webhooks] {workspace_id}: {requeued} {status} rows put back to pending")
 
 
+# ----------------------------------------------------------------------------------------------- tokens
+
+
+@main.group()
+def tokens() -> None:
+    """Workspace API tokens (SPEC §10): scopes read and/or book; only a SHA-256 of each token is stored."""
+
+
+@tokens.command("create")
+@click.argument("workspace_id")
+@click.option("--scope", "scope", required=True, metavar="read[,book]", help="Comma-separated scopes: read, book.")
+@click.option("--name", default=None, help="A label for operators (e.g. who uses the token).")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print one JSON object: {"id", "token", "workspace_id", "scopes"}.')
+def tokens_create(workspace_id: str, scope: str, name: str | None, as_json: bool) -> None:
+    """Create a token for WORKSPACE_ID and print it once (stdout); it cannot be shown again.
+
+    Exit 2 for an unknown workspace or scope.
+    """
+    from appt_pipeline.store.tokens import TokenError, create_token, parse_scopes
+
+    try:
+        parse_scopes(scope)
+    except TokenError as exc:
+        raise BadInput(str(exc)) from None
+    with _runtime() as rt:
+        try:
+            created = create_token(rt.engine, workspace_id, scope, name=name)
+        except TokenError as exc:
+            raise BadInput(str(exc)) from None
+    scopes = ",".join(s.value for s in created.scopes)
+    if as_json:
+        click.echo(json.dumps(created.as_dict(), sort_keys=True))
+    else:
+        click.echo(created.token)
+    _err(f"[tokens] token {created.id} for workspace {workspace_id} (scopes {scopes}) created; it is shown only "
+         "this once: store it now (revoke: appt-pipeline tokens revoke WORKSPACE TOKEN_ID)")
+
+
+@tokens.command("revoke")
+@click.argument("workspace_id")
+@click.argument("token_id")
+def tokens_revoke(workspace_id: str, token_id: str) -> None:
+    """Revoke token TOKEN_ID of WORKSPACE_ID: every request with it is refused (401) from now on.
+
+    Revoking a revoked token changes nothing (exit 0). Exit 2 for an unknown token id.
+    """
+    from appt_pipeline.store.tokens import TokenError, revoke_token
+
+    with _runtime() as rt:
+        try:
+            revoked = revoke_token(rt.engine, workspace_id, token_id)
+        except TokenError as exc:
+            raise BadInput(str(exc)) from None
+    _err(f"[tokens] token {token_id.strip()} of workspace {workspace_id} "
+         + ("revoked" if revoked else "was already revoked"))
+
+
+@tokens.command("list")
+@click.argument("workspace_id")
+@click.option("--json", "as_json", is_flag=True, help='Print one JSON object: {"workspace_id", "tokens": [...]}.')
+def tokens_list(workspace_id: str, as_json: bool) -> None:
+    """List the tokens of WORKSPACE_ID: id, name, scopes, created, last used, revoked (never the tokens)."""
+    from appt_pipeline.store.tokens import list_tokens
+    from appt_pipeline.store.workspaces import workspace_ids
+
+    with _runtime() as rt:
+        if workspace_id not in workspace_ids(rt.engine):
+            raise BadInput(f"workspace {workspace_id!r} does not exist")
+        found = list_tokens(rt.engine, workspace_id)
+
+    def when(value: Any) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    rows = [{"id": str(t.id), "name": t.name, "scopes": [s.value for s in t.scopes], "created_at": when(t.created_at),
+             "last_used_at": when(t.last_used_at), "revoked_at": when(t.revoked_at)} for t in found]
+    if as_json:
+        click.echo(json.dumps({"workspace_id": workspace_id, "tokens": rows}, sort_keys=True))
+        return
+    click.echo(tabulate([[r["id"], r["name"] or "-", ",".join(r["scopes"]), r["created_at"], r["last_used_at"] or "-",
+                          r["revoked_at"] or "-"] for r in rows],
+                        headers=["id", "name", "scopes", "created", "last used", "revoked"]))
+
+
+# ---------------------------------------------------------------------------------------------- history
+
+
+@main.command()
+@click.option("--workspace", "workspace_id", required=True, help="Workspace id.")
+@click.option("--lead", "lead_id", required=True, help="Lead id (of that workspace).")
+@click.option("--active-only", is_flag=True,
+              help="Only CONFIRMED appointments starting now or later, or without a start.")
+@click.option("--no-canceled", is_flag=True, help="Leave out CANCELED appointments.")
+@click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True, help="At most this many rows.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print the JSON of the history API: {"workspace_id", "lead_id", "from_rollup", "appointments"}.')
+def history(workspace_id: str, lead_id: str, active_only: bool, no_canceled: bool, limit: int, as_json: bool) -> None:
+    """A lead's appointment history (SPEC §10), newest first, times in the lead's (else the workspace's) zone.
+
+    Exit 2 for an unknown workspace or a lead that is not in it.
+    """
+    import sqlalchemy as sa
+
+    from appt_pipeline.domain.history import HistoryFilters, display_zone, format_local, format_move
+    from appt_pipeline.domain.rules import utc_now
+    from appt_pipeline.store.history import read_history
+
+    filters = HistoryFilters(include_canceled=not no_canceled, active_only=active_only, limit=limit)
+    with _runtime() as rt, rt.engine.begin() as conn:
+        if not conn.execute(sa.text("SELECT 1 FROM workspaces WHERE id = :id"), {"id": workspace_id}).first():
+            raise BadInput(f"workspace {workspace_id!r} does not exist")
+        found = read_history(conn, workspace_id, lead_id, filters, utc_now())
+        if found is None:
+            raise BadInput(f"lead {lead_id!r} does not exist in workspace {workspace_id!r}")
+    if as_json:
+        click.echo(found.json().decode())
+        return
+    from datetime import datetime
+
+    zone, why = display_zone(found.lead_timezone, found.workspace_timezone)
+    items = found.items
+    starts = {i["id"]: i["start_at"] for i in items if i["id"]}
+
+    def local(value: str | None) -> str:
+        return format_local(datetime.fromisoformat(value), zone, with_date=True) if value else "-"
+
+    def moves(item: dict[str, Any]) -> str:
+        out = []
+        pred = item["rescheduled_from_id"]
+        if pred and starts.get(pred) and item["start_at"]:
+            out.append("rescheduled " + format_move(datetime.fromisoformat(starts[pred]),
+                                                    datetime.fromisoformat(item["start_at"]), zone))
+        for c in item["changes"]:
+            if c["from_start_at"] and c["to_start_at"] and c["from_start_at"] != c["to_start_at"]:
+                out.append("moved " + format_move(datetime.fromisoformat(c["from_start_at"]),
+                                                  datetime.fromisoformat(c["to_start_at"]), zone))
+        return "; ".join(out) or "-"
+
+    rows = [[local(i["start_at"]), i["status"] or "?", i["provider"] or "?",
+             (i["source"] or "?") + (f" (last {i['last_source']})" if i["last_source"] != i["source"] else ""),
+             i["ghl_calendar_id"] or (i["calendly_event_type_uri"] or "-").rsplit("/", 1)[-1], moves(i),
+             (i["id"] or "(rollup)")[:8]] for i in items]
+    _err(f"[history] {workspace_id}/{lead_id}: {len(items)} row(s)"
+         + (" from the lead's rollup (no appointment rows)" if found.from_rollup else "")
+         + f"; times in {zone.key} ({why})")
+    if rows:
+        click.echo(tabulate(rows, headers=["start", "status", "provider", "source", "attribution", "moves", "id"]))
+
+
 # -------------------------------------------------------------------------------------------------- run
 
 
@@ -488,7 +637,8 @@ def dev(host: str, port: int, service_port: int, ghl_port: int, calendly_port: i
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="Worker processes (each has its own connection pool and key cache).")
 def serve(host: str, port: int, workers: int) -> None:
-    """The webhook intake HTTP service (SPEC §7): POST /webhooks/{calendly,ghl}/WORKSPACE_ID, GET /health.
+    """The HTTP service: webhook intake (SPEC §7, POST /webhooks/{calendly,ghl}/WORKSPACE_ID), the history API and
+    the timeline page behind workspace tokens (SPEC §10, /api/v1/…, /workspaces/…, /login), GET /health.
 
     Uses the app database like every command (the embedded PostgreSQL when APPT_DATABASE_URL is unset) and
     APPT_SECRET_KEY to decrypt the workspaces' webhook keys (exit 2 when it is missing or invalid).
@@ -506,7 +656,7 @@ def serve(host: str, port: int, workers: int) -> None:
             raise BadInput(str(exc)) from None
         _check_port_free(host, port)
         logging.getLogger("psycopg.pool").setLevel(logging.WARNING)  # one INFO line per connection request
-        _err(f"{rt.describe()}\nwebhook intake: http://{host}:{port}  ({workers} worker(s))")
+        _err(f"{rt.describe()}\nwebhook intake, history API and pages: http://{host}:{port}  ({workers} worker(s))")
         from appt_pipeline.service.protocol import GuardedHttpToolsProtocol
 
         # self-protection (docs/operations.md §5): headers ≤ 64 KiB read within 10 s, bodies within 30 s

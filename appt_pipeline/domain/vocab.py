@@ -120,6 +120,13 @@ class TaskStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+class TokenScope(StrEnum):
+    """Scopes of a workspace API token (SPEC §1 ``api_tokens.scopes``, §10): ``read`` the history, ``book`` slots."""
+
+    READ = "read"
+    BOOK = "book"
+
+
 class WarningKind(StrEnum):
     """Counted warnings (the row is still written)."""
 

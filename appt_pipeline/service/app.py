@@ -6,6 +6,10 @@ Endpoints (one per provider and workspace)::
     POST /webhooks/ghl/{workspace_id}        X-GHL-Signature (Ed25519) | x-wh-signature (legacy RSA)
     GET  /health                             200 {"status": "ok" | "degraded", "database", "webhook_keys", …} | 503
 
+and, behind workspace tokens (:mod:`appt_pipeline.service.access`, SPEC §10), the history API
+(:mod:`appt_pipeline.service.history_api`), the timeline page (:mod:`appt_pipeline.service.timeline_page`) and
+the login form (:mod:`appt_pipeline.service.web`). The rest of this doc is about the webhook intake.
+
 Checks, in this order, each with its answer (JSON bodies; ``reason`` codes are safe to log):
 
 1. body size: ``Content-Length`` above ``max_body_bytes`` (256 KiB), or a streamed body growing past
@@ -75,9 +79,13 @@ from appt_pipeline.domain.signatures import (
 )
 from appt_pipeline.domain.vocab import Provider, WebhookStatus
 from appt_pipeline.domain.webhook_staging import WebhookPayloadError, stage_calendly, stage_ghl
+from appt_pipeline.service.common import install_error_handlers
 from appt_pipeline.service.db import Database, DatabaseUnavailable
+from appt_pipeline.service.history_api import router as history_api_router
 from appt_pipeline.service.keys import MAX_WORKSPACE_ID_CHARS, MISSING, WorkspaceDirectory
 from appt_pipeline.service.settings import ServiceSettings
+from appt_pipeline.service.timeline_page import router as timeline_router
+from appt_pipeline.service.web import install_pages
 from appt_pipeline.service.writer import GroupCommitWriter, RowRejected
 
 log = logging.getLogger(__name__)
@@ -550,9 +558,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             await service.close()
 
     app = IntakeApp(
-        title="appt-pipeline webhook intake",
+        title="appt-pipeline service",
         version="1",
-        summary="Signed Calendly and GoHighLevel webhook deliveries into the staging table (SPEC §7).",
+        summary="Signed Calendly and GoHighLevel webhook deliveries into the staging table (SPEC §7); a lead's "
+                "appointment history and booking status behind workspace tokens (SPEC §10).",
         lifespan=lifespan,
         redoc_url=None,
         # never answer with a redirect: Starlette builds its slash redirect from the request's Host header,
@@ -561,6 +570,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     app.intake = intake
     app.state.service = service
+    # SPEC §10: the history API and the pages, behind workspace tokens (service.access)
+    install_error_handlers(app)
+    app.include_router(history_api_router)
+    app.include_router(timeline_router)
+    install_pages(app)
 
     WorkspaceId = Annotated[str, Path(min_length=1, max_length=MAX_WORKSPACE_ID_CHARS,
                                       description="workspaces.id (SPEC §1)")]

@@ -1,0 +1,60 @@
+"""The service's reads on its async pool (SPEC §10): token checks, a lead's history and booking status.
+
+Each is ONE statement of the store (:mod:`appt_pipeline.store.tokens`, :mod:`appt_pipeline.store.history`) on a
+pooled autocommit connection (:meth:`appt_pipeline.service.db.Database.run`, which raises
+``DatabaseUnavailable`` when the database cannot answer in time; every statement here is safe to repeat).
+"""
+
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from appt_pipeline.domain.history import HistoryFilters
+from appt_pipeline.service.db import Database
+from appt_pipeline.store.history import (
+    BOOKING_STATUS_SQL,
+    HISTORY_SQL,
+    LeadHistory,
+    booking_status_from_row,
+    booking_status_params,
+    history_from_row,
+    history_params,
+)
+from appt_pipeline.store.tokens import VERIFY_SQL, TokenCheck, check_from_row, verify_params, well_formed
+
+
+async def _one(db: Database, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+    async def run(conn: psycopg.AsyncConnection[Any]) -> tuple[Any, ...] | None:
+        cur = await conn.execute(sql, params)
+        return await cur.fetchone()
+
+    return await db.run(run)
+
+
+async def check_token(db: Database, token: str) -> TokenCheck:
+    """Verify ``token`` (a malformed one without a query); see :class:`~appt_pipeline.store.tokens.TokenCheck`."""
+    if not well_formed(token):
+        return TokenCheck(None, "invalid_token")
+    return check_from_row(token, await _one(db, VERIFY_SQL, verify_params(token)))
+
+
+def _no_nul(*values: str) -> bool:
+    return all("\x00" not in v for v in values)
+
+
+async def fetch_history(db: Database, workspace_id: str, lead_id: str, filters: HistoryFilters,
+                        now: datetime) -> LeadHistory | None:
+    """The lead's history (``None``: no such lead in the workspace); ``now`` is UTC."""
+    if not _no_nul(workspace_id, lead_id):  # PostgreSQL text cannot hold NUL: no such lead
+        return None
+    row = await _one(db, HISTORY_SQL, history_params(workspace_id, lead_id, filters, now))
+    return history_from_row(workspace_id, lead_id, filters, now, row)
+
+
+async def fetch_booking_status(db: Database, workspace_id: str, lead_id: str, now: datetime) -> dict[str, Any] | None:
+    """The lead's booking status (``None``: no such lead in the workspace); ``now`` is UTC."""
+    if not _no_nul(workspace_id, lead_id):
+        return None
+    row = await _one(db, BOOKING_STATUS_SQL, booking_status_params(workspace_id, lead_id, now))
+    return booking_status_from_row(workspace_id, lead_id, row)
