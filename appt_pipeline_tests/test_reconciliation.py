@@ -119,9 +119,9 @@ def test_a_new_booking_after_a_cancellation_is_found(db: sa.Engine, ghl_sim: tup
     assert (report.new_bookings, report.cancellations) == (1, 1)
     lead = rows(db, "SELECT ghl_appointment_id, appointment_status FROM leads WHERE id = 'lb'")[0]
     assert tuple(lead) == (new["id"], "confirmed")
-    # a CONFIRMED primary was canceled, but the lead booked again: the task is completed at once
+    # a CONFIRMED primary was canceled, but the lead booked again: the task is cancelled at once
     tasks = rows(db, "SELECT type, status FROM follow_up_tasks WHERE lead_id = 'lb'")
-    assert [tuple(t) for t in tasks] == [("meeting-canceled", "completed")]
+    assert [tuple(t) for t in tasks] == [("meeting-canceled", "cancelled")]
 
 
 def test_a_ghl_reschedule_keeps_its_id_and_is_counted(db: sa.Engine, ghl_sim: tuple[GhlSimulator, str]) -> None:

@@ -140,6 +140,9 @@ def test_a_token_of_workspace_a_is_403_on_every_route_of_workspace_b(world: Worl
 #: The scope each route needs; a route missing here fails the test below (say what it needs).
 NEEDS = {"/api/v1/workspaces/{workspace_id}/leads/{lead_id}/appointments": TokenScope.READ,
          "/api/v1/workspaces/{workspace_id}/leads/{lead_id}/booking-status": TokenScope.READ,
+         "/api/v1/workspaces/{workspace_id}/leads/{lead_id}/tasks": TokenScope.READ,
+         "/api/v1/workspaces/{workspace_id}/leads/{lead_id}/tasks/{task_id}/complete": TokenScope.BOOK,
+         "/api/v1/workspaces/{workspace_id}/leads/{lead_id}/tasks/{task_id}/skip": TokenScope.BOOK,
          "/workspaces/{workspace_id}/leads/{lead_id}/timeline": TokenScope.READ}
 
 

@@ -44,6 +44,9 @@ from appt_pipeline_tests.helpers.history import seed_timeline
 MAX_EXAMPLES = 40
 HISTORY_OPERATIONS = [("GET", "/api/v1/workspaces/{workspace_id}/leads/{lead_id}/appointments"),
                       ("GET", "/api/v1/workspaces/{workspace_id}/leads/{lead_id}/booking-status"),
+                      ("GET", "/api/v1/workspaces/{workspace_id}/leads/{lead_id}/tasks"),
+                      ("POST", "/api/v1/workspaces/{workspace_id}/leads/{lead_id}/tasks/{task_id}/complete"),
+                      ("POST", "/api/v1/workspaces/{workspace_id}/leads/{lead_id}/tasks/{task_id}/skip"),
                       ("GET", "/workspaces/{workspace_id}/leads/{lead_id}/timeline")]
 OPERATIONS = [("POST", "/webhooks/calendly/{workspace_id}"), ("POST", "/webhooks/ghl/{workspace_id}"),
               ("GET", "/health"), *HISTORY_OPERATIONS]
@@ -72,8 +75,8 @@ def service(database_url: str, engine: sa.Engine) -> Iterator[SimulatorServer]:
 
 @pytest.fixture(scope="module")
 def read_token(service: SimulatorServer, engine: sa.Engine) -> str:
-    """A ``read`` token of ``acme``."""
-    return create_token(engine, "acme", "read").token
+    """A ``read`` + ``book`` token of ``acme``."""
+    return create_token(engine, "acme", "read,book").token
 
 
 @pytest.fixture(scope="module")
@@ -178,5 +181,5 @@ def test_history_routes_with_a_valid_token_never_fail_on_the_server(
 
     check()
     assert statuses and max(statuses) < 500
-    if mode is GenerationMode.POSITIVE:
+    if mode is GenerationMode.POSITIVE and method == "GET":  # (generated task ids are unknown: 404)
         assert statuses[200] > 0, statuses

@@ -91,11 +91,11 @@ def test_cancel_creates_one_meeting_canceled_task_in_lead_timezone_and_rebooking
     deliver(db, "ws1", again)
     ingest_workspace(db, "ws1")
     assert tasks(db) == [(lead, "meeting-canceled", "pending", True)]
-    # the lead books again: the pending meeting-canceled task is completed
+    # the lead books again: the pending meeting-canceled task is cancelled
     deliver(db, "ws1", calendly_body("invitee.created", "i2", updated="2026-03-03T08:00:00Z",
                                      start="2026-03-09T15:00:00Z"))
     ingest_workspace(db, "ws1")
-    assert tasks(db) == [(lead, "meeting-canceled", "completed", True)]
+    assert tasks(db) == [(lead, "meeting-canceled", "cancelled", True)]
     assert rows(db, "SELECT status FROM leads")[0][0] == "meeting-booked"
 
 

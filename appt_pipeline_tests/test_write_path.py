@@ -512,33 +512,47 @@ def test_task_message_in_utc_without_timezones(db: sa.Engine) -> None:
         "Meeting originally scheduled for Mon, Mar 2, 9:00 PM UTC was canceled. Follow up to reschedule.")
 
 
-def test_one_pending_task_per_lead_and_type_and_completion_by_new_booking(db: sa.Engine) -> None:
+def test_one_pending_task_per_lead_and_type_and_cancellation_by_new_booking(db: sa.Engine) -> None:
     (l0,) = seed(db, leads=1)
     write(db, ghl(l0, "g1", start_at=NOW + D), ghl(l0, "g2", start_at=NOW + 2 * D))
     write(db, ghl(l0, "g1", X), now=NOW + H)
     write(db, ghl(l0, "g2", X), now=NOW + 2 * H)  # g2 became primary, then canceled: still one pending task
     (task,) = tasks(db, l0)
     assert (task.status, task.appointment_id) == ("pending", appt(db, "g1").id)
-    # re-observing does not complete it; a new CONFIRMED booking does
+    # re-observing does not end it; a new CONFIRMED booking cancels it (booked again before it was done)
     write(db, ghl(l0, "g2", X), ghl(l0, "g1", X), now=NOW + 3 * H)
     assert tasks(db, l0)[0].status == "pending"
     write(db, ghl(l0, "g5", start_at=NOW + 5 * D), now=NOW + 4 * H)
     (task,) = tasks(db, l0)
-    assert (task.status, task.completed_at) == ("completed", NOW + 4 * H)
+    assert (task.status, task.completed_at, task.updated_at) == ("cancelled", None, NOW + 4 * H)
     # the next cancellation creates a new task
     write(db, ghl(l0, "g5", X), now=NOW + 5 * H)
     assert [(t.status, t.appointment_id) for t in tasks(db, l0)] == [
-        ("completed", appt(db, "g1").id), ("pending", appt(db, "g5").id)]
+        ("cancelled", appt(db, "g1").id), ("pending", appt(db, "g5").id)]
+
+
+def test_the_new_invitee_of_a_reschedule_keeps_its_task_pending_and_a_later_booking_cancels_it(
+        db: sa.Engine) -> None:
+    """The new invitee of a Calendly reschedule is the reschedule itself: the meeting-rescheduled task about the
+    old invitee stays pending; a booking made after it is "booked again" and cancels it (SPEC §10 tasks)."""
+    (l0,) = seed(db, leads=1)
+    write(db, calendly(l0, "old", start_at=NOW + D))
+    write(db, calendly(l0, "old", R, start_at=NOW + D, rescheduled_to_invitee_uri=inv("new")),
+          calendly(l0, "new", start_at=NOW + 2 * D, rescheduled_from_invitee_uri=inv("old")), now=NOW + H)
+    assert [(t.type, t.status, t.appointment_id) for t in tasks(db, l0)] == [
+        ("meeting-rescheduled", "pending", appt(db, "old").id)]
+    write(db, calendly(l0, "other", start_at=NOW + 3 * D), now=NOW + 2 * H)
+    assert [(t.type, t.status) for t in tasks(db, l0)] == [("meeting-rescheduled", "cancelled")]
 
 
 def test_cancel_and_rebook_in_one_batch_as_if_applied_one_by_one(db: sa.Engine) -> None:
     l0, l1 = seed(db, leads=2)
     write(db, ghl(l0, "a1", start_at=NOW + D), ghl(l1, "b1", start_at=NOW + D))
     # one reconciliation batch sees the old booking canceled and a new one booked (a GHL reschedule):
-    # the cancellation's task is completed by the booking that follows it, as with two separate writes
+    # the cancellation's task is cancelled by the booking that follows it, as with two separate writes
     write(db, ghl(l0, "a1", X), ghl(l0, "a2", start_at=NOW + 2 * D), now=NOW + H)
     assert [(t.type, t.status, t.appointment_id) for t in tasks(db, l0)] == [
-        ("meeting-canceled", "completed", appt(db, "a1").id)]
+        ("meeting-canceled", "cancelled", appt(db, "a1").id)]
     assert appt(db, "a2").rescheduled_from_id == appt(db, "a1").id
     assert lead(db, l0).status == "meeting-booked"
     # booking listed before the cancellation: the cancellation comes last and its task stays pending

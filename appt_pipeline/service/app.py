@@ -84,6 +84,7 @@ from appt_pipeline.service.db import Database, DatabaseUnavailable
 from appt_pipeline.service.history_api import router as history_api_router
 from appt_pipeline.service.keys import MAX_WORKSPACE_ID_CHARS, MISSING, WorkspaceDirectory
 from appt_pipeline.service.settings import ServiceSettings
+from appt_pipeline.service.tasks_api import router as tasks_api_router
 from appt_pipeline.service.timeline_page import router as timeline_router
 from appt_pipeline.service.web import install_pages
 from appt_pipeline.service.writer import GroupCommitWriter, RowRejected
@@ -573,6 +574,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     # SPEC §10: the history API and the pages, behind workspace tokens (service.access)
     install_error_handlers(app)
     app.include_router(history_api_router)
+    app.include_router(tasks_api_router)
     app.include_router(timeline_router)
     install_pages(app)
 

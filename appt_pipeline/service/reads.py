@@ -1,4 +1,5 @@
-"""The service's reads on its async pool (SPEC §10): token checks, a lead's history and booking status.
+"""The service's reads on its async pool (SPEC §10): token checks, a lead's history, booking status and tasks
+(and the one task transition, complete / skip, which is as safe to repeat as a read).
 
 Each is ONE statement of the store (:mod:`appt_pipeline.store.tokens`, :mod:`appt_pipeline.store.history`) on a
 pooled autocommit connection (:meth:`appt_pipeline.service.db.Database.run`, which raises
@@ -7,6 +8,7 @@ pooled autocommit connection (:meth:`appt_pipeline.service.db.Database.run`, whi
 
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import psycopg
 
@@ -20,6 +22,14 @@ from appt_pipeline.store.history import (
     booking_status_params,
     history_from_row,
     history_params,
+)
+from appt_pipeline.store.tasks import (
+    TASKS_SQL,
+    TRANSITION_SQL,
+    Transition,
+    tasks_params,
+    transition_from_row,
+    transition_params,
 )
 from appt_pipeline.store.tokens import VERIFY_SQL, TokenCheck, check_from_row, verify_params, well_formed
 
@@ -58,3 +68,19 @@ async def fetch_booking_status(db: Database, workspace_id: str, lead_id: str, no
         return None
     row = await _one(db, BOOKING_STATUS_SQL, booking_status_params(workspace_id, lead_id, now))
     return booking_status_from_row(workspace_id, lead_id, row)
+
+
+async def fetch_tasks(db: Database, workspace_id: str, lead_id: str) -> str | None:
+    """The lead's follow-up tasks as a JSON array text (``None``: no such lead in the workspace)."""
+    if not _no_nul(workspace_id, lead_id):
+        return None
+    row = await _one(db, TASKS_SQL, tasks_params(workspace_id, lead_id))
+    return str(row[0]) if row is not None else None
+
+
+async def transition_task(db: Database, workspace_id: str, lead_id: str, task_id: UUID, action: str) -> Transition:
+    """Complete or skip a pending task (``action`` = ``complete`` | ``skip``); repeating it is harmless."""
+    if not _no_nul(workspace_id, lead_id):
+        return Transition("unknown_lead", None)
+    return transition_from_row(action, await _one(db, TRANSITION_SQL,
+                                                  transition_params(workspace_id, lead_id, task_id, action)))

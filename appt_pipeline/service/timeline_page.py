@@ -10,7 +10,7 @@ with the API's rules (``include_canceled``, ``active_only`` at the time the page
 carries ``data-appointment-id`` (empty for the rollup row) and ``data-status``.
 
 Needs a ``read`` token of the workspace (Bearer or the login form's cookie; 401 shows the login form); an unknown
-lead is a 404 page.
+lead is a 404 page. The lead's follow-up tasks (SPEC §10 tasks) are listed above the timeline, pending first.
 """
 
 from collections.abc import Mapping
@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
@@ -34,7 +35,7 @@ from appt_pipeline.domain.rules import utc_now
 from appt_pipeline.domain.vocab import Provider, Source, Status
 from appt_pipeline.service.access import PageRead
 from appt_pipeline.service.common import LeadIdPath, ServiceError, WorkspaceIdPath, error_responses
-from appt_pipeline.service.reads import fetch_history
+from appt_pipeline.service.reads import fetch_history, fetch_tasks
 from appt_pipeline.service.web import render_page
 from appt_pipeline.store.history import LeadHistory
 
@@ -224,6 +225,40 @@ def build_timeline(history: LeadHistory, now: datetime) -> TimelineView:
     )
 
 
+TASK_LABELS = {"meeting-canceled": "Meeting canceled", "meeting-rescheduled": "Meeting rescheduled"}
+TASK_STATUS_LABELS = {"pending": "Pending", "completed": "Completed", "skipped": "Skipped",
+                      "cancelled": "Cancelled (booked again)"}
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """A follow-up task as the timeline shows it (times in the page's zone)."""
+
+    id: str
+    type: str
+    type_label: str
+    status: str
+    status_label: str
+    is_urgent: bool
+    message: str
+    due: str
+    ended: str | None
+
+
+def task_views(tasks: list[Mapping[str, Any]], zone: ZoneInfo) -> list[TaskView]:
+    """The tasks of ``GET …/tasks`` (SPEC §10) for the page, in the API's order (pending first)."""
+    views = []
+    for task in tasks:
+        due, done = _time(task.get("due_date")), _time(task.get("completed_at"))
+        views.append(TaskView(
+            id=str(task["id"]), type=task["type"], type_label=TASK_LABELS.get(task["type"], task["type"]),
+            status=task["status"], status_label=TASK_STATUS_LABELS.get(task["status"], task["status"]),
+            is_urgent=bool(task.get("is_urgent")), message=task.get("suggested_message") or "",
+            due=format_local(due, zone, with_date=True) if due else "—",
+            ended=f"completed {format_local(done, zone, with_date=True)}" if done else None))
+    return views
+
+
 router = APIRouter(tags=["pages"])
 
 
@@ -239,4 +274,8 @@ async def lead_timeline(request: Request, grant: PageRead, workspace_id: Workspa
                                   HistoryFilters(limit=MAX_LIMIT), now)
     if history is None:
         raise ServiceError(404, "unknown_lead", detail=f"Workspace {grant.workspace_id} has no lead {lead_id!r}.")
-    return render_page(request, "timeline.html", {"view": build_timeline(history, now)}, grant=grant)
+    tasks_json = await fetch_tasks(request.app.state.service.db, grant.workspace_id, lead_id)
+    view = build_timeline(history, now)
+    zone, _ = display_zone(history.lead_timezone, history.workspace_timezone)
+    tasks = task_views(orjson.loads(tasks_json or "[]"), zone)
+    return render_page(request, "timeline.html", {"view": view, "tasks": tasks}, grant=grant)

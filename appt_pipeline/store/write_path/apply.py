@@ -149,7 +149,7 @@ class StagedSummary:
     rollups_changed: int
     leads_status_changed: int
     tasks_created: int
-    tasks_completed: int
+    tasks_cancelled: int
 
 
 # Which of the optional steps can match anything in this round (one pass instead of running them all):
@@ -197,9 +197,9 @@ def apply_staged(conn: sa.Connection, *, now: datetime | None = None, flags: boo
         link_reschedules(conn, p, from_hints=from_hints, to_hints=to_hints, heuristic=heuristic)
         totals["rollups_changed"] += recompute_rollups(conn, p, primaries=primaries)
         if side_effects:
-            leads, completed, created = apply_side_effects(conn, p)
+            leads, cancelled, created = apply_side_effects(conn, p)
             totals["leads_status_changed"] += leads
-            totals["tasks_completed"] += completed
+            totals["tasks_cancelled"] += cancelled
             totals["tasks_created"] += created
     n_staged, n_errors = conn.exec_driver_sql(STAGE_COUNTS).one()
     return StagedSummary(
@@ -211,7 +211,7 @@ def apply_staged(conn: sa.Connection, *, now: datetime | None = None, flags: boo
         rollups_changed=totals["rollups_changed"],
         leads_status_changed=totals["leads_status_changed"],
         tasks_created=totals["tasks_created"],
-        tasks_completed=totals["tasks_completed"],
+        tasks_cancelled=totals["tasks_cancelled"],
     )
 
 

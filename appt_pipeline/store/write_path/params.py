@@ -32,6 +32,7 @@ VOCAB_PARAMS: dict[str, object] = {
     "qualified": LeadStatus.QUALIFIED.value,
     "task_pending": TaskStatus.PENDING.value,
     "task_completed": TaskStatus.COMPLETED.value,
+    "task_cancelled": TaskStatus.CANCELLED.value,
 }
 
 #: ``follow_up_tasks`` pending status as it stands in the partial unique index ``(lead_id, type) WHERE status =

@@ -76,19 +76,22 @@ WHERE l.id = f.lead_id AND f.side_effects
   )
 """
 
-# A new CONFIRMED booking completes the lead's pending meeting-canceled task (SPEC §4.4).
-_COMPLETE_TASKS = f"""
-UPDATE follow_up_tasks t SET status = :task_completed, completed_at = :now, updated_at = :now
-WHERE t.status = :task_pending AND t.type = :task_canceled
-  AND t.lead_id IN (SELECT lead_id FROM appt_obs
-                    WHERE round = :round AND error_kind IS NULL AND is_new AND new_status = 'CONFIRMED'
-                      AND {HAS_SIDE_EFFECTS})
+# The lead booked again before the task was done: its pending tasks become cancelled (SPEC §10 tasks). The new
+# invitee of a Calendly reschedule (linked to the task's row) is the reschedule itself, not a new booking: the
+# meeting-rescheduled task about it stays pending.
+_CANCEL_TASKS = f"""
+UPDATE follow_up_tasks t SET status = :task_cancelled, updated_at = :now
+WHERE t.status = :task_pending
+  AND EXISTS (SELECT 1 FROM appt_obs o JOIN appointments a ON a.id = o.appointment_id
+              WHERE o.round = :round AND o.error_kind IS NULL AND o.is_new AND o.new_status = 'CONFIRMED'
+                AND o.{HAS_SIDE_EFFECTS} AND o.lead_id = t.lead_id
+                AND (t.type = :task_canceled OR a.rescheduled_from_id IS DISTINCT FROM t.appointment_id))
 """
 
 # Candidates for new tasks: a CONFIRMED primary that became CANCELED; a row that became RESCHEDULED; an upcoming
 # CONFIRMED row the provider moved to another time (``moved``: a GHL reschedule keeps its id, SPEC §4.3).
 # ``rebooked``: a new CONFIRMED booking of the lead follows the cancellation in this round, which (as with two
-# separate writes) completes the task at once — _COMPLETE_TASKS ran before the task existed.
+# separate writes) cancels the task at once — _CANCEL_TASKS ran before the task existed.
 _TASK_CANDIDATES = f"""
 SELECT DISTINCT ON (o.lead_id, kind) o.lead_id, o.appointment_id, kind, a.start_at, l.timezone, w.timezone,
     o.moved, o.prev_start_at,
@@ -117,9 +120,9 @@ ORDER BY o.lead_id, kind, o.ord DESC
 
 _INSERT_TASK = f"""
 INSERT INTO follow_up_tasks
-    (lead_id, appointment_id, type, due_date, status, is_urgent, suggested_message, completed_at)
-VALUES (:lead_id, :appointment_id, :type, :now, CASE WHEN :rebooked THEN :task_completed ELSE :task_pending END, true,
-        :message, CASE WHEN :rebooked THEN CAST(:now AS timestamptz) END)
+    (lead_id, appointment_id, type, due_date, status, is_urgent, suggested_message)
+VALUES (:lead_id, :appointment_id, :type, :now, CASE WHEN :rebooked THEN :task_cancelled ELSE :task_pending END, true,
+        :message)
 ON CONFLICT (lead_id, type) WHERE status = '{TASK_PENDING_LITERAL}' DO NOTHING
 """
 
@@ -133,7 +136,7 @@ def _create_tasks(conn: sa.Connection, params: dict[str, object]) -> int:
         created += conn.execute(
             sa.text(_INSERT_TASK),
             {"lead_id": lead_id, "appointment_id": appointment_id, "type": kind, "now": params["now"],
-             "message": message, "rebooked": bool(rebooked), "task_completed": params["task_completed"],
+             "message": message, "rebooked": bool(rebooked), "task_cancelled": params["task_cancelled"],
              "task_pending": params["task_pending"]},
         ).rowcount
     return created
@@ -160,7 +163,8 @@ def recompute_rollups(conn: sa.Connection, params: dict[str, object], *, primari
 
 
 def apply_side_effects(conn: sa.Connection, params: dict[str, object]) -> tuple[int, int, int]:
-    """Step 5: lead status (SPEC §3) and follow-up tasks (§4.4); returns (leads changed, completed, created)."""
+    """Step 5: lead status (SPEC §3) and follow-up tasks (§4.4, §10); returns (leads changed, tasks cancelled,
+    tasks created)."""
     leads = conn.execute(sa.text(_LEAD_STATUS), params).rowcount
-    completed = conn.execute(sa.text(_COMPLETE_TASKS), params).rowcount
-    return leads, completed, _create_tasks(conn, params)
+    cancelled = conn.execute(sa.text(_CANCEL_TASKS), params).rowcount
+    return leads, cancelled, _create_tasks(conn, params)
