@@ -9,6 +9,7 @@ API's answers and query rules, and what stays open (``/health``) or keeps its ow
 
 import logging
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -73,7 +74,8 @@ def world(engine: sa.Engine, database_url: str) -> Iterator[World]:
     revoked = create_token(engine, A, "read,book")
     revoke_token(engine, A, str(revoked.id))
     tokens["revoked"] = revoked.token
-    app = create_app(ServiceSettings(database_url=database_url, secret_key=SECRET_KEY))
+    # every request checks its token (no cached grant) so revocations in the matrix take effect at once
+    app = create_app(ServiceSettings(database_url=database_url, secret_key=SECRET_KEY, token_cache_ttl_s=0))
     routes = _guarded_routes(app)
     with SimulatorServer(app) as server:
         yield World(server, timeline, tokens, routes)  # type: ignore[arg-type]
@@ -322,3 +324,20 @@ def test_tokens_never_reach_the_logs(world: World, caplog: pytest.LogCaptureFixt
     text = "\n".join(f"{r.name} {r.getMessage()} {r.args!r}" for r in records)
     for token in world.tokens.values():
         assert token not in text
+
+
+def test_a_revoked_token_is_refused_once_its_cached_grant_expires(engine: sa.Engine, database_url: str,
+                                                                 world: World) -> None:
+    """Verified grants are reused for ``token_cache_ttl_s`` (one query less per request); a revocation takes effect
+    at the latest that long after ``tokens revoke``."""
+    token = create_token(engine, A, "read")
+    app = create_app(ServiceSettings(database_url=database_url, secret_key=SECRET_KEY, token_cache_ttl_s=0.5))
+    url = "/api/v1/workspaces/{workspace_id}/leads/{lead_id}/appointments"
+    with SimulatorServer(app) as server:
+        target = server.base_url + url.format(workspace_id=A, lead_id=LEAD_A)
+        headers = {"Authorization": f"Bearer {token.token}"}
+        assert httpx.get(target, headers=headers, timeout=10).status_code == 200
+        revoke_token(engine, A, str(token.id))
+        time.sleep(0.6)
+        refused = httpx.get(target, headers=headers, timeout=10)
+        assert (refused.status_code, refused.json()) == (401, {"error": "token_revoked"})

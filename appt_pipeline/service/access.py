@@ -39,7 +39,7 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 from appt_pipeline.domain.vocab import TokenScope
 from appt_pipeline.service.common import ServiceError
 from appt_pipeline.service.reads import check_token
-from appt_pipeline.store.tokens import TokenGrant
+from appt_pipeline.store.tokens import TokenGrant, token_digest
 
 #: Cookie holding the token of a signed-in page user (HttpOnly, SameSite=Strict, Secure over https).
 SESSION_COOKIE = "appt_token"
@@ -85,10 +85,15 @@ async def authorize(request: Request, token: str | None, scope: TokenScope, *, p
     service = request.app.state.service
     if not service.started:
         await service.start()
-    check = await check_token(service.db, token)  # a malformed token is refused without a query
-    if check.grant is None:
-        raise AccessDenied(401, check.reason or "invalid_token", page=page)
-    grant = check.grant
+    digest = token_digest(token)
+    grant = service.token_grants.get(digest) if service.settings.token_cache_ttl_s > 0 else None
+    if grant is None:
+        check = await check_token(service.db, token)  # a malformed token is refused without a query
+        if check.grant is None:
+            raise AccessDenied(401, check.reason or "invalid_token", page=page)
+        grant = check.grant
+        if service.settings.token_cache_ttl_s > 0:
+            service.token_grants[digest] = grant
     workspace_id = request.path_params.get("workspace_id")
     if workspace_id is not None and workspace_id != grant.workspace_id:
         raise AccessDenied(403, "wrong_workspace", page=page, grant=grant)

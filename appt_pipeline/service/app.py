@@ -63,6 +63,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
+from cachetools import TTLCache
 from fastapi import FastAPI, Path, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
@@ -88,6 +89,7 @@ from appt_pipeline.service.tasks_api import router as tasks_api_router
 from appt_pipeline.service.timeline_page import router as timeline_router
 from appt_pipeline.service.web import install_pages
 from appt_pipeline.service.writer import GroupCommitWriter, RowRejected
+from appt_pipeline.store.tokens import TokenGrant
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +128,9 @@ class IntakeService:
         assert settings.secret_key is not None
         self.db = Database(self._conninfo, min_size=settings.pool_min_size, max_size=settings.pool_max_size,
                            timeout_s=settings.pool_timeout_s, connect_timeout_s=settings.connect_timeout_s)
+        #: verified API tokens (SHA-256 digest → grant) reused for ``token_cache_ttl_s`` (access.authorize)
+        self.token_grants: TTLCache[bytes, TokenGrant] = TTLCache(maxsize=settings.cache_max_entries,
+                                                                  ttl=max(settings.token_cache_ttl_s, 1e-9))
         self.directory = WorkspaceDirectory(self.db, settings.secret_key, ttl_s=settings.cache_ttl_s,
                                             negative_ttl_s=settings.negative_cache_ttl_s,
                                             max_entries=settings.cache_max_entries)

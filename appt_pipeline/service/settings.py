@@ -33,7 +33,11 @@ class ServiceSettings:
         cache_ttl_s: seconds a found workspace's keys stay cached (default 30).
         negative_cache_ttl_s: seconds an unknown workspace — or one with no key yet, or an unusable key —
             stays cached (default 5).
-        cache_max_entries: workspaces held in the key cache (LRU beyond; default 10,000).
+        cache_max_entries: workspaces held in the key cache (LRU beyond; default 10,000); also the most
+            verified API tokens kept.
+        token_cache_ttl_s: seconds a verified API token's grant is reused without a query (default 5; 0
+            checks every request). A revoked token is therefore refused at the latest this long after
+            ``tokens revoke``.
         pool_min_size / pool_max_size: psycopg connections kept / allowed (defaults 2 / 8).
         pool_timeout_s: longest wait for a pool connection before the database counts as unavailable
             (seconds; default 2.0). Bounds how long a request waits during an outage.
@@ -54,6 +58,7 @@ class ServiceSettings:
     cache_ttl_s: float = 30.0
     negative_cache_ttl_s: float = 5.0
     cache_max_entries: int = 10_000
+    token_cache_ttl_s: float = 5.0
     pool_min_size: int = 2
     pool_max_size: int = 8
     pool_timeout_s: float = 2.0
