@@ -3,6 +3,7 @@ default, and `appt-pipeline dev` serving the Dagster UI over the runs the CLI ma
 simulator through a signed webhook, the intake service, the sensor and a webhook_ingest_job run."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -156,7 +157,7 @@ def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
 
 
 def test_dev_serves_the_ui_over_the_cli_runs_applies_simulator_changes_by_webhook_and_stops_on_sigint(
-    db: sa.Engine, cli_env: dict[str, str]
+    db: sa.Engine, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     _fresh_dagster_database(cli_env)
     sample = Path(__file__).resolve().parents[1] / "appt_pipeline" / "sample" / "legacy"
@@ -169,14 +170,16 @@ def test_dev_serves_the_ui_over_the_cli_runs_applies_simulator_changes_by_webhoo
     assert _cli(["run", "migration_job", "--workspace", "ws_7_0"], cli_env).returncode == 0
 
     port, service_port, ghl_port, calendly_port = (free_port() for _ in range(4))
+    out_path = tmp_path / "dev.out"
+    out = out_path.open("w")
     proc = subprocess.Popen([*CLI, "dev", "--port", str(port), "--service-port", str(service_port), "--ghl-port",
                              str(ghl_port), "--calendly-port", str(calendly_port)], env=cli_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}/graphql"
         deadline = time.monotonic() + 90
         while True:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert proc.poll() is None, out_path.read_text()
             try:
                 if httpx.post(url, json={"query": "{ version }"}, timeout=2).status_code == 200:
                     break
@@ -196,7 +199,8 @@ def test_dev_serves_the_ui_over_the_cli_runs_applies_simulator_changes_by_webhoo
 
         # a reschedule made in the GHL simulator reaches the history: signed webhook → service → staging row →
         # webhook_events_sensor (daemon) → webhook_ingest_job run
-        assert httpx.get(f"http://127.0.0.1:{service_port}/health", timeout=5).status_code == 200
+        base = f"http://127.0.0.1:{service_port}"
+        assert httpx.get(f"{base}/health", timeout=5).status_code == 200
         with db.connect() as conn:  # closed at once: an open read would hold its transaction for the whole test
             keys = [r[0] for r in conn.execute(sa.text(
                 "SELECT ghl_appointment_id FROM appointments WHERE workspace_id = 'ws_7_0' AND status = 'CONFIRMED' "
@@ -215,6 +219,19 @@ def test_dev_serves_the_ui_over_the_cli_runs_applies_simulator_changes_by_webhoo
             assert time.monotonic() < deadline, "the simulator's change did not reach the history within 60 s"
             time.sleep(0.5)
         assert row.start_at.isoformat() == "2031-01-06T15:00:00+00:00"
+        # dev printed a read+book token per connected workspace with its pages: the moved meeting is on the
+        # lead's timeline (as a person would see it after the webhook run), the capacity URL is printed
+        printed = out_path.read_text()
+        token = re.search(r"^  ws_7_0: token (appt_\S+)$", printed, re.M)
+        assert token is not None, printed
+        assert f"{base}/workspaces/ws_7_0/capacity" in printed
+        assert re.search(rf"timeline: {re.escape(base)}/workspaces/ws_7_0/leads/\S+/timeline$", printed, re.M)
+        with db.connect() as conn:
+            moved_row = conn.execute(sa.text("SELECT id, lead_id FROM appointments WHERE ghl_appointment_id = :k"),
+                                     {"k": moved}).one()
+        page = httpx.get(f"{base}/workspaces/ws_7_0/leads/{moved_row.lead_id}/timeline", timeout=10,
+                         headers={"Authorization": f"Bearer {token.group(1)}"})
+        assert page.status_code == 200 and f'data-appointment-id="{moved_row.id}"' in page.text
         deadline = time.monotonic() + 30  # the rows commit before the run reports its end
         while True:
             runs = httpx.post(url, json={"query": query}, timeout=10).json()["data"]["runsOrError"]["results"]
@@ -229,6 +246,8 @@ def test_dev_serves_the_ui_over_the_cli_runs_applies_simulator_changes_by_webhoo
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             raise
+        finally:
+            out.close()
     assert proc.returncode in (0, 1, -signal.SIGINT, 130), proc.returncode
     # nothing of the stack is left behind
     time.sleep(1)

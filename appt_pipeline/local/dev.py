@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import sqlalchemy as sa
 
 from appt_pipeline.cli.launch import ensure_partitions
 from appt_pipeline.cli.runtime import Runtime
@@ -25,7 +26,11 @@ from appt_pipeline.sample import SAMPLE_DIR
 from appt_pipeline.sandbox.legacy_seed import legacy_seeds
 from appt_pipeline.settings import PROJECT_ROOT
 from appt_pipeline.store.legacy_import import import_legacy
+from appt_pipeline.store.tokens import create_token, revoke_named
 from appt_pipeline.store.workspaces import workspace_ids
+
+#: Name of the read+book tokens ``dev`` makes at each start (the previous start's are revoked).
+DEV_TOKEN_NAME = "appt-pipeline dev"
 
 
 class DevStackError(RuntimeError):
@@ -75,6 +80,8 @@ def run_dev(runtime: Runtime, *, host: str = "127.0.0.1", ports: DevPorts = DevP
             f"connected workspaces: {', '.join(f'{ws} ({p.value})' for ws, p in sims.providers.items())}")
         for line in dev_examples(sims):
             say(line)
+        for line in dev_access(runtime.engine, sims):
+            say(line)
         return _dagster_dev(host, ports.ui)
 
 
@@ -114,4 +121,32 @@ def dev_examples(sims: LocalStack) -> list[str]:
         out.append(f"  curl -s -X POST {sims.calendly_url}/_admin/invitees/reschedule "
                    f"-H 'content-type: application/json' -d '{{\"invitee\": \"{cal.key}\", \"start_time\": "
                    f"\"{when}\", \"force\": true}}'   # lead {cal.lead_id}")
+    return out
+
+
+def dev_access(engine: sa.Engine, sims: LocalStack) -> list[str]:
+    """Make a ``read,book`` token for each connected sample workspace (revoking the previous start's) and
+    return the lines that print each once with the URLs of a lead's timeline and the capacity page.
+
+    The lead shown is the one of the reschedule examples when it belongs to the workspace, else the
+    workspace's first lead; the pages ask for the token in their login form (rules §10 "Access").
+    """
+    ids = sorted(sims.providers)
+    revoke_named(engine, ids, DEV_TOKEN_NAME)
+    examples: dict[str, str] = {}
+    for booking in sims.legacy.bookings:
+        examples.setdefault(booking.workspace_id, booking.lead_id)
+    with engine.connect() as conn:
+        first = dict(conn.execute(sa.text(
+            "SELECT workspace_id, min(id) FROM leads WHERE workspace_id = ANY(:ws) GROUP BY workspace_id"
+        ), {"ws": ids}).tuples().all())
+    out = ["Pages and API (paste the workspace's token into the login form, or send `Authorization: Bearer …`;",
+           "printed once, revoked at the next `dev` start; `appt-pipeline tokens list WS` shows them):"]
+    for ws in ids:
+        token = create_token(engine, ws, "read,book", name=DEV_TOKEN_NAME)
+        lead = examples.get(ws) or first.get(ws)
+        out.append(f"  {ws}: token {token.token}")
+        if lead is not None:
+            out.append(f"    timeline: {sims.service_url}/workspaces/{ws}/leads/{lead}/timeline")
+        out.append(f"    capacity: {sims.service_url}/workspaces/{ws}/capacity")
     return out

@@ -154,6 +154,18 @@ def revoke_token(engine: sa.Engine, workspace_id: str, token_id: str) -> bool:
     return bool(row[1])
 
 
+def revoke_named(engine: sa.Engine, workspace_ids: Iterable[str], name: str) -> int:
+    """Revoke every unrevoked token called ``name`` of ``workspace_ids`` (one statement); returns how many.
+
+    Used by ``appt-pipeline dev`` so that each start's freshly printed tokens replace the previous start's.
+    """
+    with engine.begin() as conn:
+        return conn.execute(sa.text(
+            "UPDATE api_tokens SET revoked_at = now() "
+            "WHERE workspace_id = ANY(:ws) AND name = :name AND revoked_at IS NULL"
+        ), {"ws": list(workspace_ids), "name": name}).rowcount
+
+
 @dataclass(frozen=True)
 class TokenInfo:
     """A stored token's metadata (never its hash)."""
