@@ -25,7 +25,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from appt_pipeline.domain.calendars import CalendarRef
+from appt_pipeline.domain.calendars import CalendarRef, configured_calendars
 from appt_pipeline.domain.redaction import mask_pii
 from appt_pipeline.domain.vocab import AvailabilitySource, Provider
 
@@ -262,3 +262,37 @@ def stored_free_slots(
         return StoredSlots(slots, True, None, None, None, None)
     return StoredSlots(slots, status.is_stale(now), status.fetched_at, status.stale_at, status.last_error,
                        status.slot_minutes)
+
+
+def workspaces_due(conn: sa.Connection, workspace_ids: Iterable[str], *, refreshed_before: datetime) -> dict[str, str]:
+    """Which of ``workspace_ids`` need an availability refresh, with the reason (the refresh schedule).
+
+    A workspace is due when one of its configured calendars was never fetched (``never_fetched``), its
+    last attempt failed (``last_error``), or its last success is older than ``refreshed_before``
+    (``outdated``). Workspaces without a configured calendar are never due. Two queries in all.
+    """
+    ids = sorted(set(workspace_ids))
+    if not ids:
+        return {}
+    workspaces = conn.execute(sa.text(
+        "SELECT id, meeting_booking_provider, ghl_default_calendar_id, ghl_direct_book_calendar_id, "
+        "calendly_event_type_uri, calendly_direct_book_event_type_uri FROM workspaces WHERE id = ANY(:ids)"),
+        {"ids": ids}).mappings().all()
+    statuses: dict[tuple[str, str, str, str], sa.RowMapping] = {
+        (r["workspace_id"], r["provider"], r["calendar_key"], r["availability_source"]): r
+        for r in conn.execute(sa.text(
+            "SELECT workspace_id, provider::text AS provider, calendar_key, "
+            "availability_source::text AS availability_source, fetched_at, last_error "
+            "FROM calendar_availability_status WHERE workspace_id = ANY(:ids)"), {"ids": ids}).mappings()
+    }
+    due: dict[str, str] = {}
+    for ws in workspaces:
+        for cal in configured_calendars(ws):
+            row = statuses.get((ws["id"], cal.provider.value, cal.calendar_key, cal.availability_source.value))
+            reason = ("never_fetched" if row is None or row["fetched_at"] is None
+                      else "last_error" if row["last_error"] is not None
+                      else "outdated" if row["fetched_at"] < refreshed_before else None)
+            if reason:
+                due[ws["id"]] = reason
+                break
+    return due
