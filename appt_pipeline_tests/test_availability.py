@@ -25,7 +25,7 @@ from appt_pipeline.defs.availability import (
 )
 from appt_pipeline.defs.partitions import workspace_partitions
 from appt_pipeline.defs.resources import AppDatabase, ProviderClients
-from appt_pipeline.domain.calendars import CalendarRef
+from appt_pipeline.domain.calendars import CalendarRef, booking_calendar
 from appt_pipeline.domain.vocab import AvailabilitySource, Provider
 from appt_pipeline.pipelines.accounts import WorkspaceNotConfigured
 from appt_pipeline.pipelines.availability import (
@@ -484,3 +484,21 @@ def test_simulator_canned_free_slot_faults_over_admin_http(ghl: tuple[GhlSimulat
         assert http.get("/calendars/cal_b/free-slots", params=params, headers=headers).status_code == 200
     with pytest.raises(SimulatorError):
         sim.fail_free_slots("nonsense")
+
+
+def test_booking_calendar_and_direct_book_reads_of_a_shared_calendar(
+    db: sa.Engine, ghl: tuple[GhlSimulator, str]
+) -> None:
+    ws = {"meeting_booking_provider": "GHL", "ghl_default_calendar_id": "cal_a", "ghl_direct_book_calendar_id": "cal_b"}
+    assert booking_calendar(ws, AvailabilitySource.DIRECT_BOOK) == DIRECT_BOOK
+    assert booking_calendar(ws, AvailabilitySource.DEFAULT) == DEFAULT
+    same = {**ws, "ghl_direct_book_calendar_id": " cal_a "}
+    assert booking_calendar(same, AvailabilitySource.DIRECT_BOOK) == DEFAULT
+    assert booking_calendar({**ws, "ghl_direct_book_calendar_id": None}, AvailabilitySource.DIRECT_BOOK) == DEFAULT
+    assert booking_calendar({"meeting_booking_provider": "CALENDLY"}, AvailabilitySource.DEFAULT) is None
+
+    _, url = ghl
+    _ghl_workspace(db, url, direct="cal_a")
+    _refresh(db)
+    as_direct = _stored(db, CalendarRef(Provider.GHL, "cal_a", AvailabilitySource.DIRECT_BOOK))
+    assert as_direct.slots == _stored(db, DEFAULT).slots and as_direct.slots and not as_direct.stale
