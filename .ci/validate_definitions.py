@@ -34,7 +34,7 @@ def main() -> int:
         os.environ[DATABASE_URL_ENV] = CI_DATABASE
     with tempfile.TemporaryDirectory(prefix="appt-ci-dagster-") as home:
         os.environ["DAGSTER_HOME"] = home
-        with app_environment() as runtime:
+        with app_environment(create=True) as runtime:  # as `db upgrade` does: CI owns this database
             print(f"ci: {runtime.describe()}", file=sys.stderr)
             cmd = [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "appt_pipeline.definitions"]
             return subprocess.run(cmd, cwd=PROJECT_ROOT, check=False).returncode
