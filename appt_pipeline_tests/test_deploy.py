@@ -66,30 +66,32 @@ def test_the_production_run_queue_is_the_repos() -> None:
 
 
 def _validate_instance_config(config: dict[str, Any], home: Path) -> None:
-    """Dagster's own validation of an instance config file (the schema of ``dagster.yaml``, incl. the
-    concurrency rules); raises ``DagsterInvalidConfigError``."""
-    from dagster._core.instance.config import dagster_instance_config
-
+    """Dagster's own validation of an instance config file: ``DagsterInstance.from_config`` checks it against the
+    schema of ``dagster.yaml`` (incl. the concurrency rules) and builds every configured class with its config;
+    raises ``DagsterInvalidConfigError``. Without ``storage`` the instance keeps SQLite files under ``home``."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
-    dagster_instance_config(str(home))
+    with dg.DagsterInstance.from_config(str(home)):
+        pass
 
 
 def test_production_dagster_yaml_validates_and_loads_as_an_instance(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    dagster_url = dagster_url_for(database_url)
+    ensure_database(dagster_url, sa.make_url(dagster_url).database or "")
+    monkeypatch.setenv("APPT_DAGSTER_PG_URL", dagster_url)
     prod = _yaml(DEPLOY / "dagster.yaml")
-    _validate_instance_config(prod, tmp_path / "schema")
     # the validator bites: run limits in two places are refused
     broken = {**prod, "run_coordinator": {**prod["run_coordinator"],
                                           "config": {"max_concurrent_runs": 9, "dequeue_interval_seconds": 1}}}
     with pytest.raises(dg.DagsterInvalidConfigError, match="max_concurrent_runs"):
         _validate_instance_config(broken, tmp_path / "broken")
+    misspelt = {**prod, "run_monitoring": {**prod["run_monitoring"], "start_timeout_secs": 180}}
+    with pytest.raises(dg.DagsterInvalidConfigError):
+        _validate_instance_config(misspelt, tmp_path / "misspelt")
 
     # installed the way the units do it (APPT_DAGSTER_YAML, `appt-pipeline db upgrade`), then loaded
-    dagster_url = dagster_url_for(database_url)
-    ensure_database(dagster_url, sa.make_url(dagster_url).database or "")
-    monkeypatch.setenv("APPT_DAGSTER_PG_URL", dagster_url)
     monkeypatch.setenv("APPT_DAGSTER_YAML", str(DEPLOY / "dagster.yaml"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     home = ensure_dagster_home()
