@@ -7,7 +7,8 @@
   renders from them (run coordinator + ``additionalInstanceConfig``) validates against Dagster's schema, with
   the same run queue;
 - the Dockerfile's install step is the README's;
-- every systemd unit's ``ExecStart`` command exists in this venv and accepts its arguments;
+- every systemd unit's ``ExecStart`` command exists in this venv and accepts its arguments, and
+  ``systemd-analyze verify`` accepts the units;
 - the production ``workspace.yaml`` loads the definitions from a gRPC code server started as its unit does.
 """
 
@@ -15,6 +16,7 @@ import configparser
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -278,6 +280,22 @@ def test_a_units_command_exists_and_accepts_its_arguments(unit: Path) -> None:
         pytest.xfail("`appt-pipeline worker` is issue 13 item 6 (Celery scale-out), not merged yet")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Usage" in proc.stdout
+
+
+def test_systemd_verifies_the_units(tmp_path: Path) -> None:
+    """``systemd-analyze verify`` (syntax, known keys, dependencies, executables) on the units, with the install
+    root mapped to this checkout and its venv; the template unit as instance ``appt-worker@1``."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    copies = []
+    for unit in UNITS:
+        name = unit.name.replace("@.service", "@1.service")
+        (tmp_path / name).write_text(unit.read_text().replace(INSTALL_ROOT, str(PROJECT_ROOT)))
+        copies.append(str(tmp_path / name))
+    proc = subprocess.run([analyze, "verify", "--man=no", *copies], capture_output=True, text=True, timeout=120)
+    output = (proc.stdout + proc.stderr).strip()
+    assert proc.returncode == 0 and "Unknown" not in output, output
 
 
 def test_the_workspace_yaml_loads_the_definitions_from_a_grpc_code_server(tmp_path: Path) -> None:
