@@ -24,6 +24,9 @@ DATABASE_URL_ENV = "APPT_DATABASE_URL"
 DAGSTER_PG_URL_ENV = "APPT_DAGSTER_PG_URL"
 HOME_ENV = "APPT_HOME"
 SECRET_KEY_ENV = "APPT_SECRET_KEY"
+#: the Dagster instance config the CLI installs into ``DAGSTER_HOME`` (default: the repo's ``dagster.yaml``;
+#: production sets ``deploy/dagster.yaml``, docs/operations.md §9)
+DAGSTER_YAML_ENV = "APPT_DAGSTER_YAML"
 
 #: Repository root (editable install): holds sql/, dagster.yaml, workspace.yaml.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -59,9 +59,24 @@ def test_instance_config_loads_with_postgres_storage(database_url: str, tmp_path
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         limits = instance.get_concurrency_config().run_queue_config
         assert limits is not None and limits.max_concurrent_runs == 4
-        assert {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in (
+        assert {"key": "appt/lane", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in (
             limits.tag_concurrency_limits
         )
+        # no limit per partition whatever the job any more: a webhook run never waits behind a reconciliation
+        assert not [lim for lim in limits.tag_concurrency_limits if lim["key"] == "dagster/partition"]
+
+
+def test_every_partitioned_job_puts_its_runs_in_a_lane_of_their_workspace_and_kind() -> None:
+    """docs/operations.md §5: dagster.yaml limits ``appt/lane``; a job whose partition runs had no lane tag would
+    escape the limit. Live work goes before manual runs and backfills (``dagster/priority``)."""
+    jobs = [j for j in defs.resolve_all_job_defs() if not j.name.startswith("__") and j.partitions_def is not None]
+    assert {j.name for j in jobs} >= {"migration_job", "reconciliation_job", "webhook_ingest_job",
+                                      "attribution_backfill_job"}
+    for job in jobs:
+        kind = job.tags["appt/kind"]
+        assert job.get_tags_for_partition_key("ws:1", selected_asset_keys=None)["appt/lane"] == f"ws:1:{kind}", job.name
+    priority = {j.name: int(j.tags.get("dagster/priority", "0")) for j in jobs}
+    assert priority["webhook_ingest_job"] > max(p for name, p in priority.items() if name != "webhook_ingest_job")
 
 
 def test_registry_sensor_adds_missing_workspaces(db: sa.Engine, database_url: str) -> None:
@@ -153,6 +168,7 @@ def test_reconciliation_schedule_requests_one_run_per_workspace_with_due_leads(
             requests = list(reconciliation_schedule(ctx))
     assert [(r.partition_key, r.run_key) for r in requests] == [("busy", f"reconcile:busy:{tick.isoformat()}")]
     assert requests[0].tags["dagster/priority"] == "1"
+    assert requests[0].tags["appt/lane"] == "busy:reconciliation"
     job_tags = defs.resolve_job_def("reconciliation_job").tags
     assert int(job_tags["dagster/priority"]) < int(requests[0].tags["dagster/priority"])
 
@@ -298,21 +314,32 @@ def _instance_with_project_limits() -> Any:
 def test_run_in_this_process_is_refused_while_a_run_of_the_workspace_is_in_flight(
     legacy_workspace: str, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Lanes (docs/operations.md §5): a run in flight blocks a run of the same workspace *and kind* only."""
     from appt_pipeline.cli.launch import RunInProgressError, conflicting_runs, run_partition_job
     from appt_pipeline_tests.helpers import add_run_in_flight
 
+    def tags(job: str, ws: str) -> dict[str, str]:
+        resolved = defs.resolve_job_def(job)
+        return {**resolved.tags, **resolved.partitioned_config.get_tags_for_partition_key(ws, job)}
+
     monkeypatch.setenv("APPT_DATABASE_URL", database_url)
     with _instance_with_project_limits() as instance:
-        assert conflicting_runs(instance, {"dagster/partition": legacy_workspace}) == []
-        busy = add_run_in_flight(instance, "reconciliation_job", legacy_workspace)
+        assert conflicting_runs(instance, tags("migration_job", legacy_workspace)) == []
+        reconciling = add_run_in_flight(instance, "reconciliation_job", legacy_workspace)
+        # another kind of the same workspace (its webhooks, its migration) may start beside the reconciliation
+        assert conflicting_runs(instance, tags("webhook_ingest_job", legacy_workspace)) == []
+        assert conflicting_runs(instance, tags("migration_job", legacy_workspace)) == []
+        # the same kind may not
+        [reason] = conflicting_runs(instance, tags("reconciliation_job", legacy_workspace))
+        assert reconciling in reason and f"appt/lane={legacy_workspace}:reconciliation" in reason
+        busy = add_run_in_flight(instance, "migration_job", legacy_workspace)
         add_run_in_flight(instance, "migration_job", "other_ws")
-        reasons = conflicting_runs(instance, {"dagster/partition": legacy_workspace})
-        assert len(reasons) == 1 and busy in reasons[0] and "dagster/partition" in reasons[0]
+        [reason] = conflicting_runs(instance, tags("migration_job", legacy_workspace))
+        assert busy in reason and f"appt/lane={legacy_workspace}:migration" in reason
         with pytest.raises(RunInProgressError, match=busy):
             run_partition_job(instance, "migration_job", legacy_workspace, queue=False)
-        assert len(instance.get_run_records()) == 2  # no run was made
-        # max_concurrent_runs (4): two more going runs of other workspaces fill the slots
-        for ws in ("x1", "x2"):
-            add_run_in_flight(instance, "migration_job", ws)
-        assert any("max_concurrent_runs" in r for r in conflicting_runs(instance, {"dagster/partition": "free"}))
+        assert len(instance.get_run_records()) == 3  # no run was made
+        # max_concurrent_runs (4): one more going run of another workspace fills the slots
+        add_run_in_flight(instance, "migration_job", "x1")
+        assert any("max_concurrent_runs" in r for r in conflicting_runs(instance, tags("migration_job", "free")))
     assert rows(sa.create_engine(database_url), "SELECT 1 FROM appointments") == []

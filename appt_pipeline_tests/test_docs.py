@@ -25,8 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 
 #: Text files of the code whose references are checked.
-CODE_DIRS = ("appt_pipeline", "appt_pipeline_tests", "bench")
-CODE_SUFFIXES = {".py", ".md", ".lua", ".sql", ".yaml", ".yml", ".toml", ".txt", ".cfg", ".ini"}
+CODE_DIRS = ("appt_pipeline", "appt_pipeline_tests", "bench", "deploy")
+CODE_SUFFIXES = {".py", ".md", ".lua", ".sql", ".yaml", ".yml", ".toml", ".txt", ".cfg", ".ini", ".service",
+                 ".conf", ".example", ".lock"}
 #: Files at the top of the repository that are also checked for paths outside it.
 TOP_FILES = ("README.md", "dagster.yaml", "workspace.yaml", "pyproject.toml")
 
@@ -57,7 +58,7 @@ def _code_files() -> list[Path]:
     files = []
     for d in CODE_DIRS:
         for p in sorted((ROOT / d).rglob("*")):
-            if p.is_file() and p.suffix in CODE_SUFFIXES and "__pycache__" not in p.parts:
+            if p.is_file() and (p.suffix in CODE_SUFFIXES or p.name == "Dockerfile") and "__pycache__" not in p.parts:
                 files.append(p)
     return files
 

@@ -289,7 +289,7 @@ def test_run_is_refused_while_a_run_of_the_workspace_is_in_flight(db: sa.Engine,
     _fresh_dagster_database(cli_env)
     assert _cli(["db", "upgrade"], cli_env).returncode == 0  # creates DAGSTER_HOME and the Dagster database
     with _cli_instance(cli_env) as instance:
-        busy = add_run_in_flight(instance, "reconciliation_job", "wsc")
+        busy = add_run_in_flight(instance, "migration_job", "wsc")  # the same lane: wsc:migration
         refused = _cli(["run", "migration_job", "--workspace", "wsc"], cli_env)
         assert refused.returncode == 1, refused.stderr[-3000:]
         assert "running in this process" in refused.stderr and busy in refused.stderr
@@ -328,6 +328,7 @@ def test_run_goes_through_the_queue_when_a_daemon_runs(db: sa.Engine, cli_env: d
             assert run is not None and run.status.value == "SUCCESS"
             # queued through the coordinator: the job's own tags (priority, max runtime) and the partition
             assert run.tags["dagster/partition"] == "wsq" and "dagster/max_runtime" in run.tags
+            assert run.tags["appt/lane"] == "wsq:migration"
             assert instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_ENQUEUED)
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)

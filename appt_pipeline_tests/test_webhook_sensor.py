@@ -39,6 +39,7 @@ def test_one_run_per_workspace_with_deterministic_keys_and_new_partitions(db: sa
         result = evaluate(instance, database_url)
         assert [(r.partition_key, r.run_key) for r in result.run_requests] == [
             ("wsA", "webhooks:wsA:2-2:0"), ("wsB", "webhooks:wsB:3-1:0")]
+        assert [r.tags["appt/lane"] for r in result.run_requests] == ["wsA:webhooks", "wsB:webhooks"]
         [add] = result.dynamic_partitions_requests
         assert list(add.partition_keys) == ["wsB"]
         # same rows still pending after those runs ended (failed): the next tick retries with a new key
@@ -101,4 +102,4 @@ def test_run_partition_job_uses_the_named_jobs_own_config(db: sa.Engine, databas
         assert outcome.metadata["appointment_history"]["evidence"] == "webhooks"
         assert outcome.metadata["appointment_history"]["processed"] == 1
         run = instance.get_run_by_id(outcome.run_id)
-        assert run is not None and run.tags["dagster/partition"] == "ws1"
+        assert run is not None and run.tags["dagster/partition"] == "ws1" and run.tags["appt/lane"] == "ws1:webhooks"

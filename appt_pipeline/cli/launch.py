@@ -142,6 +142,14 @@ def _partition_run_config(job_name: str, workspace_id: str) -> dict[str, Any]:
     return dict(partitioned.get_run_config_for_partition_key(workspace_id)) if partitioned else {}
 
 
+def _partition_tags(job_name: str, workspace_id: str) -> dict[str, str]:
+    # the partition and the job's own tags for it: its lane ``appt/lane = <workspace>:<kind>`` (docs/operations.md
+    # §5), which dagster.yaml's run queue limits; neither execute_job nor `dagster job launch` adds them
+    partitioned = get_job(job_name).partitioned_config
+    tags = dict(partitioned.get_tags_for_partition_key(workspace_id, job_name)) if partitioned else {}
+    return {**tags, PARTITION_TAG: workspace_id}
+
+
 def _as_dict(run_config: dg.RunConfig | Mapping[str, Any]) -> dict[str, Any]:
     return run_config.to_config_dict() if isinstance(run_config, dg.RunConfig) else dict(run_config)
 
@@ -166,7 +174,7 @@ def run_partition_job(
     """
     ensure_partitions(instance, [workspace_id])
     config = _as_dict(run_config) if run_config is not None else _partition_run_config(job_name, workspace_id)
-    tags = {PARTITION_TAG: workspace_id}
+    tags = _partition_tags(job_name, workspace_id)
     if daemon_running(instance) if queue is None else queue:
         run_id = _submit(job_name, tags, config)
         _follow(instance, run_id)

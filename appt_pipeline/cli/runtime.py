@@ -17,7 +17,13 @@ from pathlib import Path
 import psycopg
 import sqlalchemy as sa
 
-from appt_pipeline.settings import DAGSTER_PG_URL_ENV, DATABASE_URL_ENV, PROJECT_ROOT, appt_home
+from appt_pipeline.settings import (
+    DAGSTER_PG_URL_ENV,
+    DAGSTER_YAML_ENV,
+    DATABASE_URL_ENV,
+    PROJECT_ROOT,
+    appt_home,
+)
 from appt_pipeline.store.embedded import DatabaseNotReady, DatabaseUrls, resolve_database_urls
 from appt_pipeline.store.engine import get_engine, redact_url
 from appt_pipeline.store.schema import UpgradeResult, pending_versions, schema_state, upgrade
@@ -39,10 +45,15 @@ class Runtime:
 
 
 def ensure_dagster_home() -> Path:
-    """``$DAGSTER_HOME`` (default ``$APPT_HOME/dagster_home``) holding the project's ``dagster.yaml``."""
+    """``$DAGSTER_HOME`` (default ``$APPT_HOME/dagster_home``) holding the project's ``dagster.yaml`` — or the
+    file ``APPT_DAGSTER_YAML`` names (production: ``deploy/dagster.yaml``, docs/operations.md §9).
+
+    Raises FileNotFoundError when ``APPT_DAGSTER_YAML`` names no file."""
     home = Path(os.environ.get("DAGSTER_HOME") or appt_home() / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
-    source = PROJECT_ROOT / "dagster.yaml"
+    source = Path(os.environ.get(DAGSTER_YAML_ENV) or PROJECT_ROOT / "dagster.yaml")
+    if not source.is_file():
+        raise FileNotFoundError(f"{DAGSTER_YAML_ENV}={source} is not a file")
     target = home / "dagster.yaml"
     if not target.exists() or target.read_bytes() != source.read_bytes():
         shutil.copyfile(source, target)

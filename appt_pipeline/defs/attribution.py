@@ -17,7 +17,7 @@ import dagster as dg
 
 from appt_pipeline.defs.partitions import workspace_partitions
 from appt_pipeline.defs.resources import AppDatabase, ProviderClients
-from appt_pipeline.defs.runs import MAX_RUNTIME_TAG, WRITER_POOL
+from appt_pipeline.defs.runs import KIND_TAG, MANUAL_PRIORITY, MAX_RUNTIME_TAG, PRIORITY_TAG, WRITER_POOL, lane_config
 from appt_pipeline.pipelines.accounts import WorkspaceNotConfigured
 from appt_pipeline.pipelines.attribution import (
     DEFAULT_BATCH_SIZE,
@@ -139,5 +139,6 @@ attribution_backfill_job = dg.define_asset_job(
     selection=[calendar_attribution],
     description="SPEC §9: fill a workspace's missing calendar attribution from its providers and report coverage.",
     # batches with pauses, at most 5,000 rows a run: an hour is a stuck run
-    tags={"appt/kind": "attribution", MAX_RUNTIME_TAG: "3600"},
+    config=lane_config("attribution"),
+    tags={KIND_TAG: "attribution", PRIORITY_TAG: MANUAL_PRIORITY, MAX_RUNTIME_TAG: "3600"},
 )

@@ -1,7 +1,10 @@
 """Jobs, all partitioned by workspace (partitioning inferred from the selected assets).
 
-Each job supplies its own evidence config (:func:`appt_pipeline.defs.evidence.history_run_config`) and a
-``dagster/max_runtime`` tag (seconds): run monitoring fails a run still going after that long.
+Each job supplies its own evidence config (:func:`appt_pipeline.defs.evidence.history_run_config`) as a
+partitioned config that also gives every run of a workspace its lane tag (``appt/lane =
+<workspace>:<kind>``, :func:`appt_pipeline.defs.runs.lane_config`; docs/operations.md §5), a ``dagster/priority``
+(live work first) and a ``dagster/max_runtime`` tag (seconds): run monitoring fails a run still going after
+that long.
 """
 
 import dagster as dg
@@ -14,9 +17,18 @@ from appt_pipeline.defs.evidence import (
     WebhookEvidence,
     history_run_config,
 )
-from appt_pipeline.defs.runs import MAX_RUNTIME_TAG, PRIORITY_TAG
+from appt_pipeline.defs.runs import (
+    KIND_TAG,
+    MANUAL_PRIORITY,
+    MAX_RUNTIME_TAG,
+    PRIORITY_TAG,
+    SCHEDULED_PRIORITY,
+    WEBHOOK_PRIORITY,
+    lane_config,
+)
 
-__all__ = ["RUN_LOGGERS", "migration_job", "reconciliation_job", "webhook_ingest_job"]
+__all__ = ["MANUAL_PRIORITY", "RUN_LOGGERS", "SCHEDULED_PRIORITY", "WEBHOOK_PRIORITY", "migration_job",
+           "reconciliation_job", "webhook_ingest_job"]
 
 #: A workspace's migration: ~20 s per 100k leads measured (bench.migration); an hour is far beyond that.
 MIGRATION_MAX_RUNTIME_S = 3600
@@ -29,31 +41,24 @@ migration_job = dg.define_asset_job(
     "migration_job",
     selection=dg.AssetSelection.assets(appointment_history_and_rollups),
     description="SPEC §5: migrate a workspace's legacy lead rollups into the appointment history.",
-    config=history_run_config(MigrationEvidence(apply=True)),
-    tags={"appt/kind": "migration", MAX_RUNTIME_TAG: str(MIGRATION_MAX_RUNTIME_S)},
+    config=lane_config("migration", history_run_config(MigrationEvidence(apply=True))),
+    tags={KIND_TAG: "migration", PRIORITY_TAG: MANUAL_PRIORITY, MAX_RUNTIME_TAG: str(MIGRATION_MAX_RUNTIME_S)},
 )
-
-#: Priority of runs launched from the UI or by backfills; the schedule's runs go first (SPEC §6).
-MANUAL_PRIORITY = "-1"
-SCHEDULED_PRIORITY = "1"
 
 reconciliation_job = dg.define_asset_job(
     "reconciliation_job",
     selection=dg.AssetSelection.assets(appointment_history_and_rollups),
     description="SPEC §6: poll the workspace's provider for its due leads and apply what it says.",
-    config=history_run_config(ReconciliationEvidence(apply=True)),
-    tags={"appt/kind": "reconciliation", PRIORITY_TAG: MANUAL_PRIORITY,
+    config=lane_config("reconciliation", history_run_config(ReconciliationEvidence(apply=True))),
+    tags={KIND_TAG: "reconciliation", PRIORITY_TAG: MANUAL_PRIORITY,
           MAX_RUNTIME_TAG: str(RECONCILIATION_MAX_RUNTIME_S)},
 )
-
-#: Webhook runs apply what a provider just pushed: ahead of the reconciliation schedule's runs.
-WEBHOOK_PRIORITY = "2"
 
 webhook_ingest_job = dg.define_asset_job(
     "webhook_ingest_job",
     selection=dg.AssetSelection.assets(appointment_history_and_rollups),
     description="SPEC §7: apply the workspace's pending webhook staging rows (source WEBHOOK); "
     "launched by webhook_events_sensor.",
-    config=history_run_config(WebhookEvidence(apply=True)),
-    tags={"appt/kind": "webhooks", PRIORITY_TAG: WEBHOOK_PRIORITY, MAX_RUNTIME_TAG: str(WEBHOOK_MAX_RUNTIME_S)},
+    config=lane_config("webhooks", history_run_config(WebhookEvidence(apply=True))),
+    tags={KIND_TAG: "webhooks", PRIORITY_TAG: WEBHOOK_PRIORITY, MAX_RUNTIME_TAG: str(WEBHOOK_MAX_RUNTIME_S)},
 )

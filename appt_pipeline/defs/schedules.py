@@ -7,7 +7,7 @@ import dagster as dg
 from appt_pipeline.defs.jobs import SCHEDULED_PRIORITY, reconciliation_job
 from appt_pipeline.defs.partitions import workspace_partitions
 from appt_pipeline.defs.resources import AppDatabase
-from appt_pipeline.defs.runs import PRIORITY_TAG
+from appt_pipeline.defs.runs import PRIORITY_TAG, job_kind, lane_tags
 from appt_pipeline.store.reconcile import count_due_leads
 from appt_pipeline.store.workspaces import connected_workspaces
 
@@ -25,8 +25,9 @@ def reconciliation_schedule(
 ) -> Iterator[dg.RunRequest] | dg.SkipReason:
     """One run request per connected workspace with due leads; run keys are deterministic per tick and workspace.
 
-    The ``dagster/partition`` tag limit in dagster.yaml keeps at most one run per workspace in flight;
-    these runs carry a higher ``dagster/priority`` than UI-launched runs and backfills.
+    Each run carries its lane tag ``appt/lane = <workspace>:reconciliation``: dagster.yaml keeps at most one
+    reconciliation per workspace in flight, beside (never in front of) its webhook runs (docs/operations.md
+    §5); these runs carry a higher ``dagster/priority`` than UI-launched runs and backfills.
     """
     tick = context.scheduled_execution_time
     stamp = tick.isoformat() if tick else "manual"
@@ -37,7 +38,8 @@ def reconciliation_schedule(
                if ws in partitions}
     requests = [
         dg.RunRequest(partition_key=ws, run_key=f"reconcile:{ws}:{stamp}",
-                      tags={PRIORITY_TAG: SCHEDULED_PRIORITY, "appt/due_leads": str(n)})
+                      tags={PRIORITY_TAG: SCHEDULED_PRIORITY, "appt/due_leads": str(n),
+                            **lane_tags(ws, job_kind(reconciliation_job.tags))})
         for ws, n in due.items() if n > 0
     ]
     if not requests:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from appt_pipeline.defs.jobs import webhook_ingest_job
 from appt_pipeline.defs.partitions import workspace_partitions
 from appt_pipeline.defs.resources import AppDatabase
-from appt_pipeline.defs.runs import IN_FLIGHT_STATUSES, PARTITION_TAG
+from appt_pipeline.defs.runs import IN_FLIGHT_STATUSES, PARTITION_TAG, job_kind, lane_tags
 from appt_pipeline.store.webhook_events import pending_workspaces
 
 
@@ -54,6 +54,8 @@ def webhook_events_sensor(
     pending state requested per workspace, and the attempt number grows only when the same rows are
     still pending after that run ended (it failed), so a failed run is retried on a later tick
     instead of being deduplicated away. Workspaces without a partition yet get one in the same tick.
+    Each run carries its lane tag ``appt/lane = <workspace>:webhooks`` (docs/operations.md §5): it waits for
+    nothing but a webhook run of the same workspace, not for a reconciliation or backfill of it.
     """
     with app_db.engine().connect() as conn:
         pending = pending_workspaces(conn)
@@ -82,7 +84,8 @@ def webhook_events_sensor(
         requests.append(dg.RunRequest(
             run_key=f"webhooks:{p.workspace_id}:{state}:{attempt}",
             partition_key=p.workspace_id,
-            tags={"appt/pending_rows": str(p.pending)},
+            # the lane (also added by the job's partitioned config): never behind the workspace's other runs
+            tags={"appt/pending_rows": str(p.pending), **lane_tags(p.workspace_id, job_kind(webhook_ingest_job.tags))},
         ))
     if not requests and not new_partitions:
         return dg.SkipReason(f"{len(pending)} workspace(s) with pending rows all have a webhook run in flight")

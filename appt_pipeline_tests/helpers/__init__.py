@@ -127,9 +127,15 @@ class ApptRow:
 def add_run_in_flight(instance: dg.DagsterInstance, job_name: str, workspace_id: str,
                       status: dg.DagsterRunStatus | None = None) -> str:
     """Record a run of ``job_name`` for partition ``workspace_id`` as going (default STARTED) in ``instance``,
-    with public API only; returns its id."""
+    with the tags a launched run of it carries (the job's, the partition, its lane ``appt/lane``), with public API
+    only; returns its id."""
+    from appt_pipeline.definitions import defs
+
+    job = defs.resolve_job_def(job_name)
+    partition_tags = job.partitioned_config.get_tags_for_partition_key(workspace_id, job_name) \
+        if job.partitioned_config else {}
     run = dg.DagsterRun(job_name=job_name, run_id=str(uuid.uuid4()), status=status or dg.DagsterRunStatus.STARTED,
-                        tags={"dagster/partition": workspace_id})
+                        tags={**job.tags, **partition_tags, "dagster/partition": workspace_id})
     return instance.add_run(run).run_id
 
 
