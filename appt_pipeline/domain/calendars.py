@@ -50,3 +50,15 @@ def configured_calendars(workspace: Mapping[str, Any]) -> list[CalendarRef]:
     if direct and direct != default:
         refs.append(CalendarRef(provider, direct, AvailabilitySource.DIRECT_BOOK))
     return refs
+
+
+def booking_calendar(workspace: Mapping[str, Any], availability_source: AvailabilitySource) -> CalendarRef | None:
+    """The calendar / event type a booking uses (SPEC §8, the original's rule): DIRECT_BOOK the direct-book one
+    when it is set (and differs from the default), else the default; DEFAULT the default. The ref carries the
+    ``availability_source`` its free slots are stored under (a DIRECT_BOOK request served by the default
+    calendar reads the DEFAULT slots). ``None`` when the workspace has no calendar for it."""
+    refs = configured_calendars(workspace)
+    by_source = {ref.availability_source: ref for ref in refs}
+    if availability_source is AvailabilitySource.DIRECT_BOOK and AvailabilitySource.DIRECT_BOOK in by_source:
+        return by_source[AvailabilitySource.DIRECT_BOOK]
+    return by_source.get(AvailabilitySource.DEFAULT)

@@ -8,7 +8,9 @@ Every API request (anything not under ``/_admin``) passes, in this order:
    from here on the request is *accepted* and counted in :class:`~.common.Accounting`;
 4. injected latency / timeout stall;
 5. an injected 5xx (before the handler runs, or after it, see ``FaultSettings.error_phase``);
-6. provider pre-checks (GHL ``Version`` header) and the route handler.
+6. provider pre-checks (GHL ``Version`` header) and the route handler;
+7. an injected stall after the handler (``FaultSettings.timeout_phase="after"``): the request took
+   effect, its answer comes too late for the client.
 
 The provider's rate-limit headers are added to every response after step 3.
 
@@ -341,6 +343,8 @@ class SimulatorBase:
             response = self._precheck(request, principal) or await call_next(request)
             if decision.error_status is not None:
                 response = self.server_error(request, decision.error_status)
+        if decision.delay_after:
+            await self.stopper.sleep(decision.delay_after)
         response.headers.update(headers)
         self.accounting.record(RequestRecord(at, account, method, path, response.status_code, "accepted"))
         return response
