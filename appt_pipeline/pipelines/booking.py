@@ -71,6 +71,7 @@ from appt_pipeline.domain.redaction import mask_pii
 from appt_pipeline.domain.rules import utc_now
 from appt_pipeline.domain.vocab import AvailabilitySource, Provider, Source, Status, UnknownStatusError
 from appt_pipeline.pipelines.accounts import ProviderAccount, WorkspaceNotConfigured, load_provider_account
+from appt_pipeline.pipelines.availability import refresh_workspace_availability
 from appt_pipeline.pipelines.clients import ClientFactory
 from appt_pipeline.pipelines.reconciliation import check_lead
 from appt_pipeline.providers.calendly import CalendlyClient
@@ -78,6 +79,7 @@ from appt_pipeline.providers.ghl import GhlClient
 from appt_pipeline.providers.http import ErrorKind, ProviderError
 from appt_pipeline.providers.normalize import calendly_observation, ghl_observation
 from appt_pipeline.settings import SECRET_KEY_ENV
+from appt_pipeline.store.availability import StoredSlots, stored_free_slots
 from appt_pipeline.store.booking_requests import (
     BookingContext,
     BookingRow,
@@ -418,10 +420,7 @@ class _Booking:
     async def _slot_is_free(self, calendar: CalendarRef) -> bool | None:
         """Whether the slot is a fresh stored free slot of ``calendar``, after one refresh of that calendar when
         it is not (or the slots are stale); ``None`` when the refresh failed (the provider is unavailable)."""
-        from appt_pipeline.pipelines.availability import refresh_workspace_availability
-        from appt_pipeline.store.availability import stored_free_slots
-
-        def stored() -> Any:
+        def stored() -> StoredSlots:
             with self.engine.connect() as conn:
                 return stored_free_slots(conn, self.ws, calendar, now=self.now)
 
