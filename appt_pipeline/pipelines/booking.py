@@ -430,7 +430,7 @@ class _Booking:
         report = await refresh_workspace_availability(self.engine, self.factory, self.ws, now=self.now,
                                                       account=await asyncio.to_thread(self._load_account),
                                                       only=calendar)
-        refreshed = report.calendar(calendar)
+        refreshed = report.result_for(calendar)
         if refreshed is None or not refreshed.ok:
             return None
         slots = await asyncio.to_thread(stored)

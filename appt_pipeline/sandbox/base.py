@@ -352,10 +352,10 @@ class SimulatorBase:
             response = self._precheck(request, principal) or await call_next(request)
             if decision.error_status is not None:
                 response = self.server_error(request, decision.error_status)
-        if decision.delay_after:
-            await self.stopper.sleep(decision.delay_after)
         response.headers.update(headers)
         self.accounting.record(RequestRecord(at, account, method, path, response.status_code, "accepted", query))
+        if decision.delay_after:  # the request took effect (and is logged); its answer comes late
+            await self.stopper.sleep(decision.delay_after)
         return response
 
     # ------------------------------------------------------------------ the app
