@@ -6,7 +6,9 @@ never depend on the wall-clock date. Provider calls are counted at the simulator
 
 import asyncio
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,9 +34,12 @@ from appt_pipeline.sandbox import (
     GhlSimulator,
     SimulatorServer,
 )
+from appt_pipeline.service import ServiceSettings, create_app
+from appt_pipeline.store.tokens import create_token
 from appt_pipeline.store.workspaces import set_secret, set_workspace
 from appt_pipeline.store.write_path import write_observations
-from appt_pipeline_tests.helpers import QUICK_RETRY, SECRET_KEY, ghl, rows
+from appt_pipeline_tests.helpers import QUICK_RETRY, SECRET_KEY, ghl, rows, working_day_slot
+from appt_pipeline_tests.helpers.cli import cli_env, one_json, run_cli
 
 NOW = datetime(2031, 3, 3, 6, 0, tzinfo=UTC)  # a Monday, 06:00 UTC (before working hours)
 SLOT = NOW.replace(hour=15)  # Monday 15:00 UTC: a free slot of every calendar below
@@ -455,3 +460,131 @@ def test_account_can_be_given(db: sa.Engine, ghl_sim: tuple[GhlSimulator, str]) 
     _lead(db, "la", contact="c_a")
     account = load_provider_account(db, WS, SECRET_KEY)
     assert _book(db, "la", account=account).state is BookingState.BOOKED
+
+
+# ----------------------------------------------------------------------------------- the HTTP route and the CLI
+# The service and the command run on the real clock, so these tests use a simulator on the real clock too and an
+# explicit free slot: 15:00 UTC on the third working day from today (inside the calendar's hours, any date).
+
+
+@pytest.fixture(scope="module")
+def service(database_url: str) -> Iterator[SimulatorServer]:
+    with SimulatorServer(create_app(ServiceSettings(database_url=database_url, secret_key=SECRET_KEY))) as srv:
+        yield srv
+
+
+@pytest.fixture()
+def live_ghl() -> Iterator[tuple[GhlSimulator, str]]:
+    seed = GhlSeed(locations=[GhlLocation(
+        id="loc1", token="tok-ghl-1", timezone="UTC", calendars=[GhlCalendar(id="cal_a"), GhlCalendar(id="cal_b")],
+        contacts=[GhlContact(email="a@example.com", id="c_a"), GhlContact(email="b@example.com", id="c_b")])])
+    sim = GhlSimulator(seed)
+    with SimulatorServer(sim) as server:
+        yield sim, server.base_url
+
+
+def _api(service: SimulatorServer, token: str) -> httpx.Client:
+    return httpx.Client(base_url=f"{service.base_url}/api/v1/workspaces/{WS}/leads", timeout=30,
+                        headers={"Authorization": f"Bearer {token}"})
+
+
+def test_http_route_answers(db: sa.Engine, service: SimulatorServer, live_ghl: tuple[GhlSimulator, str]) -> None:
+    sim, url = live_ghl
+    _ghl_ws(db, url)
+    _lead(db, "la", contact="c_a")
+    _lead(db, "lb", contact="c_b", auto=False)
+    slot = working_day_slot(3)
+    token = create_token(db, WS, "read,book").token
+    with _api(service, token) as api:
+        first = api.post("/la/bookings", json={"slot_start": slot}, headers={"Idempotency-Key": "h1"})
+        assert first.status_code == 201, first.text
+        body = first.json()
+        assert (body["state"], body["idempotency_key"]) == ("booked", "h1")
+        item = body["appointment"]
+        assert (item["source"], item["ghl_calendar_id"], item["status"], item["provider"]) == (
+            "AUTO_BOOK", "cal_a", "CONFIRMED", "GHL")
+        assert parse_slot(item["start_at"]) == parse_slot(slot) and first.headers["cache-control"] == "no-store"
+        replay = api.post("/la/bookings", json={"slot_start": slot}, headers={"Idempotency-Key": "h1"})
+        assert (replay.status_code, replay.json()) == (200, body)
+        other = api.post("/la/bookings", json={"slot_start": slot, "source": "MANUAL"},
+                         headers={"Idempotency-Key": "h1"})
+        assert (other.status_code, other.json()["reason"]) == (409, "idempotency_key_reused")
+        again = api.post("/la/bookings", json={"slot_start": working_day_slot(4)}, headers={"Idempotency-Key": "h2"})
+        assert (again.status_code, again.json()["reason"], again.json()["state"]) == (409, "already_booked", "refused")
+        off = api.post("/lb/bookings", json={"slot_start": slot}, headers={"Idempotency-Key": "h3"})
+        assert (off.status_code, off.json()["reason"]) == (409, "auto_book_disabled")
+        # malformed: no key, a body field too many, no slot, a slot that is not ISO-8601, one in the past
+        assert api.post("/lb/bookings", json={"slot_start": slot}).status_code == 422
+        assert api.post("/lb/bookings", json={"slot_start": slot, "email": "x@example.com"},
+                        headers={"Idempotency-Key": "h4"}).status_code == 422
+        assert api.post("/lb/bookings", json={}, headers={"Idempotency-Key": "h4"}).status_code == 422
+        bad = api.post("/lb/bookings", json={"slot_start": "next tuesday"}, headers={"Idempotency-Key": "h4"})
+        assert (bad.status_code, bad.json()) == (422, {"error": "invalid_slot"})
+        past = api.post("/lb/bookings", json={"slot_start": "2020-01-06T15:00:00Z", "source": "MANUAL"},
+                        headers={"Idempotency-Key": "h4"})
+        assert (past.status_code, past.json()) == (422, {"error": "slot_in_past"})
+        unknown = api.post("/nobody/bookings", json={"slot_start": slot}, headers={"Idempotency-Key": "h5"})
+        assert (unknown.status_code, unknown.json()) == (404, {"error": "unknown_lead"})
+    read_only = create_token(db, WS, "read").token
+    with _api(service, read_only) as api:
+        denied = api.post("/la/bookings", json={"slot_start": slot}, headers={"Idempotency-Key": "h1"})
+        assert (denied.status_code, denied.json()) == (403, {"error": "missing_scope"})
+    assert _posts(sim) == 1
+    assert {(r.idempotency_key, r.state) for r in _requests(db)} == {
+        ("h1", "booked"), ("h2", "refused"), ("h3", "refused")}
+
+
+def test_http_twenty_concurrent_requests_and_provider_down(
+        db: sa.Engine, service: SimulatorServer, live_ghl: tuple[GhlSimulator, str]) -> None:
+    sim, url = live_ghl
+    _ghl_ws(db, url)
+    _lead(db, "la", contact="c_a")
+    _lead(db, "lb", contact="c_b")
+    slot = working_day_slot(3)
+    token = create_token(db, WS, "read,book").token
+
+    def post(_: int) -> httpx.Response:
+        with _api(service, token) as api:
+            return api.post("/la/bookings", json={"slot_start": slot}, headers={"Idempotency-Key": "c20"})
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(post, range(20)))
+    assert sorted(a.status_code for a in answers) == [200] * 19 + [201]
+    assert len({a.json()["appointment"]["id"] for a in answers}) == 1
+    assert _posts(sim) == 1
+    sim.faults.configure(error_rate=1.0, error_statuses=(503,))
+    with _api(service, token) as api:
+        down = api.post("/lb/bookings", json={"slot_start": slot}, headers={"Idempotency-Key": "d1"})
+        assert down.status_code == 503 and down.headers["retry-after"]
+        assert down.json() == {"error": "provider_unavailable", "state": "pending", "idempotency_key": "d1"}
+        sim.faults.clear()
+        done = api.post("/lb/bookings", json={"slot_start": working_day_slot(5)}, headers={"Idempotency-Key": "d2"})
+        assert done.status_code == 201, done.text
+        retried = api.post("/lb/bookings", json={"slot_start": slot}, headers={"Idempotency-Key": "d1"})
+        assert (retried.status_code, retried.json()["reason"]) == (409, "already_booked")
+
+
+def test_cli_book(db: sa.Engine, database_url: str, tmp_path: Path, live_ghl: tuple[GhlSimulator, str]) -> None:
+    sim, url = live_ghl
+    _ghl_ws(db, url, auto=False)
+    _lead(db, "la", contact="c_a")
+    env = cli_env(tmp_path, database_url, APPT_SECRET_KEY=SECRET_KEY)
+    slot = working_day_slot(3)
+    args = ("book", "--workspace", WS, "--lead", "la", "--slot", slot, "--json")
+    refused = run_cli(env, *args, "--idempotency-key", "cli-1")
+    assert refused.returncode == 1, refused.stderr
+    assert one_json(refused)["reason"] == "auto_book_disabled"
+    booked = run_cli(env, *args, "--manual", "--availability-source", "DIRECT_BOOK", "--idempotency-key", "cli-2")
+    assert booked.returncode == 0, booked.stderr
+    out = one_json(booked)
+    assert (out["state"], out["replay"], out["appointment"]["source"], out["appointment"]["ghl_calendar_id"]) == (
+        "booked", False, "MANUAL", "cal_b")
+    replay = run_cli(env, *args, "--manual", "--availability-source", "DIRECT_BOOK", "--idempotency-key", "cli-2")
+    assert replay.returncode == 0 and one_json(replay)["replay"] is True
+    assert _posts(sim) == 1
+    bad = run_cli(env, "book", "--workspace", WS, "--lead", "la", "--slot", "soon")
+    assert bad.returncode == 2 and "invalid_slot" in bad.stderr
+    unknown = run_cli(env, "book", "--workspace", WS, "--lead", "ghost", "--slot", slot)
+    assert unknown.returncode == 2 and "unknown_lead" in unknown.stderr
+    human = run_cli(env, "book", "--workspace", WS, "--lead", "la", "--slot", slot, "--manual")
+    assert human.returncode == 1 and "already_booked" in human.stderr and "idempotency key cli-" in human.stderr
