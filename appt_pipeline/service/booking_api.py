@@ -16,7 +16,7 @@ Answers (the work is :func:`appt_pipeline.pipelines.booking.book`):
 * **409** a refusal ``{"reason", "state": "refused", "idempotency_key", "message"}`` — ``already_booked``,
   ``auto_book_disabled``, ``slot_unavailable``, ``provider_refused`` (``message``: the provider's, masked),
   ``idempotency_key_reused``, ``not_booked``;
-* **404** ``unknown_lead``; **422** a malformed request (``{"detail": …}`` for the body / header shape,
+* **404** ``unknown_lead``; **400** a body that cannot be decoded; **422** a malformed request (``{"detail": …}`` for the body / header shape,
   ``{"error": <reason>}`` for values the booking refuses to carry out: ``invalid_slot``, ``slot_in_past``,
   ``lead_without_contact``, ``lead_without_email``, ``calendar_not_configured``, ``provider_not_configured``,
   ``invalid_timezone``, …); **503** ``provider_unavailable`` (nothing was booked, the request stays pending:
@@ -101,6 +101,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": BookingAnswer, "description": "a replay of the key: the first answer (booked)"},
     202: {"model": BookingAnswer, "description": "`unknown`: the provider may have booked; send the same request "
                                                  "again to have the lead reconciled"},
+    400: {"description": "the body cannot be decoded (not UTF-8 / not JSON)"},
     409: {"model": BookingRefusal, "description": "refused: `already_booked`, `auto_book_disabled`, "
                                                   "`slot_unavailable`, `provider_refused`, `idempotency_key_reused`, "
                                                   "`not_booked`"},
