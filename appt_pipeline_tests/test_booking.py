@@ -279,6 +279,27 @@ def test_provider_refused_with_its_message_masked(db: sa.Engine, ghl_sim: tuple[
     assert _book(db, "la").replay and _posts(sim) == 1  # the refusal is the key's answer
 
 
+def test_calendly_refuses_a_taken_slot_and_a_free_one_is_booked_on_the_direct_event_type(
+        db: sa.Engine, calendly_sim: tuple[CalendlySimulator, str]) -> None:
+    sim, url = calendly_sim
+    _calendly_ws(db, url)
+    _lead(db, "lc", email="carol@example.com")
+
+    async def refresh() -> None:
+        async with httpx.AsyncClient() as http:
+            await refresh_workspace_availability(db, ClientFactory(http, OPTIONS), WS, now=NOW, secret_key=SECRET_KEY)
+
+    asyncio.run(refresh())
+    sim.book(INTRO, SLOT, "someone@example.com", name="Someone", timezone="UTC")  # taken after the refresh
+    taken = _book(db, "lc")
+    assert (taken.state, taken.reason) == (BookingState.REFUSED, "provider_refused")
+    assert "no longer available" in (taken.message or "") and "@" not in (taken.message or "")
+    direct = _book(db, "lc", SLOT2, key="k2", availability_source=AvailabilitySource.DIRECT_BOOK)
+    assert direct.state is BookingState.BOOKED
+    (appt,) = _appointments(db)
+    assert appt.calendly_event_type_uri == DIRECT and _posts(sim, "/invitees") == 2
+
+
 def test_same_key_with_another_request_is_refused_and_the_first_answer_kept(
         db: sa.Engine, ghl_sim: tuple[GhlSimulator, str]) -> None:
     sim, url = ghl_sim

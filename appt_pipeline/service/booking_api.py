@@ -16,12 +16,12 @@ Answers (the work is :func:`appt_pipeline.pipelines.booking.book`):
 * **409** a refusal ``{"reason", "state": "refused", "idempotency_key", "message"}`` — ``already_booked``,
   ``auto_book_disabled``, ``slot_unavailable``, ``provider_refused`` (``message``: the provider's, masked),
   ``idempotency_key_reused``, ``not_booked``;
-* **404** ``unknown_lead``; **400** a body that cannot be decoded; **422** a malformed request (``{"detail": …}`` for the body / header shape,
-  ``{"error": <reason>}`` for values the booking refuses to carry out: ``invalid_slot``, ``slot_in_past``,
-  ``lead_without_contact``, ``lead_without_email``, ``calendar_not_configured``, ``provider_not_configured``,
-  ``invalid_timezone``, …); **503** ``provider_unavailable`` (nothing was booked, the request stays pending:
-  retry with the same key), ``request_in_progress`` (a request with the same key is still being worked) or
-  ``database_unavailable``, with ``Retry-After``.
+* **404** ``unknown_lead``; **400** a body that cannot be decoded; **422** a malformed request (``{"detail": …}``
+  for the body / header shape, ``{"error": <reason>}`` for values the booking refuses to carry out:
+  ``invalid_slot``, ``slot_in_past``, ``lead_without_contact``, ``lead_without_email``, ``calendar_not_configured``,
+  ``provider_not_configured``, ``invalid_timezone``, …); **503** ``provider_unavailable`` (nothing was booked, the
+  request stays pending: retry with the same key), ``request_in_progress`` (a request with the same key is still
+  being worked) or ``database_unavailable``, with ``Retry-After``.
 """
 
 import asyncio
