@@ -609,3 +609,28 @@ def test_cli_book(db: sa.Engine, database_url: str, tmp_path: Path, live_ghl: tu
     assert unknown.returncode == 2 and "unknown_lead" in unknown.stderr
     human = run_cli(env, "book", "--workspace", WS, "--lead", "la", "--slot", slot, "--manual")
     assert human.returncode == 1 and "already_booked" in human.stderr and "idempotency key cli-" in human.stderr
+
+
+def test_two_keys_for_one_lead_at_once_book_it_once(db: sa.Engine, ghl_sim: tuple[GhlSimulator, str]) -> None:
+    """Bookings of one lead are worked one at a time: of two concurrent requests with different keys (and slots)
+    one books, the other then sees ``already_booked``; of two leads' concurrent requests with one key, one owns
+    the key and the other is ``idempotency_key_reused``."""
+    sim, url = ghl_sim
+    _ghl_ws(db, url)
+    for lead, contact in (("la", "c_a"), ("lb", "c_b"), ("lc", "c_o")):
+        _lead(db, lead, contact=contact)
+
+    async def run(*calls: tuple[str, datetime, str]) -> list[BookingResult]:
+        async with httpx.AsyncClient() as http:
+            factory = ClientFactory(http, OPTIONS)
+            return await asyncio.gather(*[book(db, factory, WS, lead, slot, idempotency_key=key, now=NOW,
+                                               secret_key=SECRET_KEY) for lead, slot, key in calls])
+
+    same_lead = asyncio.run(run(("la", SLOT, "x1"), ("la", SLOT2, "x2")))
+    assert sorted((r.state, r.reason or "") for r in same_lead) == [
+        (BookingState.BOOKED, ""), (BookingState.REFUSED, "already_booked")]
+    assert _posts(sim) == 1
+    same_key = asyncio.run(run(("lb", SLOT2, "y"), ("lc", SLOT2 + timedelta(hours=1), "y")))
+    assert sorted((r.state, r.reason or "") for r in same_key) == [
+        (BookingState.BOOKED, ""), (BookingState.REFUSED, "idempotency_key_reused")]
+    assert _posts(sim) == 2 and len(_appointments(db)) == 2

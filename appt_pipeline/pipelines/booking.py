@@ -3,7 +3,7 @@
 :func:`book` is the one entry point (the API route ``POST …/bookings`` and ``appt-pipeline book`` call it):
 
 1. **The key.** Requests are worked one at a time per (workspace, ``Idempotency-Key``): a PostgreSQL session
-   advisory lock (``store.booking_requests.try_lock_key``, polled without blocking a thread) is held from the
+   advisory lock (``store.booking_requests.try_lock_lead``, polled without blocking a thread) is held from the
    claim to the answer, so of 20 concurrent requests with one key one works and 19 wait, then read its answer.
    The key's row is claimed with ``INSERT … ON CONFLICT DO NOTHING`` and read ``FOR UPDATE``. A key whose row
    holds another request's fingerprint is refused ``idempotency_key_reused`` (the row keeps the first answer);
@@ -85,10 +85,9 @@ from appt_pipeline.store.booking_requests import (
     BookingRow,
     booking_context,
     claim_request,
-    get_request,
     purge_expired,
-    try_lock_key,
-    unlock_key,
+    try_lock_lead,
+    unlock_lead,
     update_request,
 )
 from appt_pipeline.store.reconcile import Outcome, load_lead, record_outcomes, set_ghl_contact_ids
@@ -134,7 +133,7 @@ class BookingResult:
 
 
 class BookingBusy(RuntimeError):
-    """Another request with the same key was still being worked after the wait (``lock_wait_s``)."""
+    """Another booking of the same lead was still being worked after the wait (``lock_wait_s``)."""
 
 
 async def book(
@@ -170,14 +169,14 @@ async def book(
         now: the clock (UTC; default the current time): "upcoming", "in the past", staleness, the write's time.
         secret_key: ``APPT_SECRET_KEY`` decrypting the provider token (default the environment).
         account: the workspace's provider account when the caller already has it (tests, the demo).
-        lock_wait_s: longest wait for a concurrent request with the same key (seconds).
+        lock_wait_s: longest wait for a concurrent booking of the same lead (seconds).
 
     Returns:
         :class:`BookingResult`.
 
     Raises:
         BookingInputError: bad input (nothing stored, nothing sent).
-        BookingBusy: a concurrent request with the key did not finish within ``lock_wait_s``.
+        BookingBusy: a concurrent booking of the lead did not finish within ``lock_wait_s``.
         sqlalchemy.exc.OperationalError: the database is unavailable (nothing half-written).
     """
     key = check_idempotency_key(idempotency_key)
@@ -199,11 +198,11 @@ async def book(
     request = BookingRequest(workspace_id, lead_id, slot, availability, origin, normalise_name(invitee_name),
                              invitee_timezone)
     now = now or utc_now()
-    lock = await _acquire(engine, workspace_id, key, lock_wait_s)
+    lock = await _acquire(engine, workspace_id, lead_id, lock_wait_s)
     try:
         return await _Booking(engine, factory, request, key, now, secret_key, account).run()
     finally:
-        await asyncio.to_thread(_release, lock, workspace_id, key)
+        await asyncio.to_thread(_release, lock, workspace_id, lead_id)
 
 
 def _zone(name: str) -> ZoneInfo:
@@ -216,10 +215,10 @@ def _zone(name: str) -> ZoneInfo:
 # ------------------------------------------------------------------------------------------------ the key lock
 
 
-def _try_lock(engine: sa.Engine, workspace_id: str, key: str) -> sa.Connection | None:
+def _try_lock(engine: sa.Engine, workspace_id: str, lead_id: str) -> sa.Connection | None:
     conn = engine.connect()
     try:
-        taken = try_lock_key(conn, workspace_id, key)
+        taken = try_lock_lead(conn, workspace_id, lead_id)
         conn.commit()
     except BaseException:
         conn.close()
@@ -230,25 +229,25 @@ def _try_lock(engine: sa.Engine, workspace_id: str, key: str) -> sa.Connection |
     return conn
 
 
-def _release(conn: sa.Connection, workspace_id: str, key: str) -> None:
+def _release(conn: sa.Connection, workspace_id: str, lead_id: str) -> None:
     try:
         conn.rollback()
-        unlock_key(conn, workspace_id, key)
+        unlock_lead(conn, workspace_id, lead_id)
         conn.commit()
     finally:
         conn.close()  # a broken session ends, and with it the lock
 
 
-async def _acquire(engine: sa.Engine, workspace_id: str, key: str, wait_s: float) -> sa.Connection:
-    """The connection holding the key's advisory lock. Polls ``pg_try_advisory_lock`` (a waiting request holds
+async def _acquire(engine: sa.Engine, workspace_id: str, lead_id: str, wait_s: float) -> sa.Connection:
+    """The connection holding the lead's booking lock. Polls ``pg_try_advisory_lock`` (a waiting request holds
     neither a thread nor a pooled connection)."""
     deadline = time.monotonic() + wait_s
     while True:
-        conn = await asyncio.to_thread(_try_lock, engine, workspace_id, key)
+        conn = await asyncio.to_thread(_try_lock, engine, workspace_id, lead_id)
         if conn is not None:
             return conn
         if time.monotonic() >= deadline:
-            raise BookingBusy(f"another request with this Idempotency-Key is still being worked after {wait_s:g}s")
+            raise BookingBusy(f"another booking of this lead is still being worked after {wait_s:g}s")
         await asyncio.sleep(_LOCK_POLL_S)
 
 
@@ -287,7 +286,7 @@ def _masked(exc: ProviderError) -> str:
 
 
 class _Booking:
-    """The steps of one :func:`book` call, under the key's lock."""
+    """The steps of one :func:`book` call, under the lead's booking lock."""
 
     def __init__(self, engine: sa.Engine, factory: ClientFactory, request: BookingRequest, key: str, now: datetime,
                  secret_key: str | None, account: ProviderAccount | None) -> None:
@@ -299,25 +298,29 @@ class _Booking:
     # -- database steps (run in a thread) ------------------------------------------------------------------------
 
     def _claim(self) -> _Claim:
+        """Claim the key (or find its row) and decide what this request does, in one transaction: bad input
+        raises and rolls the claim back (nothing stored)."""
         r = self.request
         with self.engine.begin() as conn:
             context = booking_context(conn, self.ws, r.lead_id, self.now)
             if context is None:
                 raise BookingInputError("unknown_workspace", f"workspace {self.ws!r} does not exist")
+            if not context.lead_exists:
+                raise BookingInputError("unknown_lead", f"lead {r.lead_id!r} does not exist in workspace {self.ws!r}")
             purge_expired(conn, self.ws, self.now)
-            existing = get_request(conn, self.ws, self.key, lock=True)
-            if existing is not None:
-                if existing.request_hash != self.fingerprint:
-                    return _Claim(existing, reused=True)
-                if existing.state in (BookingState.BOOKED, BookingState.REFUSED):
-                    return _Claim(existing, final=True, replay=True)
-                if existing.state is BookingState.UNKNOWN or existing.provider_sent_at is not None:
-                    return _Claim(existing, context, self._calendar(context.workspace, existing))
-            calendar = self._validate(context)
-            if existing is None:
-                existing, _ = claim_request(conn, workspace_id=self.ws, key=self.key, request_hash=self.fingerprint,
-                                            lead_id=r.lead_id, slot_start=r.slot_start, source=r.source,
-                                            availability_source=r.availability_source, now=self.now)
+            # INSERT … ON CONFLICT DO NOTHING waits for a concurrent claim of the key (another lead's request) to
+            # commit, then reads that row FOR UPDATE: whoever inserted owns the key
+            row, inserted = claim_request(conn, workspace_id=self.ws, key=self.key, request_hash=self.fingerprint,
+                                          lead_id=r.lead_id, slot_start=r.slot_start, source=r.source,
+                                          availability_source=r.availability_source, now=self.now)
+            if not inserted:
+                if row.request_hash != self.fingerprint:
+                    return _Claim(row, reused=True)
+                if row.state in (BookingState.BOOKED, BookingState.REFUSED):
+                    return _Claim(row, final=True, replay=True)
+                if row.state is BookingState.UNKNOWN or row.provider_sent_at is not None:
+                    return _Claim(row, context, self._calendar(context.workspace, row))
+            calendar = self._validate(context)  # a fresh claim, or a pending one worked again
             ids = {"provider": calendar.provider,
                    "ghl_calendar_id": calendar.calendar_key if calendar.provider is Provider.GHL else None,
                    "calendly_event_type_uri": (calendar.calendar_key if calendar.provider is Provider.CALENDLY
@@ -338,8 +341,6 @@ class _Booking:
     def _validate(self, context: BookingContext) -> CalendarRef:
         """Bad input of a request about to be worked (raises :class:`BookingInputError`); its calendar."""
         r = self.request
-        if not context.lead_exists:
-            raise BookingInputError("unknown_lead", f"lead {r.lead_id!r} does not exist in workspace {self.ws!r}")
         if r.slot_start <= self.now:
             raise BookingInputError("slot_in_past", "slot_start is not in the future")
         calendar = booking_calendar(context.workspace, r.availability_source)

@@ -1,9 +1,10 @@
 """Booking requests in SQL (SPEC §1 ``booking_requests``, §8 idempotency).
 
 One row per (workspace, idempotency key) holds the first request's fingerprint and its answer. The pipeline
-(``appt_pipeline.pipelines.booking``) works a key under a PostgreSQL session advisory lock
-(:func:`try_lock_key`), so of concurrent requests with one key exactly one works while the others wait and then
-read its answer; the row itself is claimed with ``INSERT … ON CONFLICT DO NOTHING`` and read ``FOR UPDATE``.
+(``appt_pipeline.pipelines.booking``) books a lead under a PostgreSQL session advisory lock on (workspace, lead)
+(:func:`try_lock_lead`), so of concurrent requests for one lead — with one key or several — exactly one works
+while the others wait; the row itself is claimed with ``INSERT … ON CONFLICT DO NOTHING`` and read
+``FOR UPDATE``.
 Rows older than 30 days are deleted by :func:`purge_expired` (called before each claim, per workspace).
 
 Also here: the one read of what a booking needs to know about its workspace and lead (:func:`booking_context`).
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 from appt_pipeline.domain.booking import IDEMPOTENCY_TTL, BookingState
 from appt_pipeline.domain.vocab import AvailabilitySource, Provider, Source
 
-#: First key of the two-int advisory locks of booking keys (``'bk'``); the second is a hash of workspace and key.
+#: First key of the two-int advisory locks of bookings (``'bk'``); the second is a hash of workspace and lead.
 _LOCK_NAMESPACE = 0x626B
 
 
@@ -67,17 +68,18 @@ class BookingRow:
 _COLUMNS = ", ".join(BookingRow.__dataclass_fields__)
 
 
-def try_lock_key(conn: sa.Connection, workspace_id: str, key: str) -> bool:
-    """Take the session advisory lock of (workspace, key) on ``conn`` without waiting; True when taken. Hold
-    ``conn`` (outside any transaction) until :func:`unlock_key`; a closed session releases it too."""
-    return bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:ns, hashtext(:ws || chr(31) || :key))"),
-                             {"ns": _LOCK_NAMESPACE, "ws": workspace_id, "key": key}).scalar_one())
+def try_lock_lead(conn: sa.Connection, workspace_id: str, lead_id: str) -> bool:
+    """Take the session advisory lock of booking (workspace, lead) on ``conn`` without waiting; True when taken.
+    Hold ``conn`` (outside any transaction) until :func:`unlock_lead`; a closed session releases it too. (A hash
+    collision of two leads only makes one wait for the other.)"""
+    return bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:ns, hashtext(:ws || chr(31) || :lead))"),
+                             {"ns": _LOCK_NAMESPACE, "ws": workspace_id, "lead": lead_id}).scalar_one())
 
 
-def unlock_key(conn: sa.Connection, workspace_id: str, key: str) -> None:
-    """Release the lock :func:`try_lock_key` took on ``conn``."""
-    conn.execute(sa.text("SELECT pg_advisory_unlock(:ns, hashtext(:ws || chr(31) || :key))"),
-                 {"ns": _LOCK_NAMESPACE, "ws": workspace_id, "key": key})
+def unlock_lead(conn: sa.Connection, workspace_id: str, lead_id: str) -> None:
+    """Release the lock :func:`try_lock_lead` took on ``conn``."""
+    conn.execute(sa.text("SELECT pg_advisory_unlock(:ns, hashtext(:ws || chr(31) || :lead))"),
+                 {"ns": _LOCK_NAMESPACE, "ws": workspace_id, "lead": lead_id})
 
 
 def purge_expired(conn: sa.Connection, workspace_id: str, now: datetime) -> int:
@@ -111,7 +113,9 @@ def claim_request(conn: sa.Connection, *, workspace_id: str, key: str, request_h
     if inserted is not None:
         return BookingRow.of(inserted), True
     row = get_request(conn, workspace_id, key, lock=True)
-    assert row is not None  # the conflicting row exists (deletes happen only under the key's lock or after 30 d)
+    if row is None:  # the conflicting row was purged meanwhile (30 days old): claim again
+        return claim_request(conn, workspace_id=workspace_id, key=key, request_hash=request_hash, lead_id=lead_id,
+                             slot_start=slot_start, source=source, availability_source=availability_source, now=now)
     return row, False
 
 
