@@ -41,7 +41,9 @@ AVAILABILITY_MAX_RUNTIME_S = 900
 
 
 def _valid_minutes(minutes: int) -> bool:
-    return (1 <= minutes <= 60 and 60 % minutes == 0) or (minutes % 60 == 0 and 1440 % minutes == 0)
+    if minutes < 1:
+        return False
+    return (minutes <= 60 and 60 % minutes == 0) or (minutes % 60 == 0 and 1440 % minutes == 0)
 
 
 def refresh_minutes(value: str | None = None) -> int:

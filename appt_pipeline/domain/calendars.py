@@ -53,12 +53,16 @@ def configured_calendars(workspace: Mapping[str, Any]) -> list[CalendarRef]:
 
 
 def booking_calendar(workspace: Mapping[str, Any], availability_source: AvailabilitySource) -> CalendarRef | None:
-    """The calendar / event type a booking uses (SPEC §8, the original's rule): DIRECT_BOOK the direct-book one
-    when it is set (and differs from the default), else the default; DEFAULT the default. The ref carries the
-    ``availability_source`` its free slots are stored under (a DIRECT_BOOK request served by the default
-    calendar reads the DEFAULT slots). ``None`` when the workspace has no calendar for it."""
+    """The configured calendar a booking with ``availability_source`` uses (docs/rules.md §8), as listed by
+    :func:`configured_calendars` — so its stored availability is found under that key and source.
+
+    DIRECT_BOOK uses the direct-book calendar / event type when set, else the default one (then the ref's
+    ``availability_source`` is DEFAULT: one calendar, stored once); DEFAULT uses the default one. ``None``
+    when the workspace has no such calendar configured.
+    """
     refs = configured_calendars(workspace)
-    by_source = {ref.availability_source: ref for ref in refs}
-    if availability_source is AvailabilitySource.DIRECT_BOOK and AvailabilitySource.DIRECT_BOOK in by_source:
+    by_source = {r.availability_source: r for r in refs}
+    if AvailabilitySource(availability_source) is AvailabilitySource.DIRECT_BOOK and \
+            AvailabilitySource.DIRECT_BOOK in by_source:
         return by_source[AvailabilitySource.DIRECT_BOOK]
     return by_source.get(AvailabilitySource.DEFAULT)

@@ -227,9 +227,16 @@ def availability_statuses(conn: sa.Connection, workspace_id: str) -> list[Availa
 
 
 def availability_status(conn: sa.Connection, workspace_id: str, calendar: CalendarRef) -> AvailabilityStatus | None:
-    """The status row of one calendar, ``None`` when it was never refreshed."""
-    row = conn.execute(sa.text(f"SELECT * FROM calendar_availability_status WHERE {_KEY_WHERE}"),
-                       _key(workspace_id, calendar)).mappings().first()
+    """The status row of one calendar, ``None`` when it was never refreshed.
+
+    Matched by provider and calendar key; the row of ``calendar.availability_source`` is preferred, else the
+    calendar's row under the other source (a direct-book booking on a workspace whose direct-book calendar
+    is the default one finds the default's slots: one calendar is stored once, docs/rules.md §9)."""
+    row = conn.execute(sa.text(
+        "SELECT * FROM calendar_availability_status WHERE workspace_id = :ws "
+        "AND provider = CAST(:provider AS meeting_booking_provider) AND calendar_key = :key "
+        "ORDER BY (availability_source = CAST(:source AS availability_source)) DESC LIMIT 1"),
+        _key(workspace_id, calendar)).mappings().first()
     return _status(row) if row else None
 
 
@@ -244,6 +251,8 @@ def stored_free_slots(
 ) -> StoredSlots:
     """The stored free slot starts of ``calendar`` in ``[start, end)`` and whether they are stale (§9, §8).
 
+    ``calendar`` is matched as in :func:`availability_status` (provider and key; its own source preferred).
+
     Args:
         now: the reference time (UTC): staleness is judged at ``now``; ``start`` defaults to ``now``
             (slots that already began are not free); ``end`` defaults to no upper bound.
@@ -253,7 +262,8 @@ def stored_free_slots(
     """
     status = availability_status(conn, workspace_id, calendar)
     lo = start if start is not None else now
-    params = {**_key(workspace_id, calendar), "lo": lo, "hi": end}
+    stored_as = status.calendar if status is not None else calendar
+    params = {**_key(workspace_id, stored_as), "lo": lo, "hi": end}
     slots = [r[0] for r in conn.execute(sa.text(
         f"SELECT slot_start FROM calendar_availability WHERE {_KEY_WHERE} AND slot_start >= :lo "
         "AND (CAST(:hi AS timestamptz) IS NULL OR slot_start < CAST(:hi AS timestamptz)) ORDER BY slot_start"),
