@@ -585,6 +585,27 @@ def test_http_twenty_concurrent_requests_and_provider_down(
         assert (retried.status_code, retried.json()["reason"]) == (409, "already_booked")
 
 
+def test_http_timeout_is_202_unknown_then_200_once_reconciled(
+        db: sa.Engine, database_url: str, live_ghl: tuple[GhlSimulator, str]) -> None:
+    sim, url = live_ghl
+    _ghl_ws(db, url)
+    _lead(db, "la", contact="c_a")
+    token = create_token(db, WS, "book").token
+    slot = working_day_slot(3)
+    settings = ServiceSettings(database_url=database_url, secret_key=SECRET_KEY, provider_timeout_s=0.5)
+    with SimulatorServer(create_app(settings)) as quick, _api(quick, token) as api:
+        sim.faults.configure(timeout_rate=1.0, timeout_seconds=3.0, timeout_phase="after", only_paths=(GHL_POST,))
+        first = api.post("/la/bookings", json={"slot_start": slot}, headers={"Idempotency-Key": "t1"})
+        assert first.status_code == 202, first.text
+        assert first.json() == {"state": "unknown", "idempotency_key": "t1", "appointment": None,
+                                "reason": "provider_timeout"}
+        sim.faults.clear()
+        resolved = api.post("/la/bookings", json={"slot_start": slot}, headers={"Idempotency-Key": "t1"})
+        assert resolved.status_code == 200, resolved.text
+        assert resolved.json()["appointment"]["source"] == "AUTO_BOOK"
+    assert _posts(sim) == 1 and len(_appointments(db)) == 1
+
+
 def test_cli_book(db: sa.Engine, database_url: str, tmp_path: Path, live_ghl: tuple[GhlSimulator, str]) -> None:
     sim, url = live_ghl
     _ghl_ws(db, url, auto=False)

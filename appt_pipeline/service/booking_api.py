@@ -42,7 +42,7 @@ from appt_pipeline.domain.booking import (
 )
 from appt_pipeline.domain.vocab import AvailabilitySource
 from appt_pipeline.pipelines.booking import BookingBusy, BookingResult, book
-from appt_pipeline.pipelines.clients import ClientFactory
+from appt_pipeline.pipelines.clients import ClientFactory, ClientOptions
 from appt_pipeline.service.access import ApiBook
 from appt_pipeline.service.common import NO_STORE, LeadIdPath, ServiceError, WorkspaceIdPath, error_responses
 from appt_pipeline.service.db import DatabaseUnavailable
@@ -141,7 +141,8 @@ async def create_booking(
     engine = service.sql_engine()
     try:
         async with httpx.AsyncClient() as http:
-            result = await book(engine, ClientFactory(http), grant.workspace_id, lead_id, body.slot_start,
+            factory = ClientFactory(http, ClientOptions(timeout_s=service.settings.provider_timeout_s))
+            result = await book(engine, factory, grant.workspace_id, lead_id, body.slot_start,
                                 availability_source=body.availability_source, source=body.source,
                                 idempotency_key=idempotency_key, invitee_name=body.invitee_name,
                                 invitee_timezone=body.invitee_timezone, secret_key=service.settings.secret_key)
