@@ -91,6 +91,7 @@ from appt_pipeline.store.booking_requests import (
     update_request,
 )
 from appt_pipeline.store.reconcile import Outcome, load_lead, record_outcomes, set_ghl_contact_ids
+from appt_pipeline.store.workspaces import SecretKeyError
 from appt_pipeline.store.write_path import ConcurrentKeyInsert, apply_observations
 
 log = logging.getLogger(__name__)
@@ -397,8 +398,8 @@ class _Booking:
                         message="ghl: no contact with the lead's e-mail in this location")
                     return BookingResult.of(row, replay=False)
         except ProviderError as exc:  # a GET before the POST: nothing was booked
-            log.warning("workspace %s booking %s: provider %s before the POST: %s", self.ws, self.key[:16],
-                        exc.kind, exc.message)
+            log.warning("workspace %s lead %s booking: provider %s before the POST: %s", self.ws,
+                        self.request.lead_id, exc.kind, exc.message)
             row = await asyncio.to_thread(self._update, reason="provider_unavailable")
             return BookingResult.of(row, replay=False)
         await asyncio.to_thread(self._update, provider_sent_at=self.now, provider_attempts_inc=True,
@@ -407,6 +408,9 @@ class _Booking:
             observation = await self._post(client, claim.context, claim.calendar, contact_id)
         except ProviderError as exc:
             return await asyncio.to_thread(self._after_failed_post, exc)
+        except UnknownStatusError:  # it booked, but said so in words outside SPEC §2: reconcile, never guess
+            row = await asyncio.to_thread(self._update, state=BookingState.UNKNOWN, reason="provider_unknown_status")
+            return BookingResult.of(row, replay=False)
         row = await asyncio.to_thread(self._record_booked, observation, resolved)
         return BookingResult.of(row, replay=False)
 
@@ -417,6 +421,9 @@ class _Booking:
             return load_provider_account(self.engine, self.ws, self.secret_key or os.environ.get(SECRET_KEY_ENV))
         except WorkspaceNotConfigured as exc:
             raise BookingInputError("provider_not_configured", str(exc)) from None
+        except SecretKeyError:
+            raise BookingInputError("provider_not_configured", f"workspace {self.ws!r}: the provider token cannot "
+                                                               "be decrypted with APPT_SECRET_KEY") from None
 
     async def _slot_is_free(self, calendar: CalendarRef) -> bool | None:
         """Whether the slot is a fresh stored free slot of ``calendar``, after one refresh of that calendar when
@@ -458,8 +465,8 @@ class _Booking:
                        status=Status.CONFIRMED if obs.status is Status.CONFIRMED else obs.status)
 
     def _after_failed_post(self, exc: ProviderError) -> BookingResult:
-        log.warning("workspace %s booking %s: provider %s on the POST: %s", self.ws, self.key[:16], exc.kind,
-                    exc.message)
+        log.warning("workspace %s lead %s booking: provider %s on the POST: %s", self.ws, self.request.lead_id,
+                    exc.kind, exc.message)
         if exc.kind in (ErrorKind.REFUSED, ErrorKind.NOT_FOUND):
             row = self._update(state=BookingState.REFUSED, reason=Refusal.PROVIDER_REFUSED.value,
                                message=_masked(exc), provider_sent_at=None)
@@ -498,8 +505,8 @@ class _Booking:
         try:
             evidence = await check_lead(client, account, due, now=self.now)
         except (ProviderError, UnknownStatusError) as exc:
-            log.warning("workspace %s booking %s: reconciliation of the lead failed (%s)", self.ws, self.key[:16],
-                        type(exc).__name__)
+            log.warning("workspace %s lead %s booking: reconciliation of the lead failed (%s)", self.ws,
+                        row.lead_id, type(exc).__name__)
             return BookingResult.of(row, replay=True)
         return await asyncio.to_thread(self._record_resolution, row, calendar, evidence)
 
