@@ -651,7 +651,7 @@ def test_two_keys_for_one_lead_at_once_book_it_once(db: sa.Engine, ghl_sim: tupl
     assert sorted((r.state, r.reason or "") for r in same_lead) == [
         (BookingState.BOOKED, ""), (BookingState.REFUSED, "already_booked")]
     assert _posts(sim) == 1
-    same_key = asyncio.run(run(("lb", SLOT2, "y"), ("lc", SLOT2 + timedelta(hours=1), "y")))
+    same_key = asyncio.run(run(("lb", SLOT2 + timedelta(hours=1), "y"), ("lc", SLOT2 + timedelta(minutes=90), "y")))
     assert sorted((r.state, r.reason or "") for r in same_key) == [
         (BookingState.BOOKED, ""), (BookingState.REFUSED, "idempotency_key_reused")]
     assert _posts(sim) == 2 and len(_appointments(db)) == 2
