@@ -34,7 +34,7 @@ LOCAL_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 APP_TABLES = (
     "appointment_status_changes, follow_up_tasks, webhook_events, calendar_availability, calendar_capacity, "
     "calendar_availability_status, calendar_capacity_days, "
-    "migration_progress, api_tokens, appointments, workspace_secrets, leads, workspaces"
+    "migration_progress, api_tokens, booking_requests, appointments, workspace_secrets, leads, workspaces"
 )
 
 #: How long the ``db`` fixture lets a session that holds a transaction finish before it calls it leaked, and

@@ -46,6 +46,10 @@ SPEC_COLUMNS = {
     "api_tokens": [
         "id", "workspace_id", "name", "scopes", "token_sha256", "created_at", "last_used_at", "revoked_at",
     ],
+    "booking_requests": [
+        "workspace_id", "idempotency_key", "request_hash", "lead_id", "state", "reason", "appointment_id",
+        "created_at", "updated_at",
+    ],
     "calendar_capacity": [
         "workspace_id", "calendar_key", "booked_slots", "available_slots", "total_slots", "booked_pct",
         "unattributed_booked_slots", "computed_at",
@@ -113,6 +117,12 @@ def test_foreign_keys_cascade_as_specified(db: sa.Engine) -> None:
     assert fks[("rescheduled_from_id", "appointments")]["options"]["ondelete"] == "SET NULL"
     tokens = {fk["referred_table"]: fk for fk in sa.inspect(db).get_foreign_keys("api_tokens")}
     assert tokens["workspaces"]["options"]["ondelete"] == "CASCADE"
+    booking = {fk["referred_table"]: fk for fk in sa.inspect(db).get_foreign_keys("booking_requests")}
+    assert booking["workspaces"]["options"]["ondelete"] == "CASCADE"
+    assert booking["leads"]["options"]["ondelete"] == "CASCADE"
+    assert booking["appointments"]["options"]["ondelete"] == "SET NULL"
+    pk = sa.inspect(db).get_pk_constraint("booking_requests")
+    assert pk["constrained_columns"] == ["workspace_id", "idempotency_key"]
 
 
 def test_check_constraint_rejects_mixed_provider_ids(db: sa.Engine) -> None:
@@ -133,7 +143,8 @@ def test_upgrade_is_idempotent(database_url: str) -> None:
     assert again.applied == []
     assert again.current == ["0001_schema", "0002_legacy_parse", "0003_attribution_checked",
                              "0004_legacy_parse_parallel_restricted", "0005_webhooks", "0006_time_ordered_ids",
-                             "0007_capacity", "0008_api_tokens", "0009_status_change_times"]
+                             "0007_capacity", "0008_api_tokens", "0009_status_change_times",
+                             "0010_booking_requests"]
 
 
 def test_appointment_ids_are_time_ordered_uuid_v7(db: sa.Engine) -> None:

@@ -145,6 +145,7 @@ NEEDS = {"/api/v1/workspaces/{workspace_id}/leads/{lead_id}/appointments": Token
          "/api/v1/workspaces/{workspace_id}/leads/{lead_id}/tasks": TokenScope.READ,
          "/api/v1/workspaces/{workspace_id}/leads/{lead_id}/tasks/{task_id}/complete": TokenScope.BOOK,
          "/api/v1/workspaces/{workspace_id}/leads/{lead_id}/tasks/{task_id}/skip": TokenScope.BOOK,
+         "/api/v1/workspaces/{workspace_id}/leads/{lead_id}/bookings": TokenScope.BOOK,
          "/workspaces/{workspace_id}/leads/{lead_id}/timeline": TokenScope.READ}
 
 

@@ -452,6 +452,84 @@ def history(workspace_id: str, lead_id: str, active_only: bool, no_canceled: boo
         click.echo(tabulate(rows, headers=["start", "status", "provider", "source", "attribution", "moves", "id"]))
 
 
+# ------------------------------------------------------------------------------------------------- book
+
+
+@main.command()
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--lead", "lead_id", required=True)
+@click.option("--slot", "slot", required=True, metavar="ISO",
+              help="Slot start, ISO-8601 with an offset (2030-03-05T15:00:00Z); one of the calendar's free slots.")
+@click.option("--availability-source", type=click.Choice(["DEFAULT", "DIRECT_BOOK"]), default="DEFAULT",
+              show_default=True, help="Which calendar: the default, or the direct-book one when configured.")
+@click.option("--manual", is_flag=True, help="Source MANUAL (an operator's booking) instead of AUTO_BOOK; MANUAL "
+                                             "ignores the auto-book switches.")
+@click.option("--idempotency-key", "idempotency_key", default=None, metavar="K",
+              help="The request's key (default: a new one, printed); the same key always gets the first answer.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"state", "idempotency_key", "replay", "reason", "message", "appointment"}.')
+def book(workspace_id: str, lead_id: str, slot: str, availability_source: str, manual: bool,
+         idempotency_key: str | None, as_json: bool) -> None:
+    """Book a slot for a lead through the workspace's provider (SPEC §8), once per idempotency key.
+
+    Exit 0 booked (also a replay of the key), 1 refused / unknown / provider unavailable (say why; retry an
+    unknown or unavailable one with the same --idempotency-key), 2 bad input (unknown workspace or lead, a slot
+    that is not ISO-8601 or in the past, a lead without provider contact or e-mail, no calendar configured).
+    """
+    import asyncio
+    import uuid
+
+    import httpx
+
+    from appt_pipeline.domain.booking import BookingInputError, BookingState
+    from appt_pipeline.pipelines.booking import BookingBusy
+    from appt_pipeline.pipelines.booking import book as book_slot
+    from appt_pipeline.pipelines.clients import ClientFactory
+    from appt_pipeline.store.history import read_appointment_item
+
+    key = idempotency_key if idempotency_key is not None else f"cli-{uuid.uuid4()}"
+
+    async def work(engine: Any) -> Any:
+        async with httpx.AsyncClient() as http:
+            return await book_slot(engine, ClientFactory(http), workspace_id, lead_id, slot,
+                                   availability_source=availability_source,
+                                   source="MANUAL" if manual else "AUTO_BOOK", idempotency_key=key,
+                                   secret_key=os.environ.get(SECRET_KEY_ENV))
+
+    with _runtime() as rt:
+        try:
+            result = asyncio.run(work(rt.engine))
+        except BookingInputError as exc:
+            raise BadInput(f"{exc.reason}: {exc}") from None
+        except BookingBusy as exc:
+            _err(f"error: {exc}")
+            sys.exit(EXIT_WORK_FAILED)
+        appointment = None
+        if result.appointment_id is not None:
+            with rt.engine.connect() as conn:
+                appointment = read_appointment_item(conn, result.appointment_id)
+    out = {"state": result.state.value, "idempotency_key": key, "replay": result.replay, "reason": result.reason,
+           "message": result.message, "appointment": appointment}
+    if as_json:
+        click.echo(json.dumps(out))
+    else:
+        what = {BookingState.BOOKED: "booked", BookingState.REFUSED: "refused",
+                BookingState.UNKNOWN: "outcome unknown (retry with the same key to reconcile the lead)",
+                BookingState.PENDING: "not booked: the provider is unavailable (retry with the same key)"}
+        _err(f"[book] {workspace_id}/{lead_id} {slot}: {what[result.state]}"
+             + (" (replay of the key)" if result.replay else "")
+             + (f"; reason {result.reason}" if result.reason else "")
+             + (f": {result.message}" if result.message else "")
+             + f"; idempotency key {key}")
+        if appointment:
+            click.echo(tabulate([[appointment["id"], appointment["provider"], appointment["status"],
+                                  appointment["start_at"], appointment["source"],
+                                  appointment["ghl_calendar_id"] or appointment["calendly_event_type_uri"]]],
+                                headers=["appointment", "provider", "status", "start", "source", "calendar"]))
+    if result.state is not BookingState.BOOKED:
+        sys.exit(EXIT_WORK_FAILED)
+
+
 # -------------------------------------------------------------------------------------------------- run
 
 

@@ -109,7 +109,10 @@ class ReconcileReport:
 
 
 @dataclass
-class _LeadResult:
+class LeadEvidence:
+    """One lead's check: its outcome, the observations the provider's answers became, and the GHL contact id
+    resolved by e-mail (to persist), or the error kind."""
+
     lead: DueLead
     outcome: Outcome
     observations: list[Observation] = field(default_factory=list)
@@ -117,7 +120,7 @@ class _LeadResult:
     error_kind: str | None = None
 
 
-async def _ghl_evidence(client: GhlClient, account: ProviderAccount, lead: DueLead, source: Source) -> _LeadResult:
+async def _ghl_evidence(client: GhlClient, account: ProviderAccount, lead: DueLead, source: Source) -> LeadEvidence:
     contact_id = lead.ghl_contact_id
     resolved = None
     if not contact_id and lead.email:
@@ -136,18 +139,18 @@ async def _ghl_evidence(client: GhlClient, account: ProviderAccount, lead: DueLe
             if exc.kind != ErrorKind.NOT_FOUND:
                 raise
     if not contact_id and not appointments:
-        return _LeadResult(lead, Outcome.NOT_FOUND)
+        return LeadEvidence(lead, Outcome.NOT_FOUND)
     observations = [
         ghl_observation(a, workspace_id=account.workspace_id, lead_id=lead.id, source=source, timezone=account.timezone)
         for a in appointments.values()
     ]
-    return _LeadResult(lead, Outcome.UNCHANGED, observations, contact_id=resolved)
+    return LeadEvidence(lead, Outcome.UNCHANGED, observations, contact_id=resolved)
 
 
 async def _calendly_evidence(client: CalendlyClient, account: ProviderAccount, lead: DueLead, source: Source,
-                             now: datetime, window: timedelta) -> _LeadResult:
+                             now: datetime, window: timedelta) -> LeadEvidence:
     if not lead.email:
-        return _LeadResult(lead, Outcome.SKIPPED)
+        return LeadEvidence(lead, Outcome.SKIPPED)
     events = await client.list_scheduled_events(
         invitee_email=lead.email, min_start=now - window, max_start=now + window,
         organization_uri=account.organization_uri,
@@ -161,11 +164,27 @@ async def _calendly_evidence(client: CalendlyClient, account: ProviderAccount, l
                 observations.append(calendly_observation(invitee, event, workspace_id=account.workspace_id,
                                                          lead_id=lead.id, source=source))
     if not observations:
-        return _LeadResult(lead, Outcome.NOT_FOUND)
-    return _LeadResult(lead, Outcome.UNCHANGED, observations)
+        return LeadEvidence(lead, Outcome.NOT_FOUND)
+    return LeadEvidence(lead, Outcome.UNCHANGED, observations)
 
 
-def _classify(results: Sequence[_LeadResult], writes: list[WriteResult], report: ReconcileReport) -> None:
+async def check_lead(client: GhlClient | CalendlyClient, account: ProviderAccount, lead: DueLead, *,
+                     source: Source = Source.RECONCILE_CRON, now: datetime | None = None,
+                     window_days: int = ReconcileSettings.window_days) -> LeadEvidence:
+    """Ask the provider about one lead exactly as a reconciliation run does (SPEC §6: GHL discovery by contact,
+    Calendly by e-mail over −``window_days`` … +``window_days``); nothing is written. Used on its own to resolve
+    a booking whose outcome is unknown (SPEC §8).
+
+    Raises:
+        ProviderError: the provider failed (after the client's retries).
+        UnknownStatusError: a status outside SPEC §2's vocabulary.
+    """
+    if isinstance(client, GhlClient):
+        return await _ghl_evidence(client, account, lead, source)
+    return await _calendly_evidence(client, account, lead, source, now or utc_now(), timedelta(days=window_days))
+
+
+def _classify(results: Sequence[LeadEvidence], writes: list[WriteResult], report: ReconcileReport) -> None:
     """Turn write flags into lead outcomes and change counters (pure bookkeeping)."""
     position = 0
     for result in results:
@@ -211,7 +230,7 @@ async def reconcile_workspace(
     report.leads_due = len(leads)
     stats = CallStats()
     errors_by_kind: Counter[str] = Counter()
-    pending: list[_LeadResult] = []
+    pending: list[LeadEvidence] = []
     window = timedelta(days=settings.window_days)
     state = {"checked": 0, "errors": 0, "broken": False}
 
@@ -219,7 +238,7 @@ async def reconcile_workspace(
         client = ClientFactory(http, settings.client_options()).client(account, stats)
         gate = asyncio.Semaphore(settings.concurrency)
 
-        async def check(lead: DueLead) -> _LeadResult | None:
+        async def check(lead: DueLead) -> LeadEvidence | None:
             async with gate:
                 if state["broken"] or time.monotonic() >= deadline:
                     return None
@@ -231,10 +250,10 @@ async def reconcile_workspace(
                 except ProviderError as exc:
                     log.warning("workspace %s lead %s: provider %s error: %s", account.workspace_id, lead.id,
                                 exc.kind, exc.message)
-                    result = _LeadResult(lead, Outcome.ERROR, error_kind=f"provider_{exc.kind}")
+                    result = LeadEvidence(lead, Outcome.ERROR, error_kind=f"provider_{exc.kind}")
                 except UnknownStatusError:  # SPEC §2: counted for this lead, never guessed, never fatal to the run
                     log.warning("workspace %s lead %s: unknown provider status", account.workspace_id, lead.id)
-                    result = _LeadResult(lead, Outcome.ERROR, error_kind=DomainErrorKind.UNKNOWN_STATUS.value)
+                    result = LeadEvidence(lead, Outcome.ERROR, error_kind=DomainErrorKind.UNKNOWN_STATUS.value)
                 state["checked"] += 1
                 state["errors"] += result.outcome is Outcome.ERROR
                 checked, errors = state["checked"], state["errors"]
@@ -266,7 +285,7 @@ _OUTCOME_COUNTER = {Outcome.CHANGED: "changed", Outcome.UNCHANGED: "unchanged", 
                    Outcome.NOT_FOUND: "not_found", Outcome.ERROR: "errors"}
 
 
-def _flush(engine: sa.Engine, results: list[_LeadResult], report: ReconcileReport, errors_by_kind: Counter[str],
+def _flush(engine: sa.Engine, results: list[LeadEvidence], report: ReconcileReport, errors_by_kind: Counter[str],
            now: datetime, settings: ReconcileSettings, dry_run: bool) -> None:
     """Write one batch of leads' observations, then their outcomes and resolved contact ids."""
     observations = [o for r in results if r.outcome is not Outcome.ERROR for o in r.observations]

@@ -8,7 +8,9 @@ Every API request (anything not under ``/_admin``) passes, in this order:
    from here on the request is *accepted* and counted in :class:`~.common.Accounting`;
 4. injected latency / timeout stall;
 5. an injected 5xx (before the handler runs, or after it, see ``FaultSettings.error_phase``);
-6. provider pre-checks (GHL ``Version`` header) and the route handler.
+6. provider pre-checks (GHL ``Version`` header) and the route handler;
+7. an injected stall after the handler (``FaultSettings.timeout_phase="after"``): the request took
+   effect, its answer comes too late for the client.
 
 The provider's rate-limit headers are added to every response after step 3.
 
@@ -352,6 +354,8 @@ class SimulatorBase:
                 response = self.server_error(request, decision.error_status)
         response.headers.update(headers)
         self.accounting.record(RequestRecord(at, account, method, path, response.status_code, "accepted", query))
+        if decision.delay_after:  # the request took effect (and is logged); its answer comes late
+            await self.stopper.sleep(decision.delay_after)
         return response
 
     # ------------------------------------------------------------------ the app

@@ -403,7 +403,10 @@ class FaultSettings:
       ``"after"`` applies a write and *then* answers 5xx (the client cannot know it succeeded).
     - ``latency``: fixed extra delay on every accepted request, plus uniform ``latency_jitter``.
     - ``timeout_rate``: share of accepted requests that stall for ``timeout_seconds`` (set it above
-      the client's timeout) before being answered normally.
+      the client's timeout) before being answered normally. ``timeout_phase`` ``"before"`` (default)
+      stalls before the handler runs (nothing happens if the client gives up); ``"after"`` runs the
+      handler — a booking POST is accepted and applied — and *then* stalls, so the client times out
+      not knowing that its request succeeded.
     - ``seed``: seeds the random draws, so a given sequence of requests meets the same faults.
     - ``only_paths``: when non-empty, faults apply only to request paths starting with one of them.
     """
@@ -415,6 +418,7 @@ class FaultSettings:
     latency_jitter: float = 0.0
     timeout_rate: float = 0.0
     timeout_seconds: float = 30.0
+    timeout_phase: str = "before"
     seed: int = 0
     only_paths: tuple[str, ...] = ()
 
@@ -447,6 +451,7 @@ class CannedAnswer:
 @dataclass
 class FaultDecision:
     delay: float = 0.0
+    delay_after: float = 0.0
     error_status: int | None = None
     error_phase: str = "before"
 
@@ -476,8 +481,8 @@ class FaultInjector:
         }
         with self._lock:
             new = replace(self.settings, **converted)
-            if new.error_phase not in ("before", "after"):
-                raise SimulatorError("error_phase must be 'before' or 'after'")
+            if new.error_phase not in ("before", "after") or new.timeout_phase not in ("before", "after"):
+                raise SimulatorError("error_phase and timeout_phase must be 'before' or 'after'")
             if not (0 <= new.error_rate <= 1 and 0 <= new.timeout_rate <= 1):
                 raise SimulatorError("error_rate and timeout_rate must be between 0 and 1")
             if new.error_rate and not new.error_statuses:
@@ -568,7 +573,10 @@ class FaultInjector:
                 decision.delay = s.latency + (self._rng.uniform(0, s.latency_jitter) if s.latency_jitter else 0.0)
                 self.injected["delayed"] += 1
             if s.timeout_rate and self._rng.random() < s.timeout_rate:
-                decision.delay += s.timeout_seconds
+                if s.timeout_phase == "after":
+                    decision.delay_after += s.timeout_seconds
+                else:
+                    decision.delay += s.timeout_seconds
                 self.injected["timeouts"] += 1
             if s.error_rate and self._rng.random() < s.error_rate:
                 decision.error_status = self._rng.choice(s.error_statuses)

@@ -63,6 +63,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
+import sqlalchemy as sa
 from cachetools import TTLCache
 from fastapi import FastAPI, Path, Request
 from fastapi.responses import Response
@@ -80,6 +81,7 @@ from appt_pipeline.domain.signatures import (
 )
 from appt_pipeline.domain.vocab import Provider, WebhookStatus
 from appt_pipeline.domain.webhook_staging import WebhookPayloadError, stage_calendly, stage_ghl
+from appt_pipeline.service.booking_api import router as booking_api_router
 from appt_pipeline.service.common import install_error_handlers
 from appt_pipeline.service.db import Database, DatabaseUnavailable
 from appt_pipeline.service.history_api import router as history_api_router
@@ -89,6 +91,7 @@ from appt_pipeline.service.tasks_api import router as tasks_api_router
 from appt_pipeline.service.timeline_page import router as timeline_router
 from appt_pipeline.service.web import install_pages
 from appt_pipeline.service.writer import GroupCommitWriter, RowRejected
+from appt_pipeline.store.engine import get_engine
 from appt_pipeline.store.tokens import TokenGrant
 
 log = logging.getLogger(__name__)
@@ -138,6 +141,15 @@ class IntakeService:
                                         in_flight=settings.flushes_in_flight,
                                         timeout_s=settings.write_timeout_s)
         self._closed = False
+        self._sql_engine: sa.Engine | None = None
+
+    def sql_engine(self) -> sa.Engine:
+        """A SQLAlchemy engine of the app database for the booking route, whose work (the one write path, SPEC
+        §8) is the pipelines' synchronous code run in threads; created on first use, pool of 5 + 10."""
+        if self._sql_engine is None:
+            assert self.settings.database_url is not None
+            self._sql_engine = get_engine(self.settings.database_url)
+        return self._sql_engine
 
     async def start(self) -> None:
         """Open the pool (without waiting for the database) and start the writer; idempotent, and safe
@@ -580,6 +592,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(history_api_router)
     app.include_router(tasks_api_router)
+    app.include_router(booking_api_router)
     app.include_router(timeline_router)
     install_pages(app)
 

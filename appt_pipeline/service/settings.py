@@ -47,6 +47,8 @@ class ServiceSettings:
         flush_max_rows: rows per group-commit INSERT (default 500).
         flushes_in_flight: concurrent group-commit transactions (default 2).
         retry_after_s: ``Retry-After`` value of 503/429 answers (seconds; default 5).
+        provider_timeout_s: per-request timeout (seconds) of the provider calls a booking makes (default 15.0):
+            a POST unanswered this long is recorded ``unknown`` (SPEC §8).
         gc_freeze: at startup (lifespan events, i.e. under uvicorn / ``appt-pipeline serve``), move every
             object alive to the garbage collector's permanent generation (``gc.freeze()``), so full
             collections scan only request garbage (default on; tail latency).
@@ -67,6 +69,7 @@ class ServiceSettings:
     flush_max_rows: int = 500
     flushes_in_flight: int = 2
     retry_after_s: int = 5
+    provider_timeout_s: float = 15.0
     gc_freeze: bool = True
 
     def validate(self) -> None:
@@ -96,6 +99,8 @@ class ServiceSettings:
         if self.pool_min_size < 1 or self.pool_max_size < max(self.pool_min_size, self.flushes_in_flight + 1):
             raise ServiceConfigError("pool sizes: need 1 <= pool_min_size <= pool_max_size and "
                                      "pool_max_size > flushes_in_flight (one connection for key lookups)")
+        if self.provider_timeout_s <= 0:
+            raise ServiceConfigError("provider_timeout_s must be positive")
         if self.flush_max_rows < 1 or self.flushes_in_flight < 1:
             raise ServiceConfigError("flush_max_rows and flushes_in_flight must be positive")
 

@@ -219,3 +219,13 @@ def read_booking_status(conn: sa.Connection, workspace_id: str, lead_id: str, no
         return None
     row = conn.exec_driver_sql(BOOKING_STATUS_SQL, booking_status_params(workspace_id, lead_id, now)).first()
     return booking_status_from_row(workspace_id, lead_id, tuple(row) if row is not None else None)
+
+
+#: One appointment as a history item (SPEC §10 shape), by id. Binds ``appointment_id``.
+ITEM_SQL = f"SELECT ({item_json_sql('a')})::text FROM appointments a WHERE a.id = %(appointment_id)s"
+
+
+def read_appointment_item(conn: sa.Connection, appointment_id: Any) -> dict[str, Any] | None:
+    """The history item of appointment ``appointment_id`` (a UUID), or ``None`` when there is no such row."""
+    text = conn.exec_driver_sql(ITEM_SQL, {"appointment_id": appointment_id}).scalar()
+    return orjson.loads(text) if text is not None else None

@@ -160,3 +160,20 @@ def set_ghl_contact_ids(conn: sa.Connection, contact_ids: dict[str, str]) -> Non
         ),
         {"ids": list(contact_ids), "cids": list(contact_ids.values())},
     )
+
+
+def load_lead(conn: sa.Connection, workspace_id: str, lead_id: str) -> DueLead | None:
+    """One lead of the workspace as a :class:`DueLead`, due or not (a check on demand, e.g. to resolve a booking
+    whose outcome is unknown, SPEC §8); ``None`` when the lead is not in the workspace."""
+    row = conn.execute(sa.text(
+        """SELECT l.id, l.email, l.ghl_contact_id, l.appointment_last_checked_at, l.appointment_check_failures,
+                  coalesce(array_agg(a.ghl_appointment_id) FILTER (WHERE a.ghl_appointment_id IS NOT NULL), '{}'),
+                  coalesce(array_agg(a.calendly_invitee_uri) FILTER (WHERE a.calendly_invitee_uri IS NOT NULL), '{}')
+           FROM leads l LEFT JOIN appointments a ON a.lead_id = l.id
+           WHERE l.id = :lead AND l.workspace_id = :ws
+           GROUP BY l.id"""), {"ws": workspace_id, "lead": lead_id}).first()
+    if row is None:
+        return None
+    return DueLead(id=row[0], email=(row[1] or "").strip().lower() or None, ghl_contact_id=row[2],
+                   last_checked_at=row[3], check_failures=int(row[4]), ghl_appointment_ids=tuple(row[5]),
+                   calendly_invitee_uris=tuple(row[6]))
