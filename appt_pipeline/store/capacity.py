@@ -325,3 +325,22 @@ def store_capacity(conn_or_engine: sa.Connection | sa.Engine, workspace_ids: Ite
         with conn_or_engine.begin() as conn:
             return store_capacity(conn, ids, days=days, now=now)
     return _run(conn_or_engine, STORE_CAPACITY_SQL, params, lock=True)
+
+
+#: Columns of :func:`stored_capacity` rows, in order.
+STORED_COLUMNS: tuple[str, ...] = (
+    "workspace_id", "calendar_key", "provider", "availability_source", "booked_slots", "available_slots",
+    "total_slots", "booked_pct", "unattributed_booked_slots", "stale", "last_error", "window_days", "window_start",
+    "window_end", "computed_at")
+
+
+def stored_capacity(conn_or_engine: sa.Connection | sa.Engine, *, window_days: int = 30) -> list[dict[str, Any]]:
+    """The stored ``calendar_capacity`` rows of every workspace for ``window_days`` (what the last
+    :func:`store_capacity` of each wrote), keys :data:`STORED_COLUMNS` (times aware UTC), ordered by
+    ``booked_pct`` descending (nulls last), then workspace and calendar key (``*`` after the calendars)."""
+    sql = (f"SELECT {', '.join(STORED_COLUMNS)} FROM calendar_capacity WHERE window_days = %(d)s "
+           "ORDER BY booked_pct DESC NULLS LAST, workspace_id, calendar_key = '*', calendar_key")
+    if isinstance(conn_or_engine, sa.Engine):
+        with conn_or_engine.connect() as conn:
+            return stored_capacity(conn, window_days=window_days)
+    return [dict(r._mapping) for r in conn_or_engine.exec_driver_sql(sql, {"d": window_days})]
