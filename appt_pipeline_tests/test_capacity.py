@@ -9,8 +9,6 @@ total (bookings of every calendar against the sum of the configured calendars' s
 
 from __future__ import annotations
 
-import itertools
-import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -29,6 +27,8 @@ from appt_pipeline.domain.capacity import (
 from appt_pipeline.store.capacity import UnknownWorkspaceError, read_capacity, store_capacity
 from appt_pipeline.store.workspaces import set_workspace
 from appt_pipeline_tests.helpers import rows
+from appt_pipeline_tests.helpers.capacity import book, workspace
+from appt_pipeline_tests.helpers.capacity import offer as _offer
 
 #: Not a midnight: a 30-day window touches 31 UTC days.
 NOW = datetime(2026, 3, 10, 9, 30, tzinfo=UTC)
@@ -37,62 +37,11 @@ US = timedelta(microseconds=1)
 CAL_A, CAL_B = "cal_a", "cal_b"
 EVT = "https://api.calendly.com/event_types/"
 
-_seq = itertools.count()
-
-
-def workspace(engine: sa.Engine, ws: str, *, provider: str = "GHL", default: str | None = None,
-              direct: str | None = None) -> None:
-    cols = (("ghl_default_calendar_id", "ghl_direct_book_calendar_id") if provider == "GHL"
-            else ("calendly_event_type_uri", "calendly_direct_book_event_type_uri"))
-    values: dict[str, Any] = {"meeting_booking_provider": provider}
-    if default is not None:
-        values[cols[0]] = default
-    if direct is not None:
-        values[cols[1]] = direct
-    set_workspace(engine, ws, values)
-    with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO leads (id, workspace_id) VALUES (:id, :ws) ON CONFLICT DO NOTHING"),
-                     {"id": f"{ws}_lead", "ws": ws})
-
-
-def book(engine: sa.Engine, ws: str, start: datetime | None, *, status: str = "CONFIRMED", provider: str = "GHL",
-         calendar: str | None = None) -> None:
-    """One ``appointments`` row of the workspace's lead (attribution ``calendar`` or none)."""
-    n = next(_seq)
-    ghl = provider == "GHL"
-    with engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO appointments (id, workspace_id, lead_id, provider, ghl_appointment_id, calendly_invitee_uri, "
-            "ghl_calendar_id, calendly_event_type_uri, start_at, status, status_changed_at, source, last_source, "
-            "last_observed_at) VALUES (:id, :ws, :lead, :provider, :gid, :inv, :gcal, :evt, :start, :status, :t, "
-            "'RECONCILE_CRON', 'RECONCILE_CRON', :t)"),
-            {"id": uuid.uuid4(), "ws": ws, "lead": f"{ws}_lead", "provider": provider,
-             "gid": f"g{n}" if ghl else None,
-             "inv": None if ghl else f"https://api.calendly.com/scheduled_events/e{n}/invitees/i{n}",
-             "gcal": calendar if ghl else None, "evt": None if ghl else calendar, "start": start, "status": status,
-             "t": NOW - timedelta(days=1)})
-
-
-def offer(engine: sa.Engine, ws: str, key: str, starts: list[datetime], *, provider: str = "GHL",
-          source: str = "DEFAULT", fetched_at: datetime = NOW - timedelta(minutes=10),
-          stale_at: datetime = NOW + timedelta(hours=2), last_error: str | None = None, status: bool = True) -> None:
-    """Free slots of one calendar as the availability refresh stores them, with its status row (unless not
-    ``status``)."""
-    with engine.begin() as conn:
-        if starts:
-            conn.execute(sa.text(
-                "INSERT INTO calendar_availability (workspace_id, provider, calendar_key, availability_source, "
-                "slot_start, slot_minutes, fetched_at, stale_at, last_error) "
-                "VALUES (:ws, :p, :k, :s, :start, 30, :f, :st, :e)"),
-                [{"ws": ws, "p": provider, "k": key, "s": source, "start": s, "f": fetched_at, "st": stale_at,
-                  "e": last_error} for s in starts])
-        if status:
-            conn.execute(sa.text(
-                "INSERT INTO calendar_availability_status (workspace_id, provider, calendar_key, availability_source, "
-                "slot_minutes, slot_count, fetched_at, stale_at, last_attempt_at, last_error) "
-                "VALUES (:ws, :p, :k, :s, 30, :n, :f, :st, :f, :e)"),
-                {"ws": ws, "p": provider, "k": key, "s": source, "n": len(starts), "f": fetched_at, "st": stale_at,
-                 "e": last_error})
+def offer(engine: sa.Engine, ws: str, key: str, starts: list[datetime], **kw: Any) -> None:
+    """Slots fetched 10 minutes before NOW, fresh for 2 hours unless told otherwise."""
+    kw.setdefault("fetched_at", NOW - timedelta(minutes=10))
+    kw.setdefault("stale_at", NOW + timedelta(hours=2))
+    _offer(engine, ws, key, starts, **kw)
 
 
 def quarter(day: int, hour: int, minute: int = 0) -> datetime:
@@ -438,3 +387,108 @@ def test_store_on_a_connection_joins_the_callers_transaction(db: sa.Engine) -> N
         store_capacity(conn, ["ws"], now=NOW)
         conn.rollback()
     assert rows(db, "SELECT count(*) FROM calendar_capacity")[0][0] == 0
+
+
+# ------------------------------------------------------------------------------------------ Dagster
+
+
+def _materialize(database_url: str, job_name: str, partition: str | None, workspaces: list[str]) -> Any:
+    import dagster as dg
+
+    from appt_pipeline.defs.capacity import calendar_capacity, capacity_job, capacity_overview, capacity_overview_job
+    from appt_pipeline.defs.partitions import workspace_partitions
+    from appt_pipeline.defs.resources import AppDatabase
+
+    defs = dg.Definitions(assets=[calendar_capacity, capacity_overview], jobs=[capacity_job, capacity_overview_job],
+                          resources={"app_db": AppDatabase(url=database_url)})
+    job = defs.resolve_job_def(job_name)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(workspace_partitions.name, workspaces)
+        result = job.execute_in_process(partition_key=partition, instance=instance)
+        assert result.success
+        return result
+
+
+def _live_case(engine: sa.Engine) -> datetime:
+    """A workspace whose numbers do not depend on the date: slots and bookings a few hours after now."""
+    from appt_pipeline.domain.rules import utc_now
+
+    now = utc_now().replace(microsecond=0)
+    soon = [now + timedelta(hours=h) for h in (2, 3, 4, 5)]
+    workspace(engine, "live", default=CAL_A, direct=CAL_B)
+    offer(engine, "live", CAL_A, soon[:3], fetched_at=now, stale_at=now + timedelta(hours=2))
+    offer(engine, "live", CAL_B, soon[1:], source="DIRECT_BOOK", fetched_at=now - timedelta(hours=5),
+          stale_at=now - timedelta(hours=3), last_error="GHL 502 Bad Gateway")
+    book(engine, "live", now + timedelta(hours=6), calendar=CAL_A)
+    book(engine, "live", now + timedelta(hours=6), calendar=None)
+    workspace(engine, "bare")
+    book(engine, "bare", now + timedelta(hours=6))
+    return now
+
+
+def test_asset_metadata_is_the_reports_numbers_and_the_check_warns(db: sa.Engine, database_url: str) -> None:
+    import base64
+
+    import dagster as dg
+
+    _live_case(db)
+    result = _materialize(database_url, "capacity_job", "live", ["live", "bare"])
+    [event] = result.get_asset_materialization_events()
+    meta = {k: v.value for k, v in event.step_materialization_data.materialization.metadata.items()}
+    report = meta["report"]
+    start = datetime.fromisoformat(report["window_start"])
+    assert report == read_capacity(db, ["live"], days=30, now=start).as_dict()  # same numbers as the CLI/API
+    ws = report["workspaces"][0]
+    assert ws["total"] == {"booked_slots": 2, "available_slots": 4, "total_slots": 6, "booked_pct": 2 / 6,
+                           "unattributed_booked_slots": 1}
+    assert (meta["booked_pct"], meta["available_slots"], meta["booked_slots"]) == (2 / 6, 4, 2)
+    table = meta["capacity"]
+    assert [c.name for c in table.schema.columns][:3] == ["calendar_key", "provider", "availability_source"]
+    records = [r.data for r in table.records]
+    assert [r["calendar_key"] for r in records] == [CAL_A, CAL_B, "*"]
+    for record, item in zip(records, [*ws["calendars"], None], strict=True):
+        expected = item or {**ws["total"], "calendar_key": "*", "stale": True}
+        assert {k: record[k] for k in expected if k in record} == {k: v for k, v in expected.items() if k in record}
+    assert records[1]["stale"] is True and records[1]["last_error"] == "GHL 502 Bad Gateway"
+    assert records[2]["unattributed_booked_slots"] == 1
+    chart = meta["per_day_chart"]
+    assert chart.startswith("![") and "](data:image/png;base64," in chart
+    png = base64.b64decode(chart.split("base64,", 1)[1].rstrip(")"))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
+    [check] = result.get_asset_check_evaluations()
+    assert (check.check_name, check.passed, check.severity) == ("capacity_availability_fresh", False,
+                                                                dg.AssetCheckSeverity.WARN)
+    assert check.metadata["stale_or_failed"].value == 1
+    stored = _stored(db, "live")
+    assert stored["*"][2:7] == (2, 4, 6, 2 / 6, 1)
+
+
+def test_asset_check_passes_when_fresh_and_warns_without_calendars(db: sa.Engine, database_url: str) -> None:
+    now = _live_case(db)
+    with db.begin() as conn:
+        conn.execute(sa.text("UPDATE calendar_availability_status SET last_error = NULL, stale_at = :t"),
+                     {"t": now + timedelta(hours=1)})
+    [fresh] = _materialize(database_url, "capacity_job", "live", ["live", "bare"]).get_asset_check_evaluations()
+    assert fresh.passed
+    result = _materialize(database_url, "capacity_job", "bare", ["live", "bare"])
+    [bare] = result.get_asset_check_evaluations()
+    assert not bare.passed and bare.metadata["reason"].value == "no configured calendar"
+    meta = result.get_asset_materialization_events()[0].step_materialization_data.materialization.metadata
+    assert meta["report"].value["workspaces"][0]["calendars"] == []
+    assert meta["booked_pct"].value == 1.0
+
+
+def test_capacity_overview_sorts_every_workspace_by_booked_pct(db: sa.Engine, database_url: str) -> None:
+    _live_case(db)
+    store_capacity(db, ["live", "bare"], days=30, now=NOW)  # NOW is before the live data: only the stored rows count
+    for ws in ("live", "bare"):
+        _materialize(database_url, "capacity_job", ws, ["live", "bare"])
+    result = _materialize(database_url, "capacity_overview_job", None, ["live", "bare"])
+    frame = result.output_for_node("capacity_overview")
+    assert list(zip(frame["workspace_id"], frame["calendar_key"], strict=True)) == [
+        ("bare", "*"), ("live", "*"), ("live", CAL_A), ("live", CAL_B)]
+    assert list(frame["booked_pct"]) == [1.0, 2 / 6, 1 / 4, 0.0]
+    assert set(frame["window_days"]) == {30} and frame["window_start"].min() > NOW  # the assets' rows won
+    meta = result.get_asset_materialization_events()[0].step_materialization_data.materialization.metadata
+    assert meta["workspaces"].value == 2 and len(meta["overview"].value.records) == 4
+    assert meta["overview"].value.records[0].data["calendar_key"] == "*"
