@@ -5,8 +5,9 @@ CONFIRMED ``appointments`` starting in the window (index ``(workspace_id, status
 slots of ``calendar_availability`` in the window, and returns the capacity rows (one per configured calendar
 and one ``*`` total per workspace) and the per-day rows (every UTC day of the window × every key). No query
 per calendar or per workspace. :data:`STORE_CAPACITY_SQL` is the same statement with data-modifying CTEs that
-also write ``calendar_capacity`` and ``calendar_capacity_days`` (upserted; rows of keys or days no longer in
-the window's result deleted), in the same round trip.
+also write ``calendar_capacity`` and ``calendar_capacity_days`` (upserted — a day row's ``computed_at`` moves
+only when its numbers change; rows of keys or days no longer in the window's result deleted), in the same round
+trip.
 
 The rule, as the SQL applies it:
 
@@ -70,36 +71,30 @@ refs AS (
     FROM ws WHERE direct_key IS NOT NULL AND direct_key IS DISTINCT FROM default_key
 ),
 booked AS (
-    SELECT a.workspace_id, r.calendar_key, (a.start_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n
+    SELECT a.workspace_id, (a.start_at AT TIME ZONE 'UTC')::date AS day,
+           count(*) FILTER (WHERE r.ord = 1) AS n1, count(*) FILTER (WHERE r.ord = 2) AS n2,
+           count(*) AS n_total, count(*) FILTER (WHERE r.ord IS NULL) AS n_unattributed
     FROM appointments a
     LEFT JOIN refs r ON r.workspace_id = a.workspace_id AND r.provider = a.provider
         AND r.calendar_key = CASE a.provider WHEN 'GHL' THEN a.ghl_calendar_id ELSE a.calendly_event_type_uri END
     WHERE a.workspace_id = ANY(%(workspace_ids)s::text[]) AND a.status = 'CONFIRMED'
       AND a.start_at >= %(window_start)s AND a.start_at < %(window_end)s
-    GROUP BY 1, 2, 3
+    GROUP BY 1, 2
 ),
-slots AS MATERIALIZED (
-    SELECT s.workspace_id, s.calendar_key, s.slot_start, s.fetched_at, s.stale_at, s.last_error
+offered AS (
+    SELECT s.workspace_id, (s.slot_start AT TIME ZONE 'UTC')::date AS day,
+           bool_or(r.ord = 1) AS by1, bool_or(r.ord = 2) AS by2
     FROM calendar_availability s
     JOIN refs r ON r.workspace_id = s.workspace_id AND r.provider = s.provider
         AND r.calendar_key = s.calendar_key AND r.availability_source = s.availability_source
     WHERE s.workspace_id = ANY(%(workspace_ids)s::text[])
       AND s.slot_start >= %(window_start)s AND s.slot_start < %(window_end)s
+    GROUP BY s.workspace_id, 2, s.slot_start
 ),
-booked_total AS (
-    SELECT workspace_id, day, sum(n) AS n FROM booked GROUP BY 1, 2
-),
-unattributed AS (
-    SELECT workspace_id, sum(n) AS n FROM booked WHERE calendar_key IS NULL GROUP BY 1
-),
-free_cal AS (
-    SELECT workspace_id, calendar_key, (slot_start AT TIME ZONE 'UTC')::date AS day, count(*) AS n,
-           max(fetched_at) AS fetched_at, min(stale_at) AS stale_at, max(last_error) AS last_error
-    FROM slots GROUP BY 1, 2, 3
-),
-free_total AS (
-    SELECT workspace_id, (slot_start AT TIME ZONE 'UTC')::date AS day, count(*) AS n
-    FROM (SELECT DISTINCT workspace_id, slot_start FROM slots) u GROUP BY 1, 2
+free AS (
+    SELECT workspace_id, day, count(*) FILTER (WHERE by1) AS n1, count(*) FILTER (WHERE by2) AS n2,
+           count(*) AS n_total
+    FROM offered GROUP BY 1, 2
 ),
 days AS (
     SELECT d::date AS day
@@ -113,31 +108,30 @@ keys AS (
 ),
 grid AS (
     SELECT k.workspace_id, k.calendar_key, k.ord, d.day,
-           coalesce(CASE WHEN k.ord = 99 THEN bt.n ELSE bc.n END, 0)::integer AS booked_slots,
-           coalesce(CASE WHEN k.ord = 99 THEN ft.n ELSE fc.n END, 0)::integer AS available_slots
+           coalesce(CASE k.ord WHEN 1 THEN b.n1 WHEN 2 THEN b.n2 ELSE b.n_total END, 0)::integer AS booked_slots,
+           coalesce(CASE k.ord WHEN 1 THEN f.n1 WHEN 2 THEN f.n2 ELSE f.n_total END, 0)::integer AS available_slots
     FROM keys k CROSS JOIN days d
-    LEFT JOIN booked bc ON k.ord <> 99 AND bc.workspace_id = k.workspace_id
-        AND bc.calendar_key = k.calendar_key AND bc.day = d.day
-    LEFT JOIN booked_total bt ON k.ord = 99 AND bt.workspace_id = k.workspace_id AND bt.day = d.day
-    LEFT JOIN free_cal fc ON k.ord <> 99 AND fc.workspace_id = k.workspace_id
-        AND fc.calendar_key = k.calendar_key AND fc.day = d.day
-    LEFT JOIN free_total ft ON k.ord = 99 AND ft.workspace_id = k.workspace_id AND ft.day = d.day
+    LEFT JOIN booked b ON b.workspace_id = k.workspace_id AND b.day = d.day
+    LEFT JOIN free f ON f.workspace_id = k.workspace_id AND f.day = d.day
 ),
-slot_meta AS (
-    SELECT workspace_id, calendar_key, max(fetched_at) AS fetched_at, min(stale_at) AS stale_at,
-           max(last_error) AS last_error
-    FROM free_cal GROUP BY 1, 2
+unattributed AS (
+    SELECT workspace_id, sum(n_unattributed) AS n FROM booked GROUP BY 1
 ),
 cal AS (
     SELECT r.workspace_id, r.calendar_key, r.ord, r.provider, r.availability_source,
-           (st.workspace_id IS NOT NULL) AS has_status,
            CASE WHEN st.workspace_id IS NOT NULL THEN st.fetched_at ELSE sm.fetched_at END AS fetched_at,
            CASE WHEN st.workspace_id IS NOT NULL THEN st.stale_at ELSE sm.stale_at END AS stale_at,
            CASE WHEN st.workspace_id IS NOT NULL THEN st.last_error ELSE sm.last_error END AS last_error
     FROM refs r
     LEFT JOIN calendar_availability_status st ON st.workspace_id = r.workspace_id AND st.provider = r.provider
         AND st.calendar_key = r.calendar_key AND st.availability_source = r.availability_source
-    LEFT JOIN slot_meta sm ON sm.workspace_id = r.workspace_id AND sm.calendar_key = r.calendar_key
+    LEFT JOIN LATERAL (  -- no status row (written before the status table existed): the slot rows' own times
+        SELECT max(s.fetched_at) AS fetched_at, min(s.stale_at) AS stale_at, max(s.last_error) AS last_error
+        FROM calendar_availability s
+        WHERE st.workspace_id IS NULL AND s.workspace_id = r.workspace_id AND s.provider = r.provider
+          AND s.calendar_key = r.calendar_key AND s.availability_source = r.availability_source
+          AND s.slot_start >= %(window_start)s AND s.slot_start < %(window_end)s
+    ) sm ON true
 ),
 cal_state AS (
     SELECT workspace_id, calendar_key, provider, availability_source,
@@ -215,6 +209,7 @@ put_days AS (
     ON CONFLICT (workspace_id, calendar_key, window_days, day) DO UPDATE SET
         booked_slots = EXCLUDED.booked_slots, available_slots = EXCLUDED.available_slots,
         computed_at = EXCLUDED.computed_at
+    WHERE (d.booked_slots, d.available_slots) IS DISTINCT FROM (EXCLUDED.booked_slots, EXCLUDED.available_slots)
 )"""
 
 #: Capacity of ``workspace_ids`` for [window_start, window_end), read only. Binds ``workspace_ids`` (text[]),
@@ -281,6 +276,8 @@ def _run(conn_or_engine: sa.Connection | sa.Engine, sql: str, params: dict[str, 
     if isinstance(conn_or_engine, sa.Engine):
         with conn_or_engine.begin() as conn:
             return _run(conn, sql, params, lock=lock)
+    # the statement's cost estimate turns JIT compilation on, which costs more (~0.1 s) than it saves here
+    conn_or_engine.exec_driver_sql("SET LOCAL jit = off")
     if lock:  # refuse unknown workspaces before anything is written
         found = {r[0] for r in conn_or_engine.exec_driver_sql(_LOCK_SQL, {"workspace_ids": params["workspace_ids"]})}
         missing = [w for w in params["workspace_ids"] if w not in found]
