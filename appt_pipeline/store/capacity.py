@@ -54,7 +54,7 @@ _WS_CHARS = r"E' \t\n\r\f\v'"
 
 _COMPUTE_CTES = f"""
 ws AS (
-    SELECT w.id AS workspace_id, w.meeting_booking_provider AS provider,
+    SELECT w.id AS workspace_id, row_number() OVER (ORDER BY w.id) AS wn, w.meeting_booking_provider AS provider,
            nullif(btrim(CASE WHEN w.meeting_booking_provider = 'CALENDLY' THEN w.calendly_event_type_uri
                              ELSE w.ghl_default_calendar_id END, {_WS_CHARS}), '') AS default_key,
            nullif(btrim(CASE WHEN w.meeting_booking_provider = 'CALENDLY' THEN w.calendly_direct_book_event_type_uri
@@ -63,11 +63,11 @@ ws AS (
     WHERE w.id = ANY(%(workspace_ids)s::text[])
 ),
 refs AS (
-    SELECT workspace_id, provider, default_key AS calendar_key,
+    SELECT workspace_id, wn, provider, default_key AS calendar_key,
            'DEFAULT'::availability_source AS availability_source, 1 AS ord
     FROM ws WHERE default_key IS NOT NULL
     UNION ALL
-    SELECT workspace_id, provider, direct_key, 'DIRECT_BOOK'::availability_source, 2
+    SELECT workspace_id, wn, provider, direct_key, 'DIRECT_BOOK'::availability_source, 2
     FROM ws WHERE direct_key IS NOT NULL AND direct_key IS DISTINCT FROM default_key
 ),
 booked AS (
@@ -81,20 +81,17 @@ booked AS (
       AND a.start_at >= %(window_start)s AND a.start_at < %(window_end)s
     GROUP BY 1, 2
 ),
-offered AS (
-    SELECT s.workspace_id, (s.slot_start AT TIME ZONE 'UTC')::date AS day,
-           bool_or(r.ord = 1) AS by1, bool_or(r.ord = 2) AS by2
-    FROM calendar_availability s
-    JOIN refs r ON r.workspace_id = s.workspace_id AND r.provider = s.provider
-        AND r.calendar_key = s.calendar_key AND r.availability_source = s.availability_source
-    WHERE s.workspace_id = ANY(%(workspace_ids)s::text[])
-      AND s.slot_start >= %(window_start)s AND s.slot_start < %(window_end)s
-    GROUP BY s.workspace_id, 2, s.slot_start
-),
 free AS (
-    SELECT workspace_id, day, count(*) FILTER (WHERE by1) AS n1, count(*) FILTER (WHERE by2) AS n2,
-           count(*) AS n_total
-    FROM offered GROUP BY 1, 2
+    SELECT r.wn, (s.slot_start AT TIME ZONE 'UTC')::date AS day, count(*) FILTER (WHERE r.ord = 1) AS n1,
+           count(*) FILTER (WHERE r.ord = 2) AS n2, count(DISTINCT s.slot_start) AS n_total
+    FROM refs r
+    CROSS JOIN LATERAL (
+        SELECT s.slot_start FROM calendar_availability s
+        WHERE s.workspace_id = r.workspace_id AND s.provider = r.provider AND s.calendar_key = r.calendar_key
+          AND s.availability_source = r.availability_source
+          AND s.slot_start >= %(window_start)s AND s.slot_start < %(window_end)s
+    ) s
+    GROUP BY 1, 2
 ),
 days AS (
     SELECT d::date AS day
@@ -102,9 +99,9 @@ days AS (
                          (%(window_end)s - interval '1 microsecond') AT TIME ZONE 'UTC', interval '1 day') d
 ),
 keys AS (
-    SELECT workspace_id, calendar_key, ord FROM refs
+    SELECT workspace_id, wn, calendar_key, ord FROM refs
     UNION ALL
-    SELECT workspace_id, '{TOTAL_KEY}', 99 FROM ws
+    SELECT workspace_id, wn, '{TOTAL_KEY}', 99 FROM ws
 ),
 grid AS (
     SELECT k.workspace_id, k.calendar_key, k.ord, d.day,
@@ -112,7 +109,7 @@ grid AS (
            coalesce(CASE k.ord WHEN 1 THEN f.n1 WHEN 2 THEN f.n2 ELSE f.n_total END, 0)::integer AS available_slots
     FROM keys k CROSS JOIN days d
     LEFT JOIN booked b ON b.workspace_id = k.workspace_id AND b.day = d.day
-    LEFT JOIN free f ON f.workspace_id = k.workspace_id AND f.day = d.day
+    LEFT JOIN free f ON f.wn = k.wn AND f.day = d.day
 ),
 unattributed AS (
     SELECT workspace_id, sum(n_unattributed) AS n FROM booked GROUP BY 1
