@@ -5,8 +5,8 @@ CONFIRMED ``appointments`` starting in the window (index ``(workspace_id, status
 slots of ``calendar_availability`` in the window, and returns the capacity rows (one per configured calendar
 and one ``*`` total per workspace) and the per-day rows (every UTC day of the window × every key). No query
 per calendar or per workspace. :data:`STORE_CAPACITY_SQL` is the same statement with data-modifying CTEs that
-also write ``calendar_capacity`` and ``calendar_capacity_days`` (upserted — a day row's ``computed_at`` moves
-only when its numbers change; rows of keys or days no longer in the window's result deleted), in the same round
+also write ``calendar_capacity`` and ``calendar_capacity_days`` (upserted — a day row is written, and its
+``computed_at`` moves, only when its numbers change; rows of keys or days no longer in the window's result deleted), in the same round
 trip.
 
 The rule, as the SQL applies it:
@@ -198,15 +198,22 @@ del_days AS (
       AND NOT EXISTS (SELECT 1 FROM grid g WHERE g.workspace_id = d.workspace_id
                                              AND g.calendar_key = d.calendar_key AND g.day = d.day)
 ),
+day_changes AS (
+    SELECT g.workspace_id, g.calendar_key, g.day, g.booked_slots, g.available_slots
+    FROM grid g
+    LEFT JOIN calendar_capacity_days d ON d.workspace_id = g.workspace_id AND d.calendar_key = g.calendar_key
+        AND d.window_days = %(window_days)s AND d.day = g.day
+    WHERE d.workspace_id IS NULL
+       OR (d.booked_slots, d.available_slots) IS DISTINCT FROM (g.booked_slots, g.available_slots)
+),
 put_days AS (
     INSERT INTO calendar_capacity_days AS d (workspace_id, calendar_key, window_days, day, booked_slots,
                                              available_slots, computed_at)
-    SELECT g.workspace_id, g.calendar_key, %(window_days)s, g.day, g.booked_slots, g.available_slots, now()
-    FROM grid g
+    SELECT c.workspace_id, c.calendar_key, %(window_days)s, c.day, c.booked_slots, c.available_slots, now()
+    FROM day_changes c
     ON CONFLICT (workspace_id, calendar_key, window_days, day) DO UPDATE SET
         booked_slots = EXCLUDED.booked_slots, available_slots = EXCLUDED.available_slots,
         computed_at = EXCLUDED.computed_at
-    WHERE (d.booked_slots, d.available_slots) IS DISTINCT FROM (EXCLUDED.booked_slots, EXCLUDED.available_slots)
 )"""
 
 #: Capacity of ``workspace_ids`` for [window_start, window_end), read only. Binds ``workspace_ids`` (text[]),
