@@ -38,7 +38,7 @@ import statistics
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -283,20 +283,30 @@ def main(argv: list[str] | None = None) -> int:
         ids = [f"cap_ws_{w:03d}" for w in range(args.workspaces)]
         start, end, _ = capacity_window(T0, DAYS)
         try:
-            # ---- 2. ours
-            best, median, report = timed(lambda: store_capacity(engine, ids, days=DAYS, now=T0), args.repeat)
+            # ---- 2. ours: first on empty tables (every row inserted), then as the hourly runs do (the window
+            # moved by 10 minutes each time: the first day's and the changed days' rows rewritten)
+            t = time.perf_counter()
+            report = store_capacity(engine, ids, days=DAYS, now=T0)
+            first = time.perf_counter() - t
+            moves = iter(range(1, 1000))
+            best, median, _ = timed(
+                lambda: store_capacity(engine, ids, days=DAYS, now=T0 + timedelta(minutes=10 * next(moves))),
+                args.repeat)
+            store_capacity(engine, ids, days=DAYS, now=T0)  # back to T0 for the checks below
             with engine.connect() as conn:
                 stored = tuple(conn.execute(sa.text("SELECT (SELECT count(*) FROM calendar_capacity), "
                                                     "(SELECT count(*) FROM calendar_capacity_days)")).one())
-            results["ours"] = {"best_s": best, "median_s": median}
+            results["ours"] = {"first_s": first, "best_s": best, "median_s": median}
             log(f"== 2. ours, all {len(ids)} workspaces in one statement (computed and stored: "
                 f"{sum(1 + len(w.calendars) for w in report.workspaces)} capacity rows, "
                 f"{sum(len(w.days) for w in report.workspaces)} per-day rows; "
-                f"tables hold {stored[0]} + {stored[1]} rows): "
-                f"best {best:.3f} s, median {median:.3f} s (target ≤ {TARGET_OURS_S:.0f} s: "
-                f"{'met' if best <= TARGET_OURS_S else 'NOT met'})")
+                f"tables hold {stored[0]} + {stored[1]} rows): first run (empty tables) {first:.3f} s; "
+                f"window moved 10 min per run: best {best:.3f} s, median {median:.3f} s "
+                f"(target ≤ {TARGET_OURS_S:.0f} s: "
+                f"{'met' if max(first, median) <= TARGET_OURS_S else 'NOT met'})")
             per_ws_best, per_ws_median, _ = timed(
-                lambda: [store_capacity(engine, [w], days=DAYS, now=T0) for w in ids], args.repeat)
+                lambda: [store_capacity(engine, [w], days=DAYS, now=T0 + timedelta(minutes=10 * next(moves)))
+                         for w in ids], args.repeat)
             results["ours_per_workspace"] = {"best_s": per_ws_best, "median_s": per_ws_median}
             log(f"   ours, one call per workspace (as the asset's partitions run): best {per_ws_best:.3f} s, "
                 f"median {per_ws_median:.3f} s")
@@ -314,11 +324,11 @@ def main(argv: list[str] | None = None) -> int:
                     ok = False
                     log(f"   MISMATCH {ws.workspace_id}: ours {mine} {ws.total} original {o}")
                 shared += o["total_available"] - ws.total.available_slots
-            ratio = o_best / best
+            ratio = o_best / median
             results["original"] = {"best_s": o_best, "median_s": o_median, "ratio": ratio,
                                    "shared_slots_counted_twice": shared}
             log(f"== 3. the original way (6 round trips per workspace, slots filtered in Python, nothing stored): "
-                f"best {o_best:.3f} s, median {o_median:.3f} s; original / ours = {ratio:.1f}x (target ≥ "
+                f"best {o_best:.3f} s, median {o_median:.3f} s; original / ours (median) = {ratio:.1f}x (target ≥ "
                 f"{TARGET_VS_ORIGINAL:.0f}x: {'met' if ratio >= TARGET_VS_ORIGINAL else 'NOT met'})")
             log(f"   checks: per-calendar booked and available, total booked and unattributed equal "
                 f"{'for every workspace' if ok else 'NOT for every workspace'}; the original's totals count "
@@ -330,10 +340,11 @@ def main(argv: list[str] | None = None) -> int:
                 a_best, _, _ = timed(lambda: conn.execute(FLOOR_APPOINTMENTS, binds).fetchall(), args.repeat)
                 s_best, _, _ = timed(lambda: conn.execute(FLOOR_SLOTS, binds).fetchall(), args.repeat)
             floor = a_best + s_best
-            f_ratio = best / floor
+            f_ratio = median / floor
             results["floor"] = {"appointments_s": a_best, "slots_s": s_best, "total_s": floor, "ratio": f_ratio}
             log(f"== 4. the floor: GROUP BY over the window's CONFIRMED appointments {a_best:.3f} s + over its slots "
-                f"{s_best:.3f} s = {floor:.3f} s; ours / floor = {f_ratio:.2f}x (target ≤ {TARGET_VS_FLOOR:.0f}x: "
+                f"{s_best:.3f} s = {floor:.3f} s; ours (median) / floor = {f_ratio:.2f}x "
+                f"(target ≤ {TARGET_VS_FLOOR:.0f}x: "
                 f"{'met' if f_ratio <= TARGET_VS_FLOOR else 'NOT met'})")
         finally:
             engine.dispose()
