@@ -151,7 +151,7 @@ def test_slot_offered_by_both_calendars_counts_once_in_the_total(db: sa.Engine) 
 
 
 def test_the_originals_total_is_not_reproduced(db: sa.Engine) -> None:
-    """peer-behaviour §11.2: the original added both caches' slots (no de-dup) and its invariant was
+    """docs/original-system.md §11.2: the original added both caches' slots (no de-dup) and its invariant was
     combined total = Σ breakdown totals + unattributed; with shared slots ours is smaller, by the shared ones."""
     workspace(db, "ws", default=CAL_A, direct=CAL_B)
     shared = [quarter(4, h) for h in (9, 10, 11)]

@@ -28,7 +28,7 @@ from appt_pipeline.store.capacity import read_capacity, store_capacity
 
 
 class AvailabilityRefreshUnavailable(RuntimeError):
-    """The availability refresh (``appt_pipeline.pipelines.availability``) is not part of this build."""
+    """The availability refresh (the ``availability`` module of this package) is not part of this build."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def _availability_refresher() -> Callable[..., Any]:
 async def refresh_availability(engine: sa.Engine, workspace_ids: Iterable[str], *, now: datetime, days: int = 30,
                                options: ClientOptions | None = None, secret_key: str | None = None) -> RefreshOutcome:
     """Refresh the free slots of each workspace through
-    ``appt_pipeline.pipelines.availability.refresh_workspace_availability(engine, factory, ws, now=, days=)``,
+    ``refresh_workspace_availability(engine, factory, ws, now=, days=)`` of the availability pipeline,
     one workspace after the other over ONE :class:`~appt_pipeline.pipelines.clients.ClientFactory` (one
     ``httpx.AsyncClient``, the shared per-account limiter). A workspace that fails as a whole (e.g. no
     provider account, token revoked) is recorded in ``failed`` (type and first line of the masked message)

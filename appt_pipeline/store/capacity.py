@@ -6,8 +6,8 @@ slots of ``calendar_availability`` in the window, and returns the capacity rows 
 and one ``*`` total per workspace) and the per-day rows (every UTC day of the window × every key). No query
 per calendar or per workspace. :data:`STORE_CAPACITY_SQL` is the same statement with data-modifying CTEs that
 also write ``calendar_capacity`` and ``calendar_capacity_days`` (upserted — a day row is written, and its
-``computed_at`` moves, only when its numbers change; rows of keys or days no longer in the window's result deleted), in the same round
-trip.
+``computed_at`` moves, only when its numbers change; rows of keys or days no longer in the window's result
+deleted), in the same round trip.
 
 The rule, as the SQL applies it:
 
