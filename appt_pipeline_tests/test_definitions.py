@@ -25,11 +25,12 @@ from appt_pipeline_tests.helpers import rows, seed
 def test_definitions_load() -> None:
     dg.Definitions.validate_loadable(defs)
     jobs = {job.name for job in defs.resolve_all_job_defs()}
-    assert {"migration_job", "reconciliation_job", "attribution_backfill_job"} <= jobs
+    assert {"migration_job", "reconciliation_job", "attribution_backfill_job", "availability_job"} <= jobs
+    assert {s.name for s in defs.schedules or []} >= {"reconciliation_schedule", "availability_schedule"}
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert {"legacy_lead_rollups", "ghl_api", "calendly_api", "appointment_history", "lead_rollups",
-            "calendar_attribution"} <= keys
+            "calendar_attribution", "calendar_availability"} <= keys
 
 
 def test_dagster_definitions_validate_is_clean(database_url: str, tmp_path: Path) -> None:
@@ -264,12 +265,14 @@ def test_every_evidence_reports_the_same_core_metadata_keys_first(legacy_workspa
 def test_jobs_have_a_max_runtime_and_writing_assets_use_the_writer_pool(database_url: str, tmp_path: Path) -> None:
     from appt_pipeline.defs.assets import appointment_history_and_rollups
     from appt_pipeline.defs.attribution import calendar_attribution
+    from appt_pipeline.defs.availability import calendar_availability
     from appt_pipeline.defs.runs import MAX_RUNTIME_TAG, WRITER_POOL
 
     for job in defs.resolve_all_job_defs():
         if not job.name.startswith("__"):
             assert int(job.tags[MAX_RUNTIME_TAG]) > 0, job.name
     assert appointment_history_and_rollups.op.pool == calendar_attribution.op.pool == WRITER_POOL
+    assert calendar_availability.op.pool == WRITER_POOL
     dagster_url = dagster_url_for(database_url)
     ensure_database(dagster_url, sa.make_url(dagster_url).database or "")
     (tmp_path / "dagster.yaml").write_bytes((PROJECT_ROOT / "dagster.yaml").read_bytes())

@@ -50,3 +50,19 @@ def configured_calendars(workspace: Mapping[str, Any]) -> list[CalendarRef]:
     if direct and direct != default:
         refs.append(CalendarRef(provider, direct, AvailabilitySource.DIRECT_BOOK))
     return refs
+
+
+def booking_calendar(workspace: Mapping[str, Any], availability_source: AvailabilitySource) -> CalendarRef | None:
+    """The configured calendar a booking with ``availability_source`` uses (docs/rules.md §8), as listed by
+    :func:`configured_calendars` — so its stored availability is found under that key and source.
+
+    DIRECT_BOOK uses the direct-book calendar / event type when set, else the default one (then the ref's
+    ``availability_source`` is DEFAULT: one calendar, stored once); DEFAULT uses the default one. ``None``
+    when the workspace has no such calendar configured.
+    """
+    refs = configured_calendars(workspace)
+    by_source = {r.availability_source: r for r in refs}
+    if AvailabilitySource(availability_source) is AvailabilitySource.DIRECT_BOOK and \
+            AvailabilitySource.DIRECT_BOOK in by_source:
+        return by_source[AvailabilitySource.DIRECT_BOOK]
+    return by_source.get(AvailabilitySource.DEFAULT)

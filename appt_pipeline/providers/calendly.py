@@ -36,12 +36,13 @@ from appt_pipeline.providers.http import (
 )
 from appt_pipeline.providers.normalize import (
     CALENDLY_CANONICAL_BASE,
+    AnswerShapeError,
     CalendlyAvailableTime,
     CalendlyEvent,
     CalendlyEventType,
     CalendlyInvitee,
     CalendlyUser,
-    parse_calendly_available_times,
+    check_calendly_available_times,
     parse_calendly_event,
     parse_calendly_event_type,
     parse_calendly_invitee,
@@ -248,7 +249,13 @@ class CalendlyClient(ProviderClient):
         ``event_type``, ``start_time``, ``end_time``; ranges over 7 days are split into ≤ 7-day requests
         (docs/providers.md §2.2; not paginated). Merged, sorted, de-duplicated; slots outside the range
         dropped. Calendly rejects a ``start_time`` in the past, so the range starts no earlier than
-        :data:`AVAILABLE_TIMES_MIN_LEAD` from now (passing ``now`` is fine)."""
+        :data:`AVAILABLE_TIMES_MIN_LEAD` from now (passing ``now`` is fine). Answers are checked strictly
+        (:func:`~appt_pipeline.providers.normalize.check_calendly_available_times`, docs/rules.md §9).
+
+        Raises:
+            ProviderError: ``bad_response`` for a wrong shape, an unparseable ``start_time`` or an error
+                body in a 200; ``not_found``, ``auth`` … as for every call.
+        """
         start, end = max(as_utc(start), datetime.now(UTC) + AVAILABLE_TIMES_MIN_LEAD), as_utc(end)
         found: dict[datetime, CalendlyAvailableTime] = {}
         for lo, hi in split_range(start, end, AVAILABLE_TIMES_MAX_RANGE):
@@ -256,9 +263,11 @@ class CalendlyClient(ProviderClient):
                 "/event_type_available_times",
                 {"event_type": event_type_uri, "start_time": calendly_time(lo), "end_time": calendly_time(hi)},
             )
-            if not isinstance(body, Mapping) or not isinstance(body.get("collection"), list):
-                raise self._bad("available times answer has no collection")
-            for slot in parse_calendly_available_times(body):
+            try:
+                checked = check_calendly_available_times(body)
+            except AnswerShapeError as exc:
+                raise self._bad(str(exc)) from None
+            for slot in checked:
                 if start <= slot.start_at < end:
                     found.setdefault(slot.start_at, slot)
         return [found[k] for k in sorted(found)]

@@ -34,12 +34,13 @@ from appt_pipeline.providers.http import (
     as_utc,
 )
 from appt_pipeline.providers.normalize import (
+    AnswerShapeError,
     GhlAppointment,
     GhlAppointmentList,
+    check_ghl_free_slots,
     parse_ghl_appointment,
     parse_ghl_appointment_list,
     parse_ghl_contact_id,
-    parse_ghl_free_slots,
     split_range,
 )
 
@@ -178,14 +179,24 @@ class GhlClient(ProviderClient):
         ``GET /calendars/{calendarId}/free-slots`` (Version 2021-04-15) with ``startDate``/``endDate``
         in epoch milliseconds; ranges longer than 31 days are split into ≤ 31-day requests
         (docs/providers.md §1.2) and the answers merged (duplicates removed, slots outside the range
-        dropped).
+        dropped). Answers are checked strictly (:func:`~appt_pipeline.providers.normalize.check_ghl_free_slots`):
+        stored availability is never built from a partial or garbled answer (docs/rules.md §9).
+
+        Raises:
+            ProviderError: ``bad_response`` for a wrong shape, an unparseable slot time or an error body
+                in a 200; ``not_found``, ``auth``, ``server`` … as for every call.
         """
         start, end = as_utc(start), as_utc(end)
         path = f"/calendars/{_segment(calendar_id, 'calendar id')}/free-slots"
         found: set[datetime] = set()
         for lo, hi in split_range(start, end, FREE_SLOTS_MAX_RANGE):
             params = {"startDate": _epoch_ms(lo), "endDate": _epoch_ms(hi), "timezone": timezone, "userId": user_id}
-            found.update(parse_ghl_free_slots(await self._get(path, VERSION_CALENDARS, params)))
+            body = await self._get(path, VERSION_CALENDARS, params)
+            try:
+                found.update(check_ghl_free_slots(body))
+            except AnswerShapeError as exc:
+                raise ProviderError(ErrorKind.BAD_RESPONSE, f"ghl: {exc}", provider=self.provider,
+                                    status_code=200, method="GET", path=path) from None
         return sorted(t for t in found if start <= t < end)
 
     # -- writes ----------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Pure: no I/O, no logging of payload content. Every parser takes any decoded JSON value and never
 raises on a malformed payload: it returns ``None`` (single objects) or drops and counts the bad
-items (lists). Times are parsed to timezone-aware UTC ``datetime`` values; provider strings with
-offsets (``2026-01-06T09:00:00-07:00``) become instants.
+items (lists) — except the strict ``check_*`` functions for stored availability (docs/rules.md §9),
+which raise :class:`AnswerShapeError` on any garbled answer. Times are parsed to timezone-aware UTC
+``datetime`` values; provider strings with offsets (``2026-01-06T09:00:00-07:00``) become instants.
 
 PII: the typed objects keep only ids, URIs, times, statuses and flags. The Calendly invitee e-mail
 is kept in memory for lead matching (``repr=False``: it never appears in a ``repr``, a log line or
@@ -334,6 +335,93 @@ def parse_ghl_free_slots(obj: Any) -> list[datetime]:
                 if when is not None:
                     found.add(when)
     return sorted(found)
+
+
+class AnswerShapeError(ValueError):
+    """A provider answer that is not the shape an endpoint documents (wrong shape, unparseable times, an
+    error body in a 2xx). The message names what is wrong, never values from the answer except masked
+    provider error text."""
+
+
+#: Members of a JSON error body (GHL ``{statusCode, message}``, Calendly ``{title, message}``, OAuth ``error``).
+_ERROR_MEMBERS = ("statusCode", "error", "error_description", "title", "message", "msg")
+
+
+def _error_in_answer(obj: Mapping[str, Any]) -> str | None:
+    """The masked message of an error body answered with a 2xx, else ``None``."""
+    found = [k for k in _ERROR_MEMBERS if k in obj]
+    if not found:
+        return None
+    text = next((obj[k] for k in ("message", "error_description", "error", "title", "msg")
+                 if isinstance(obj.get(k), str) and obj[k].strip()), None)
+    detail = mask_pii(text)[:200] if text else ", ".join(found)
+    return f"error body in a 2xx answer: {detail}"
+
+
+def _is_date_key(key: str) -> bool:
+    try:
+        datetime.strptime(key, "%Y-%m-%d")
+    except ValueError:
+        return False
+    return True
+
+
+def check_ghl_free_slots(obj: Any) -> list[datetime]:
+    """Strict :func:`parse_ghl_free_slots` for storing availability (docs/rules.md §9): the answer must be
+    an object whose members are ``YYYY-MM-DD`` (or ``_dates_``) days holding ``{slots: [ISO-8601]}``
+    plus ``traceId``; every slot must parse.
+
+    Returns:
+        Sorted, de-duplicated UTC slot starts (``[]`` for an answer with no day: no free slot).
+
+    Raises:
+        AnswerShapeError: not an object, an error body (``statusCode`` / ``message`` / ``error`` …), an
+            unexpected member, a day without a ``slots`` list, or a slot that does not parse (counted).
+    """
+    if not isinstance(obj, Mapping):
+        raise AnswerShapeError(f"free-slots answer is {type(obj).__name__}, not an object")
+    if (error := _error_in_answer(obj)) is not None:
+        raise AnswerShapeError(error)
+    found: set[datetime] = set()
+    bad = 0
+    for key, day in obj.items():
+        if key == "traceId":
+            continue
+        if not (key == "_dates_" or (isinstance(key, str) and _is_date_key(key))):
+            raise AnswerShapeError("free-slots answer has a member that is not a date")
+        if not isinstance(day, Mapping) or not isinstance(day.get("slots"), list):
+            raise AnswerShapeError("free-slots day without a slots list")
+        for slot in day["slots"]:
+            raw = slot.get("startTime") if isinstance(slot, Mapping) else slot
+            when = _when(raw)
+            if when is None:
+                bad += 1
+            else:
+                found.add(when)
+    if bad:
+        raise AnswerShapeError(f"free-slots answer has {bad} unparseable slot time(s)")
+    return sorted(found)
+
+
+def check_calendly_available_times(obj: Any) -> list[CalendlyAvailableTime]:
+    """Strict :func:`parse_calendly_available_times` for storing availability (docs/rules.md §9): the
+    answer must be ``{collection: [{start_time, …}]}`` with every ``start_time`` parseable.
+
+    Raises:
+        AnswerShapeError: not an object, an error body, no ``collection`` list, an item that is not an
+            object, or a ``start_time`` that does not parse (counted).
+    """
+    if not isinstance(obj, Mapping):
+        raise AnswerShapeError(f"available times answer is {type(obj).__name__}, not an object")
+    collection = obj.get("collection")
+    if not isinstance(collection, list):
+        raise AnswerShapeError(_error_in_answer(obj) or "available times answer has no collection")
+    if any(not isinstance(item, Mapping) for item in collection):
+        raise AnswerShapeError("available times item that is not an object")
+    bad = sum(1 for item in collection if _when(item.get("start_time")) is None)
+    if bad:
+        raise AnswerShapeError(f"available times answer has {bad} unparseable start_time(s)")
+    return parse_calendly_available_times(obj)
 
 
 def parse_ghl_contact_id(obj: Any) -> str | None:

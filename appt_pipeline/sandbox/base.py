@@ -38,7 +38,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -331,6 +331,15 @@ class SimulatorBase:
             return response
         self.accounting.record_accepted(account, at)
         headers = self._rate_headers(principal, states, False)
+        query = request.url.query
+
+        canned = self.faults.canned_for(path)
+        if canned is not None:
+            response = (PlainTextResponse(canned.body, status_code=canned.status) if isinstance(canned.body, str)
+                        else JSONResponse(canned.body, status_code=canned.status))
+            response.headers.update(headers)
+            self.accounting.record(RequestRecord(at, account, method, path, response.status_code, "canned", query))
+            return response
 
         decision = self.faults.decide(path)
         if decision.delay:
@@ -342,7 +351,7 @@ class SimulatorBase:
             if decision.error_status is not None:
                 response = self.server_error(request, decision.error_status)
         response.headers.update(headers)
-        self.accounting.record(RequestRecord(at, account, method, path, response.status_code, "accepted"))
+        self.accounting.record(RequestRecord(at, account, method, path, response.status_code, "accepted", query))
         return response
 
     # ------------------------------------------------------------------ the app
@@ -426,6 +435,18 @@ class SimulatorBase:
         async def admin_clear_faults() -> dict[str, Any]:
             sim.faults.clear()
             return {"ok": True}
+
+        @app.post("/_admin/faults/canned")
+        async def admin_canned(request: Request) -> dict[str, Any]:
+            """``{path_prefix, status, body, count?}``: a fixed answer for matching requests (see
+            :meth:`FaultInjector.can`); cleared by ``DELETE /_admin/faults``."""
+            data = await body_of(request)
+            try:
+                answer = sim.faults.can(str(data["path_prefix"]), int(data["status"]), data.get("body"),
+                                        data.get("count"))
+            except (KeyError, TypeError, ValueError):
+                raise SimulatorError("canned answers need path_prefix, status and body") from None
+            return {"path_prefix": answer.path_prefix, "status": answer.status, "remaining": answer.remaining}
 
         @app.post("/_admin/faults/burst_429")
         async def admin_burst(request: Request) -> dict[str, Any]:

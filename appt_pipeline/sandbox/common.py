@@ -305,7 +305,8 @@ class RequestRecord(NamedTuple):
     method: str
     path: str
     status: int
-    outcome: str  # "accepted" | "rate_limited" | "unauthenticated" | "rejected"
+    outcome: str  # "accepted" | "canned" | "rate_limited" | "unauthenticated" | "rejected"
+    query: str = ""  # the raw query string of an accepted request (chunked ranges are visible in tests)
 
 
 class Accounting:
@@ -431,6 +432,19 @@ class Burst429:
 
 
 @dataclass
+class CannedAnswer:
+    """A fixed answer for requests whose path starts with ``path_prefix``: ``status`` with ``body`` (a JSON
+    value, or a ``str`` sent as ``text/plain``), for the next ``remaining`` requests (``None``: until
+    cleared). ``served`` counts the requests answered so."""
+
+    path_prefix: str
+    status: int
+    body: Any
+    remaining: int | None = None
+    served: int = 0
+
+
+@dataclass
 class FaultDecision:
     delay: float = 0.0
     error_status: int | None = None
@@ -445,7 +459,8 @@ class FaultInjector:
         self.settings = settings or FaultSettings()
         self._rng = random.Random(self.settings.seed)
         self._bursts: list[Burst429] = []
-        self.injected: dict[str, int] = {"errors": 0, "timeouts": 0, "rate_limited": 0, "delayed": 0}
+        self._canned: list[CannedAnswer] = []
+        self.injected: dict[str, int] = {"errors": 0, "timeouts": 0, "rate_limited": 0, "delayed": 0, "canned": 0}
 
     def configure(self, **changes: Any) -> FaultSettings:
         """Change some settings (e.g. ``error_rate=0.2``); a new ``seed`` restarts the draws.
@@ -480,6 +495,7 @@ class FaultInjector:
             self.settings = FaultSettings(seed=seed)
             self._rng = random.Random(seed)
             self._bursts.clear()
+            self._canned.clear()
             if counters:
                 self.injected = dict.fromkeys(self.injected, 0)
 
@@ -495,6 +511,34 @@ class FaultInjector:
         with self._lock:
             until = time.time() + seconds if seconds is not None else None
             self._bursts.append(Burst429(count, until, account))
+
+    def can(self, path_prefix: str, status: int, body: Any, count: int | None = None) -> CannedAnswer:
+        """Answer requests whose path starts with ``path_prefix`` with ``status`` and ``body`` (after
+        authentication and the rate limiter: they consume quota), ``count`` times or until :meth:`clear`.
+        The newest canned answer for a path wins. Raises :class:`SimulatorError` for a bad status or count."""
+        if not 100 <= int(status) <= 599:
+            raise SimulatorError("status must be an HTTP status code")
+        if count is not None and count < 1:
+            raise SimulatorError("count must be at least 1")
+        if not path_prefix.startswith("/"):
+            raise SimulatorError("path_prefix must start with '/'")
+        answer = CannedAnswer(path_prefix, int(status), body, count)
+        with self._lock:
+            self._canned.insert(0, answer)
+        return answer
+
+    def canned_for(self, path: str) -> CannedAnswer | None:
+        """The canned answer for ``path`` (one use consumed), else ``None``."""
+        with self._lock:
+            self._canned = [c for c in self._canned if c.remaining is None or c.remaining > 0]
+            for answer in self._canned:
+                if path.startswith(answer.path_prefix):
+                    if answer.remaining is not None:
+                        answer.remaining -= 1
+                    answer.served += 1
+                    self.injected["canned"] += 1
+                    return answer
+            return None
 
     def check_burst(self, account: str | None) -> float | None:
         """Seconds to announce as reset when an active 429 burst covers ``account``, else ``None``."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import FastAPI
@@ -455,6 +455,30 @@ class CalendlySimulator(CalendlyGate, CalendlyRender, SimulatorBase):
             if not clashing:
                 out.append((slot, et.max_invitees))
         return out
+
+    #: Canned available-times faults of :meth:`fail_available_times`: mode → (status, body).
+    AVAILABLE_TIMES_FAULTS: ClassVar[dict[str, tuple[int, Any]]] = {
+        "garbage": (200, {"data": "unavailable"}),  # wrong shape: no collection
+        "unparseable": (200, {"collection": [
+            {"status": "available", "invitees_remaining": 1, "start_time": "2031-03-03T09:00:00.000000Z"},
+            {"status": "available", "invitees_remaining": 1, "start_time": "soon"},
+        ]}),
+        "error_200": (200, {"title": "Internal Server Error", "message": "The server encountered an error"}),
+        "not_found": (404, {"title": "Resource Not Found", "message": "The server could not find the requested "
+                            "resource."}),
+        "unauthorized": (401, {"title": "Unauthenticated", "message": "The access token is invalid"}),
+    }
+
+    def fail_available_times(self, mode: str, *, count: int | None = None) -> None:
+        """Make ``GET /event_type_available_times`` answer a canned fault ``count`` times (``None``: until
+        ``faults.clear()``). Modes as :data:`AVAILABLE_TIMES_FAULTS`: ``garbage``, ``unparseable``,
+        ``error_200``, ``not_found`` (404), ``unauthorized`` (401). Raises :class:`SimulatorError` for an
+        unknown mode."""
+        if mode not in self.AVAILABLE_TIMES_FAULTS:
+            raise SimulatorError(f"unknown available-times fault {mode!r}; one of "
+                                 f"{sorted(self.AVAILABLE_TIMES_FAULTS)}")
+        status, body = self.AVAILABLE_TIMES_FAULTS[mode]
+        self.faults.can("/event_type_available_times", status, body, count)
 
     def available_times(
         self, event_type: str, start: datetime | str | None = None, end: datetime | str | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import FastAPI
@@ -310,6 +310,33 @@ class GhlSimulator(GhlGate, GhlRender, SimulatorBase):
         ):
             return False
         return not any(overlaps(start, end, b0, b1) for b0, b1 in self._busy(cal, exclude))
+
+    #: Canned free-slots faults of :meth:`fail_free_slots`: mode → (status, body).
+    FREE_SLOTS_FAULTS: ClassVar[dict[str, tuple[int, Any]]] = {
+        "garbage": (200, ["2031-03-03T09:00:00+00:00"]),  # wrong shape: a list, not days
+        "unparseable": (200, {"2031-03-03": {"slots": ["2031-03-03T09:00:00+00:00", "next tuesday", "T25:00"]},
+                              "traceId": "canned-trace"}),
+        "error_200": (200, {"statusCode": 400, "message": "Calendar is not ready, try again later",
+                            "traceId": "canned-trace"}),
+        "not_found": (404, {"statusCode": 404, "message": "Calendar not found", "error": "Not Found",
+                            "traceId": "canned-trace"}),
+        "unauthorized": (401, {"statusCode": 401, "message": "Invalid token: access token is invalid",
+                               "error": "Unauthorized", "traceId": "canned-trace"}),
+    }
+
+    def fail_free_slots(self, mode: str, calendar_id: str | None = None, *, count: int | None = None) -> None:
+        """Make ``GET /calendars/{calendar_id}/free-slots`` (every calendar when ``None``) answer a canned fault
+        ``count`` times (``None``: until ``faults.clear()``). Modes: :data:`FREE_SLOTS_FAULTS` — ``garbage``
+        (200, wrong shape), ``unparseable`` (200, slot times that do not parse), ``error_200`` (200 with an
+        error body), ``not_found`` (404), ``unauthorized`` (401). Raises :class:`SimulatorError` for an
+        unknown mode."""
+        if mode not in self.FREE_SLOTS_FAULTS:
+            raise SimulatorError(f"unknown free-slots fault {mode!r}; one of {sorted(self.FREE_SLOTS_FAULTS)}")
+        status, body = self.FREE_SLOTS_FAULTS[mode]
+        with self._lock:
+            targets = [calendar_id] if calendar_id else list(self._calendars)
+        for cal in targets:  # ``count`` applies to each calendar
+            self.faults.can(f"/calendars/{cal}/free-slots", status, copy.deepcopy(body), count)
 
     def free_slots(
         self, calendar_id: str, start: datetime | str | None = None, end: datetime | str | None = None
