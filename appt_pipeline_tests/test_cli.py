@@ -544,3 +544,37 @@ def test_capacity_bad_input_exits_2_and_writes_nothing(db: sa.Engine, env: dict[
     if "nope" in args:
         assert "'nope' does not exist" in proc.stderr
     assert rows(db, "SELECT count(*) FROM calendar_capacity")[0][0] == 0
+
+
+def test_capacity_refresh_availability_from_the_simulator(db: sa.Engine, env: dict[str, str]) -> None:
+    """--refresh-availability fetches the free slots through the provider clients first (a GHL simulator on
+    loopback, real clock); a workspace whose token is refused keeps nothing fresh and says so per calendar."""
+    from appt_pipeline.sandbox import GhlCalendar, GhlLocation, GhlSeed, GhlSimulator, SimulatorServer
+    from appt_pipeline.store.workspaces import set_secret
+    from appt_pipeline_tests.helpers import SECRET_KEY
+
+    every_day = {d: [("00:00", "23:59")] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+    seed = GhlSeed(locations=[GhlLocation(id=loc, token=f"tok-{loc}", timezone="UTC", calendars=[
+        GhlCalendar(id=f"{loc}_a", working_hours=every_day), GhlCalendar(id=f"{loc}_b", name="Direct")])
+        for loc in ("loc1", "loc2")])
+    with SimulatorServer(GhlSimulator(seed)) as server:
+        for ws, loc, token in (("ws_live", "loc1", "tok-loc1"), ("ws_revoked", "loc2", "tok-wrong")):
+            set_workspace(db, ws, {"meeting_booking_provider": "GHL", "timezone": "UTC", "ghl_location_id": loc,
+                                   "ghl_api_base_url": server.base_url, "ghl_default_calendar_id": f"{loc}_a",
+                                   "ghl_direct_book_calendar_id": f"{loc}_b"})
+            set_secret(db, ws, "ghl_private_token", token, SECRET_KEY)
+        before = one_json(run_cli(env, "capacity", "--workspace", "ws_live", "--json"))
+        assert [c["last_error"] for c in before["workspaces"][0]["calendars"]] == ["availability never fetched"] * 2
+        proc = run_cli({**env, "APPT_SECRET_KEY": SECRET_KEY}, "capacity", "--workspace", "ws_live",
+                       "--workspace", "ws_revoked", "--days", "7", "--refresh-availability", "--json")
+    assert proc.returncode == 0, proc.stderr
+    live, revoked = one_json(proc)["workspaces"]
+    a = live["calendars"][0]
+    assert (a["calendar_key"], a["stale"], a["last_error"]) == ("loc1_a", False, None) and a["available_slots"] > 0
+    stored = rows(db, "SELECT count(*) FROM calendar_availability WHERE workspace_id = 'ws_live' "
+                      "AND calendar_key = 'loc1_a'")[0][0]
+    assert 0 < a["available_slots"] <= stored
+    assert live["total"]["available_slots"] >= a["available_slots"]
+    assert all(c["stale"] and c["last_error"] for c in revoked["calendars"])
+    assert "ws_revoked: calendar refresh failed (previous slots kept)" in proc.stderr
+    assert "tok-wrong" not in proc.stderr + proc.stdout

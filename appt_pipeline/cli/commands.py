@@ -476,11 +476,12 @@ def capacity(workspace_ids: tuple[str, ...], all_workspaces: bool, days: int, re
 
     Stale or failed availability is shown per calendar (stale, last_error); a workspace without a configured
     calendar is reported (no calendar rows, its bookings unattributed). Exit 2 for an unknown workspace, --days
-    outside 1…90 or neither/both of --workspace and --all; exit 1 when --refresh-availability could not refresh a
-    workspace (the capacity of every workspace is printed all the same).
+    outside 1…90 or neither/both of --workspace and --all. --refresh-availability (needs APPT_SECRET_KEY): failing
+    calendars keep their previous slots and are named on stderr; exit 1 when a workspace's refresh failed as a
+    whole (the capacity of every workspace is printed all the same).
     """
     from appt_pipeline.domain.rules import utc_now
-    from appt_pipeline.pipelines.capacity import AvailabilityRefreshUnavailable, compute_capacity
+    from appt_pipeline.pipelines.capacity import compute_capacity
     from appt_pipeline.store.capacity import UnknownWorkspaceError
     from appt_pipeline.store.workspaces import workspace_ids as all_ids
 
@@ -497,17 +498,19 @@ def capacity(workspace_ids: tuple[str, ...], all_workspaces: bool, days: int, re
         if refresh_availability and ids:
             import asyncio
 
-            from appt_pipeline.pipelines.capacity import refresh_availability as refresh
+            from appt_pipeline.pipelines.capacity import refresh_workspaces_availability
 
-            try:
-                outcome = asyncio.run(refresh(rt.engine, ids, now=now, days=days,
-                                              secret_key=os.environ.get(SECRET_KEY_ENV)))
-            except AvailabilityRefreshUnavailable as exc:
-                _err(f"error: {exc}")
-                sys.exit(EXIT_WORK_FAILED)
+            outcome = asyncio.run(refresh_workspaces_availability(rt.engine, ids, now=now, days=days,
+                                                                  secret_key=os.environ.get(SECRET_KEY_ENV)))
             refresh_failed = outcome.failed
             _err(f"[capacity] availability refreshed for {len(outcome.refreshed)} workspace(s)"
+                 + (f", with failing calendars for {len(outcome.calendar_errors)}" if outcome.calendar_errors else "")
+                 + (f", skipped {len(outcome.skipped)}" if outcome.skipped else "")
                  + (f", failed for {len(outcome.failed)}" if outcome.failed else ""))
+            for ws, errors in outcome.calendar_errors.items():
+                _err(f"[capacity] {ws}: calendar refresh failed (previous slots kept): {'; '.join(errors)}")
+            for ws, reason in outcome.skipped.items():
+                _err(f"[capacity] {ws}: availability not refreshed: {reason}")
             for ws, reason in outcome.failed.items():
                 _err(f"[capacity] {ws}: availability refresh failed: {reason}")
             now = utc_now()

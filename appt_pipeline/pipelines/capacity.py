@@ -2,7 +2,7 @@
 
 :func:`compute_capacity` is what the ``calendar_capacity`` asset and ``appt-pipeline capacity`` run: with
 ``refresh_availability`` it first refreshes each workspace's free slots through the availability pipeline
-(:func:`refresh_availability`, the provider clients and their shared limiter), then stores capacity for
+(:func:`refresh_workspaces_availability`, the provider clients and their shared limiter), then stores capacity for
 all the workspaces in one statement (:func:`appt_pipeline.store.capacity.store_capacity`) and returns the
 :class:`~appt_pipeline.domain.capacity.CapacityReport` every reader prints. :func:`day_chart_png` draws the
 per-day chart (booked vs available per UTC day) the asset's metadata and the capacity page show.
@@ -11,77 +11,69 @@ per-day chart (booked vs available per UTC day) the asset's metadata and the cap
 from __future__ import annotations
 
 import base64
-import inspect
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import httpx
 import sqlalchemy as sa
 
 from appt_pipeline.domain.calendars import TOTAL_KEY
 from appt_pipeline.domain.capacity import CapacityReport, WorkspaceCapacity
+from appt_pipeline.pipelines.availability import refresh_workspace_availability
 from appt_pipeline.pipelines.clients import ClientFactory, ClientOptions
 from appt_pipeline.store.capacity import read_capacity, store_capacity
 
 
-class AvailabilityRefreshUnavailable(RuntimeError):
-    """The availability refresh (the ``availability`` module of this package) is not part of this build."""
-
-
 @dataclass(frozen=True)
 class RefreshOutcome:
-    """What refreshing the availability of some workspaces did: ``refreshed`` ids, ``failed`` id → masked
-    reason (a workspace whose token was revoked or that has no provider account is reported, not retried)."""
+    """What refreshing the availability of some workspaces did.
+
+    ``refreshed``: ids whose calendars were all refreshed; ``skipped``: id → why nothing could be fetched (no
+    configured calendar, not connected); ``calendar_errors``: id → ``"<calendar key>: <masked error>"`` of the
+    calendars that failed (their previous slots kept, the error in ``last_error``); ``failed``: id → the error
+    that stopped the workspace's refresh as a whole. Nothing is retried in a loop.
+    """
 
     refreshed: tuple[str, ...] = ()
+    skipped: dict[str, str] = field(default_factory=dict)
+    calendar_errors: dict[str, list[str]] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def _availability_refresher() -> Callable[..., Any]:
-    try:
-        from appt_pipeline.pipelines import availability
-    except ImportError as exc:  # GAP until the availability branch is merged (see docs/operations.md)
-        raise AvailabilityRefreshUnavailable(
-            "availability refresh is not available in this build (appt_pipeline.pipelines.availability missing)"
-        ) from exc
-    refresher: Callable[..., Any] = availability.refresh_workspace_availability
-    return refresher
-
-
-async def refresh_availability(engine: sa.Engine, workspace_ids: Iterable[str], *, now: datetime, days: int = 30,
-                               options: ClientOptions | None = None, secret_key: str | None = None) -> RefreshOutcome:
-    """Refresh the free slots of each workspace through
-    ``refresh_workspace_availability(engine, factory, ws, now=, days=)`` of the availability pipeline,
-    one workspace after the other over ONE :class:`~appt_pipeline.pipelines.clients.ClientFactory` (one
-    ``httpx.AsyncClient``, the shared per-account limiter). A workspace that fails as a whole (e.g. no
-    provider account, token revoked) is recorded in ``failed`` (type and first line of the masked message)
-    and the others go on; the refresh itself records per-calendar errors in ``calendar_availability_status``.
-    ``secret_key`` (``APPT_SECRET_KEY``) is passed when the refresh takes one.
-
-    Raises :class:`AvailabilityRefreshUnavailable` when the refresh is not part of this build.
-    """
-    refresher = _availability_refresher()
-    takes_key = "secret_key" in inspect.signature(refresher).parameters
+async def refresh_workspaces_availability(engine: sa.Engine, workspace_ids: Iterable[str], *, now: datetime,
+                                          days: int = 30, options: ClientOptions | None = None,
+                                          secret_key: str | None = None) -> RefreshOutcome:
+    """Refresh the free slots of each workspace (:func:`~appt_pipeline.pipelines.availability.
+    refresh_workspace_availability`, rules §9), one workspace after the other over ONE
+    :class:`~appt_pipeline.pipelines.clients.ClientFactory` (one ``httpx.AsyncClient``, the shared per-account
+    limiter). ``secret_key`` is ``APPT_SECRET_KEY`` (decrypts the provider tokens); ``days`` 1…90. A workspace
+    that fails as a whole is recorded (type and first line of the masked message) and the others go on."""
     opts = options or ClientOptions()
     refreshed: list[str] = []
+    skipped: dict[str, str] = {}
+    calendar_errors: dict[str, list[str]] = {}
     failed: dict[str, str] = {}
     async with httpx.AsyncClient(timeout=opts.timeout_s) as http:
         factory = ClientFactory(http, opts)
         for ws in workspace_ids:
-            extra = {"secret_key": secret_key} if takes_key else {}
             try:
-                result = refresher(engine, factory, ws, now=now, days=days, **extra)
-                if inspect.isawaitable(result):
-                    await result
+                report = await refresh_workspace_availability(engine, factory, ws, now=now, secret_key=secret_key,
+                                                              days=days)
             except Exception as exc:  # one workspace failing must not stop the others; the reason is reported
                 first = str(exc).splitlines()[0] if str(exc) else ""
                 failed[ws] = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+                continue
+            if report.not_configured:
+                skipped[ws] = report.not_configured
+                continue
+            errors = [f"{c.calendar.calendar_key}: {c.error or c.error_kind}" for c in report.calendars if not c.ok]
+            if errors:
+                calendar_errors[ws] = errors
             else:
                 refreshed.append(ws)
-    return RefreshOutcome(tuple(refreshed), failed)
+    return RefreshOutcome(tuple(refreshed), skipped, calendar_errors, failed)
 
 
 def compute_capacity(engine: sa.Engine, workspace_ids: Iterable[str], *, days: int | None, now: datetime,
