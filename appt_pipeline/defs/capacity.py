@@ -30,7 +30,7 @@ from appt_pipeline.defs.partitions import workspace_partitions
 from appt_pipeline.defs.resources import AppDatabase
 from appt_pipeline.defs.runs import MAX_RUNTIME_TAG, WRITER_POOL
 from appt_pipeline.domain.calendars import TOTAL_KEY
-from appt_pipeline.domain.capacity import DEFAULT_WINDOW_DAYS, CapacityReport, WorkspaceCapacity
+from appt_pipeline.domain.capacity import DEFAULT_WINDOW_DAYS, CapacityReport, WorkspaceCapacity, clamp_window_days
 from appt_pipeline.domain.rules import utc_now
 from appt_pipeline.pipelines.capacity import compute_capacity, day_chart_markdown
 from appt_pipeline.store.capacity import STORED_COLUMNS, UnknownWorkspaceError, stored_capacity
@@ -136,7 +136,7 @@ def calendar_capacity(context: dg.AssetExecutionContext, config: CapacityConfig,
                       app_db: AppDatabase) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Compute and store the partition's capacity; yield its materialization and the freshness check."""
     workspace_id = context.partition_key
-    if config.window_days != (used := max(1, min(90, config.window_days))):
+    if config.window_days != (used := clamp_window_days(config.window_days)):
         context.log.warning(f"window_days {config.window_days} is out of range 1…90; used {used}")
     try:
         report = compute_capacity(app_db.engine(), [workspace_id], days=config.window_days, now=utc_now())

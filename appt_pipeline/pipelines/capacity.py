@@ -1,11 +1,12 @@
 """Capacity of workspaces (docs/rules.md §9): optionally refresh their availability, then compute and store.
 
-:func:`compute_capacity` is what the ``calendar_capacity`` asset and ``appt-pipeline capacity`` run: with
-``refresh_availability`` it first refreshes each workspace's free slots through the availability pipeline
-(:func:`refresh_workspaces_availability`, the provider clients and their shared limiter), then stores capacity for
-all the workspaces in one statement (:func:`appt_pipeline.store.capacity.store_capacity`) and returns the
-:class:`~appt_pipeline.domain.capacity.CapacityReport` every reader prints. :func:`day_chart_png` draws the
-per-day chart (booked vs available per UTC day) the asset's metadata and the capacity page show.
+:func:`compute_capacity` is what the ``calendar_capacity`` asset and ``appt-pipeline capacity`` run: it stores
+capacity for all the given workspaces in one statement (:func:`appt_pipeline.store.capacity.store_capacity`) and
+returns the :class:`~appt_pipeline.domain.capacity.CapacityReport` every reader prints. The command's
+``--refresh-availability`` first refreshes the free slots through the availability pipeline
+(:func:`refresh_workspaces_availability`: the provider clients and their shared limiter).
+:func:`day_chart_png` draws the per-day chart (booked vs available per UTC day) the asset's metadata and the
+capacity page show.
 """
 
 from __future__ import annotations
