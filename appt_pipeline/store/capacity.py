@@ -19,7 +19,8 @@ The rule, as the SQL applies it:
   ``calendly_event_type_uri`` equals the key; available = its slot rows (unique per slot start);
 * total ``*``: booked = every CONFIRMED row of the workspace in the window (attributed or not, any
   provider), ``unattributed_booked_slots`` = those attributed to no configured calendar; available = the
-  union of the calendars' slot starts (a slot offered by both counts once);
+  union of the calendars' slot starts (a slot offered by both counts once: per workspace the two calendars'
+  slot index ranges are full-joined on the slot start);
 * ``stale`` / ``last_error`` per calendar from ``calendar_availability_status`` (the refresh outcome): stale
   when never fetched successfully or ``stale_at`` ≤ window_start; without a status row the slot rows' own
   ``fetched_at`` / ``stale_at`` / ``last_error`` are used, and a calendar with neither reports
@@ -82,16 +83,23 @@ booked AS (
     GROUP BY 1, 2
 ),
 free AS (
-    SELECT r.wn, (s.slot_start AT TIME ZONE 'UTC')::date AS day, count(*) FILTER (WHERE r.ord = 1) AS n1,
-           count(*) FILTER (WHERE r.ord = 2) AS n2, count(DISTINCT s.slot_start) AS n_total
-    FROM refs r
+    SELECT w.wn, f.day, f.n1, f.n2, f.n_total
+    FROM ws w
     CROSS JOIN LATERAL (
-        SELECT s.slot_start FROM calendar_availability s
-        WHERE s.workspace_id = r.workspace_id AND s.provider = r.provider AND s.calendar_key = r.calendar_key
-          AND s.availability_source = r.availability_source
-          AND s.slot_start >= %(window_start)s AND s.slot_start < %(window_end)s
-    ) s
-    GROUP BY 1, 2
+        SELECT (coalesce(d.slot_start, x.slot_start) AT TIME ZONE 'UTC')::date AS day,
+               count(d.slot_start) AS n1, count(x.slot_start) AS n2, count(*) AS n_total
+        FROM (SELECT s.slot_start FROM calendar_availability s
+              WHERE w.default_key IS NOT NULL AND s.workspace_id = w.workspace_id AND s.provider = w.provider
+                AND s.calendar_key = w.default_key AND s.availability_source = 'DEFAULT'
+                AND s.slot_start >= %(window_start)s AND s.slot_start < %(window_end)s) d
+        FULL JOIN (SELECT s.slot_start FROM calendar_availability s
+              WHERE w.direct_key IS NOT NULL AND w.direct_key IS DISTINCT FROM w.default_key
+                AND s.workspace_id = w.workspace_id AND s.provider = w.provider
+                AND s.calendar_key = w.direct_key AND s.availability_source = 'DIRECT_BOOK'
+                AND s.slot_start >= %(window_start)s AND s.slot_start < %(window_end)s) x
+          ON x.slot_start = d.slot_start
+        GROUP BY 1
+    ) f
 ),
 days AS (
     SELECT d::date AS day
