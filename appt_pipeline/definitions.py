@@ -15,6 +15,7 @@ from appt_pipeline.defs.assets import (
 )
 from appt_pipeline.defs.attribution import attribution_backfill_job, calendar_attribution
 from appt_pipeline.defs.availability import availability_job, availability_schedule, calendar_availability
+from appt_pipeline.defs.capacity import calendar_capacity, capacity_job, capacity_overview, capacity_overview_job
 from appt_pipeline.defs.jobs import migration_job, reconciliation_job, webhook_ingest_job
 from appt_pipeline.defs.resources import AppDatabase, ProviderClients
 from appt_pipeline.defs.schedules import reconciliation_schedule
@@ -23,8 +24,9 @@ from appt_pipeline.settings import DATABASE_URL_ENV
 
 defs = dg.Definitions(
     assets=[legacy_lead_rollups, ghl_api, calendly_api, webhook_events, appointment_history_and_rollups,
-            calendar_attribution, calendar_availability],
-    jobs=[migration_job, reconciliation_job, webhook_ingest_job, attribution_backfill_job, availability_job],
+            calendar_attribution, calendar_availability, calendar_capacity, capacity_overview],
+    jobs=[migration_job, reconciliation_job, webhook_ingest_job, attribution_backfill_job, availability_job,
+          capacity_job, capacity_overview_job],
     schedules=[reconciliation_schedule, availability_schedule],
     sensors=[workspace_registry_sensor, webhook_events_sensor],
     resources={

@@ -458,3 +458,123 @@ def test_serve_on_a_busy_port_exits_1_with_one_line(db: sa.Engine, env: dict[str
     assert proc.returncode == 1, proc.stderr
     assert f"error: cannot listen on 127.0.0.1:{port}: address already in use" in proc.stderr.splitlines()
     assert "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------------------- capacity
+
+
+def _capacity_case(engine: sa.Engine) -> None:
+    """Slots and bookings a few hours after now (the command's window starts at the wall clock)."""
+    from datetime import timedelta
+
+    from appt_pipeline.domain.rules import utc_now
+    from appt_pipeline_tests.helpers.capacity import book, offer, workspace
+
+    now = utc_now()
+    soon = [now + timedelta(hours=h) for h in (2, 3, 4)]
+    workspace(engine, "cap", default="cal_a", direct="cal_b")
+    offer(engine, "cap", "cal_a", soon, fetched_at=now, stale_at=now + timedelta(hours=2))
+    offer(engine, "cap", "cal_b", soon[1:], source="DIRECT_BOOK", fetched_at=now - timedelta(hours=4),
+          stale_at=now - timedelta(hours=2), last_error="GHL 502 Bad Gateway")
+    book(engine, "cap", now + timedelta(hours=5), calendar="cal_a")
+    book(engine, "cap", now + timedelta(hours=5))
+    workspace(engine, "cap_bare")
+    book(engine, "cap_bare", now + timedelta(hours=5))
+
+
+def test_capacity_json_is_one_object_of_the_documented_shape(db: sa.Engine, env: dict[str, str]) -> None:
+    from datetime import datetime
+
+    from appt_pipeline.store.capacity import read_capacity
+
+    _capacity_case(db)
+    proc = run_cli(env, "capacity", "--workspace", "cap", "--workspace", "cap_bare", "--days", "7", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = one_json(proc)
+    assert list(out) == ["window_days", "window_start", "window_end", "workspaces"]
+    assert out["window_days"] == 7 and out["window_start"].endswith("Z") and out["window_end"].endswith("Z")
+    start, end = (datetime.fromisoformat(out[k]) for k in ("window_start", "window_end"))
+    assert (end - start).days == 7
+    assert [w["workspace_id"] for w in out["workspaces"]] == ["cap", "cap_bare"]
+    cap, bare = out["workspaces"]
+    assert list(cap) == ["workspace_id", "calendars", "total", "days"]
+    assert [list(c) for c in cap["calendars"]] == [["calendar_key", "provider", "availability_source",
+                                                    "booked_slots", "available_slots", "total_slots", "booked_pct",
+                                                    "stale", "last_error"]] * 2
+    assert [(c["calendar_key"], c["booked_slots"], c["available_slots"], c["booked_pct"], c["stale"],
+             c["last_error"]) for c in cap["calendars"]] == [("cal_a", 1, 3, 0.25, False, None),
+                                                             ("cal_b", 0, 2, 0.0, True, "GHL 502 Bad Gateway")]
+    assert cap["total"] == {"booked_slots": 2, "available_slots": 3, "total_slots": 5, "booked_pct": 0.4,
+                            "unattributed_booked_slots": 1}
+    assert set(cap["days"][0]) == {"date", "calendar_key", "booked_slots", "available_slots"}
+    assert bare["calendars"] == [] and bare["total"]["unattributed_booked_slots"] == 1
+    assert bare["total"]["booked_pct"] == 1.0
+    assert "cap_bare: no configured calendar" in proc.stderr
+    # the same numbers as the store's read at that instant, and stored
+    assert read_capacity(db, ["cap", "cap_bare"], days=7, now=start).as_dict() == out
+    assert rows(db, "SELECT booked_slots, available_slots, booked_pct FROM calendar_capacity "
+                    "WHERE workspace_id = 'cap' AND calendar_key = '*' AND window_days = 7")[0] == (2, 3, 0.4)
+
+
+def test_capacity_human_table_and_all(db: sa.Engine, env: dict[str, str]) -> None:
+    _capacity_case(db)
+    proc = run_cli(env, "capacity", "--all")
+    assert proc.returncode == 0, proc.stderr
+    assert "cap_bare: no configured calendar" in proc.stdout
+    lines = proc.stdout.splitlines()
+    assert any(line.split()[:7] == ["cal_a", "GHL", "DEFAULT", "1", "3", "4", "25.0%"] for line in lines)
+    assert any(line.startswith("cal_b") and "GHL 502 Bad Gateway" in line and " yes " in line for line in lines)
+    assert any(line.startswith("* (total)") and "40.0%" in line for line in lines)
+    assert "(30 days), 2 workspace(s)" in proc.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["capacity", "--workspace", "nope"],
+    ["capacity", "--workspace", "cap", "--workspace", "nope", "--json"],
+    ["capacity", "--workspace", "cap", "--days", "0"],
+    ["capacity", "--workspace", "cap", "--days", "91"],
+    ["capacity"],
+    ["capacity", "--all", "--workspace", "cap"],
+], ids=["unknown", "one-unknown", "days-0", "days-91", "neither", "both"])
+def test_capacity_bad_input_exits_2_and_writes_nothing(db: sa.Engine, env: dict[str, str], args: list[str]) -> None:
+    _capacity_case(db)
+    proc = run_cli(env, *args)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    if "nope" in args:
+        assert "'nope' does not exist" in proc.stderr
+    assert rows(db, "SELECT count(*) FROM calendar_capacity")[0][0] == 0
+
+
+def test_capacity_refresh_availability_from_the_simulator(db: sa.Engine, env: dict[str, str]) -> None:
+    """--refresh-availability fetches the free slots through the provider clients first (a GHL simulator on
+    loopback, real clock); a workspace whose token is refused keeps nothing fresh and says so per calendar."""
+    from appt_pipeline.sandbox import GhlCalendar, GhlLocation, GhlSeed, GhlSimulator, SimulatorServer
+    from appt_pipeline.store.workspaces import set_secret
+    from appt_pipeline_tests.helpers import SECRET_KEY
+
+    every_day = {d: [("00:00", "23:59")] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+    seed = GhlSeed(locations=[GhlLocation(id=loc, token=f"tok-{loc}", timezone="UTC", calendars=[
+        GhlCalendar(id=f"{loc}_a", working_hours=every_day), GhlCalendar(id=f"{loc}_b", name="Direct")])
+        for loc in ("loc1", "loc2")])
+    with SimulatorServer(GhlSimulator(seed)) as server:
+        for ws, loc, token in (("ws_live", "loc1", "tok-loc1"), ("ws_revoked", "loc2", "tok-wrong")):
+            set_workspace(db, ws, {"meeting_booking_provider": "GHL", "timezone": "UTC", "ghl_location_id": loc,
+                                   "ghl_api_base_url": server.base_url, "ghl_default_calendar_id": f"{loc}_a",
+                                   "ghl_direct_book_calendar_id": f"{loc}_b"})
+            set_secret(db, ws, "ghl_private_token", token, SECRET_KEY)
+        before = one_json(run_cli(env, "capacity", "--workspace", "ws_live", "--json"))
+        assert [c["last_error"] for c in before["workspaces"][0]["calendars"]] == ["availability never fetched"] * 2
+        proc = run_cli({**env, "APPT_SECRET_KEY": SECRET_KEY}, "capacity", "--workspace", "ws_live",
+                       "--workspace", "ws_revoked", "--days", "7", "--refresh-availability", "--json")
+    assert proc.returncode == 0, proc.stderr
+    live, revoked = one_json(proc)["workspaces"]
+    a = live["calendars"][0]
+    assert (a["calendar_key"], a["stale"], a["last_error"]) == ("loc1_a", False, None) and a["available_slots"] > 0
+    stored = rows(db, "SELECT count(*) FROM calendar_availability WHERE workspace_id = 'ws_live' "
+                      "AND calendar_key = 'loc1_a'")[0][0]
+    assert 0 < a["available_slots"] <= stored
+    assert live["total"]["available_slots"] >= a["available_slots"]
+    assert all(c["stale"] and c["last_error"] for c in revoked["calendars"])
+    assert "ws_revoked: calendar refresh failed (previous slots kept)" in proc.stderr
+    assert "tok-wrong" not in proc.stderr + proc.stdout

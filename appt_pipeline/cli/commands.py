@@ -527,6 +527,93 @@ def book(workspace_id: str, lead_id: str, slot: str, availability_source: str, m
                                   appointment["ghl_calendar_id"] or appointment["calendly_event_type_uri"]]],
                                 headers=["appointment", "provider", "status", "start", "source", "calendar"]))
     if result.state is not BookingState.BOOKED:
+# --------------------------------------------------------------------------------------------- capacity
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+@main.command()
+@click.option("--workspace", "workspace_ids", multiple=True, metavar="WS",
+              help="Workspace id (repeatable); or --all.")
+@click.option("--all", "all_workspaces", is_flag=True, help="Every workspace.")
+@click.option("--days", type=click.IntRange(1, 90), default=30, show_default=True,
+              help="Window [now, now + N days), N in 1…90.")
+@click.option("--refresh-availability", is_flag=True,
+              help="First refresh the workspaces' free slots from their providers (else the stored slots are used).")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print one JSON object: {"window_days", "window_start", "window_end", "workspaces": [...]}.')
+def capacity(workspace_ids: tuple[str, ...], all_workspaces: bool, days: int, refresh_availability: bool,
+             as_json: bool) -> None:
+    """Calendar capacity (SPEC §9): booked / (booked + available) slots per configured calendar and in total, for
+    the next N days; computed from the stored free slots and appointments, stored in calendar_capacity, printed.
+
+    Stale or failed availability is shown per calendar (stale, last_error); a workspace without a configured
+    calendar is reported (no calendar rows, its bookings unattributed). Exit 2 for an unknown workspace, --days
+    outside 1…90 or neither/both of --workspace and --all. --refresh-availability (needs APPT_SECRET_KEY): failing
+    calendars keep their previous slots and are named on stderr; exit 1 when a workspace's refresh failed as a
+    whole (the capacity of every workspace is printed all the same).
+    """
+    from appt_pipeline.domain.rules import utc_now
+    from appt_pipeline.pipelines.capacity import compute_capacity
+    from appt_pipeline.store.capacity import UnknownWorkspaceError
+    from appt_pipeline.store.workspaces import workspace_ids as all_ids
+
+    if bool(workspace_ids) == all_workspaces:
+        raise BadInput("give --workspace WS (one or more) or --all")
+    refresh_failed: dict[str, str] = {}
+    with _runtime() as rt:
+        known = all_ids(rt.engine)
+        ids = known if all_workspaces else list(dict.fromkeys(w.strip() for w in workspace_ids))
+        unknown = [w for w in ids if w not in known]
+        if unknown:
+            raise BadInput(f"workspace {', '.join(repr(w) for w in unknown)} does not exist")
+        now = utc_now()
+        if refresh_availability and ids:
+            import asyncio
+
+            from appt_pipeline.pipelines.capacity import refresh_workspaces_availability
+
+            outcome = asyncio.run(refresh_workspaces_availability(rt.engine, ids, now=now, days=days,
+                                                                  secret_key=os.environ.get(SECRET_KEY_ENV)))
+            refresh_failed = outcome.failed
+            _err(f"[capacity] availability refreshed for {len(outcome.refreshed)} workspace(s)"
+                 + (f", with failing calendars for {len(outcome.calendar_errors)}" if outcome.calendar_errors else "")
+                 + (f", skipped {len(outcome.skipped)}" if outcome.skipped else "")
+                 + (f", failed for {len(outcome.failed)}" if outcome.failed else ""))
+            for ws, errors in outcome.calendar_errors.items():
+                _err(f"[capacity] {ws}: calendar refresh failed (previous slots kept): {'; '.join(errors)}")
+            for ws, reason in outcome.skipped.items():
+                _err(f"[capacity] {ws}: availability not refreshed: {reason}")
+            for ws, reason in outcome.failed.items():
+                _err(f"[capacity] {ws}: availability refresh failed: {reason}")
+            now = utc_now()
+        try:
+            report = compute_capacity(rt.engine, ids, days=days, now=now)
+        except UnknownWorkspaceError as exc:  # deleted meanwhile
+            raise BadInput(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))  # keys in the order of SPEC §12 / docs/operations.md
+        for ws in report.workspaces:
+            if not ws.has_calendars:
+                _err(f"[capacity] {ws.workspace_id}: no configured calendar")
+    else:
+        window = report.as_dict()
+        _err(f"[capacity] window {window['window_start']} .. {window['window_end']} ({report.window_days} days), "
+             f"{len(report.workspaces)} workspace(s)")
+        for ws in report.workspaces:
+            t = ws.total
+            rows = [[c.calendar_key, c.provider, c.availability_source, c.booked_slots, c.available_slots,
+                     c.total_slots, _pct(c.booked_pct), "", "yes" if c.stale else "no", c.last_error or "-"]
+                    for c in ws.calendars]
+            rows.append(["* (total)", "", "", t.booked_slots, t.available_slots, t.total_slots, _pct(t.booked_pct),
+                         t.unattributed_booked_slots, "yes" if ws.stale else "no", "-"])
+            click.echo(f"\n{ws.workspace_id}"
+                       + ("" if ws.has_calendars else ": no configured calendar (every booking is unattributed)"))
+            click.echo(tabulate(rows, headers=["calendar", "provider", "source", "booked", "available", "total",
+                                               "booked %", "unattributed", "stale", "last error"]))
+    if refresh_failed:
         sys.exit(EXIT_WORK_FAILED)
 
 

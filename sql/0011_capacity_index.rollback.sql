@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS appointments_confirmed_capacity_idx;
