@@ -527,6 +527,9 @@ def book(workspace_id: str, lead_id: str, slot: str, availability_source: str, m
                                   appointment["ghl_calendar_id"] or appointment["calendly_event_type_uri"]]],
                                 headers=["appointment", "provider", "status", "start", "source", "calendar"]))
     if result.state is not BookingState.BOOKED:
+        sys.exit(EXIT_WORK_FAILED)
+
+
 # --------------------------------------------------------------------------------------------- capacity
 
 
