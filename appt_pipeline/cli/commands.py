@@ -303,6 +303,26 @@ def webhooks_requeue(workspace_id: str, status: str, as_json: bool) -> None:
         _err(f"[webhooks] {workspace_id}: {requeued} {status} rows put back to pending")
 
 
+@webhooks.command("purge")
+@click.option("--workspace", "workspace_id", default=None, help="Only this workspace (default: all).")
+@click.option("--keep-days", type=click.IntRange(min=30), default=30, show_default=True,
+              help="Keep rows received in the last N days (at least 30: GHL dedupe keys, SPEC §7).")
+@click.option("--json", "as_json", is_flag=True, help='Print one JSON object: {"workspace_id", "keep_days", "purged"}.')
+def webhooks_purge(workspace_id: str | None, keep_days: int, as_json: bool) -> None:
+    """Delete finished staging rows (processed, ignored, failed) older than --keep-days; pending rows stay."""
+    from appt_pipeline.domain.rules import utc_now
+    from appt_pipeline.store.webhook_events import purge_events
+
+    with _runtime() as rt, rt.engine.begin() as conn:
+        purged = purge_events(conn, now=utc_now(), keep_s=keep_days * 86400, workspace_id=workspace_id)
+    if as_json:
+        click.echo(json.dumps({"workspace_id": workspace_id, "keep_days": keep_days, "purged": purged},
+                              sort_keys=True))
+    else:
+        _err(f"[webhooks] {workspace_id or 'all workspaces'}: {purged} finished rows older than {keep_days} days "
+             "deleted")
+
+
 # ----------------------------------------------------------------------------------------------- tokens
 
 

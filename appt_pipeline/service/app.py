@@ -22,7 +22,9 @@ Checks, in this order, each with its answer (JSON bodies; ``reason`` codes are s
    ``legacy_signature_disabled``);
 5. JSON decode (orjson) → **400** ``{"error": "invalid_json"}``;
 6. staging (:mod:`appt_pipeline.domain.webhook_staging`) → **400** ``{"error": <reason>, "fields": [...]}``;
-7. GHL only: body ``timestamp`` within 5 min → else **401** ``{"error": "stale_timestamp"}``; body
+7. GHL only: body ``timestamp`` at most 5 min ahead and at most 24 h old (GHL's retries of a 429 keep the
+   original timestamp); older only when its ``webhookId`` is already stored (then the duplicate answer of
+   8., whatever its age) → else **401** ``{"error": "stale_timestamp"}`` (SPEC §7 revised); body
    ``locationId`` equal to the workspace's ``ghl_location_id`` when the workspace has one (a body without
    ``locationId`` is refused too) → else **403**
    ``{"error": "location_mismatch"}``;
@@ -71,10 +73,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from appt_pipeline.domain.signatures import (
     CALENDLY_SIGNATURE_HEADER,
+    GHL_EXPIRED,
     GHL_LEGACY_SIGNATURE_HEADER,
     GHL_SIGNATURE_HEADER,
     SignatureError,
-    check_ghl_timestamp,
+    ghl_replay_verdict,
     verify_calendly,
     verify_ghl,
 )
@@ -90,6 +93,7 @@ from appt_pipeline.service.timeline_page import router as timeline_router
 from appt_pipeline.service.web import install_pages
 from appt_pipeline.service.writer import GroupCommitWriter, RowRejected
 from appt_pipeline.store.tokens import TokenGrant
+from appt_pipeline.store.webhook_events import DEDUPE_KEY_SEEN_SQL
 
 log = logging.getLogger(__name__)
 
@@ -287,8 +291,9 @@ GHL_BODY_SCHEMA: dict[str, Any] = {
         "locationId": {**_TEXT, "description": "must equal the workspace's GHL location when it has one "
                        "(missing or other: 403)"},
         "webhookId": {**_TEXT, "description": "deduplication key"},
-        "timestamp": {"type": ["string", "integer"], "description": "ISO 8601 or epoch s/ms; must be within 5 "
-                      "minutes of the service's clock (else 401 `stale_timestamp`)"},
+        "timestamp": {"type": ["string", "integer"], "description": "ISO 8601 or epoch s/ms; at most 5 min "
+                      "ahead of the service's clock and at most 24 h old, older only for a `webhookId` already "
+                      "stored (answered as a duplicate); else 401 `stale_timestamp`"},
         "appointment": {"type": "object", "additionalProperties": True,
                         "properties": {"id": _TEXT, "calendarId": _TEXT, "contactId": _TEXT,
                                        "appointmentStatus": _TEXT, "startTime": _TIME, "endTime": _TIME,
@@ -309,7 +314,8 @@ def _webhook_openapi(provider: Provider) -> dict[str, Any]:
                    (GHL_LEGACY_SIGNATURE_HEADER, "legacy base64 RSA-SHA256 signature; accepted only when the "
                     "workspace has a legacy public key")]
         body = ("GHL webhook `{type, locationId, webhookId, timestamp, appointment: {...}}` (docs/providers.md §1.5). "
-                "Verified on the raw bytes before parsing; `timestamp` within 5 min; deduplicated on `webhookId`.")
+                "Verified on the raw bytes before parsing; `timestamp` at most 24 h old (older: only a stored "
+                "`webhookId`, as a duplicate); deduplicated on `webhookId` (kept 30 days).")
         schema = GHL_BODY_SCHEMA
     return {
         "parameters": [{"name": name, "in": "header", "required": False, "description": text,
@@ -468,7 +474,7 @@ class WebhookIntake:
         if provider is Provider.GHL:
             assert staged.sent_at is not None  # stage_ghl requires the timestamp
             try:
-                check_ghl_timestamp(staged.sent_at, now=datetime.now(UTC))
+                verdict = ghl_replay_verdict(staged.sent_at, now=datetime.now(UTC))
             except SignatureError as exc:
                 raise _Reject(self._error(401, exc.reason), exc.reason) from None
             location = data.get("locationId")
@@ -478,6 +484,10 @@ class WebhookIntake:
             # `locationId` cannot prove it is for this workspace (GHL always sends it)
             if keys.ghl_location_id and given != keys.ghl_location_id:
                 raise _Reject(self._error(403, "location_mismatch"), "location_mismatch")
+            if verdict == GHL_EXPIRED:  # older than 24 h: only a redelivery of a stored webhookId is answered 2xx
+                if not await self._seen(provider, staged.dedupe_key):
+                    raise _Reject(self._error(401, "stale_timestamp"), "stale_timestamp")
+                return 200, _ACCEPTED[(True, staged.status)], []
         # 8. durable insert (group commit)
         try:
             inserted = await service.writer.submit(workspace_id, staged)
@@ -489,6 +499,20 @@ class WebhookIntake:
                 raise _Reject(self._error(404, "unknown_workspace"), "unknown_workspace") from None
             raise _Reject(self._error(400, exc.reason), exc.reason) from None
         return 200, _ACCEPTED[(not inserted, staged.status)], []
+
+
+    async def _seen(self, provider: Provider, dedupe_key: str) -> bool:
+        """Is ``dedupe_key`` stored? (kept at least 30 days, SPEC §7)"""
+
+        async def exists(conn: Any) -> bool:
+            cur = await conn.execute(DEDUPE_KEY_SEEN_SQL, {"key": dedupe_key})
+            row = await cur.fetchone()
+            return bool(row and row[0])
+
+        try:
+            return await self.service.db.run(exists)
+        except DatabaseUnavailable as exc:
+            raise _Reject(self._unavailable_reply(provider), f"database_unavailable:{exc.reason}") from None
 
 
 class _Reject(Exception):
