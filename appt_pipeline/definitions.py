@@ -16,6 +16,7 @@ from appt_pipeline.defs.assets import (
 from appt_pipeline.defs.attribution import attribution_backfill_job, calendar_attribution
 from appt_pipeline.defs.jobs import migration_job, reconciliation_job, webhook_ingest_job
 from appt_pipeline.defs.resources import AppDatabase, ProviderClients
+from appt_pipeline.defs.rollups import rollup_refresh_job, rollup_refresh_schedule
 from appt_pipeline.defs.schedules import reconciliation_schedule
 from appt_pipeline.defs.sensors import webhook_events_sensor, workspace_registry_sensor
 from appt_pipeline.settings import DATABASE_URL_ENV
@@ -23,8 +24,8 @@ from appt_pipeline.settings import DATABASE_URL_ENV
 defs = dg.Definitions(
     assets=[legacy_lead_rollups, ghl_api, calendly_api, webhook_events, appointment_history_and_rollups,
             calendar_attribution],
-    jobs=[migration_job, reconciliation_job, webhook_ingest_job, attribution_backfill_job],
-    schedules=[reconciliation_schedule],
+    jobs=[migration_job, reconciliation_job, webhook_ingest_job, attribution_backfill_job, rollup_refresh_job],
+    schedules=[reconciliation_schedule, rollup_refresh_schedule],
     sensors=[workspace_registry_sensor, webhook_events_sensor],
     resources={
         "app_db": AppDatabase(url=dg.EnvVar(DATABASE_URL_ENV)),

@@ -247,24 +247,38 @@ def migrate(workspace_id: str, apply: bool, resume: bool, as_json: bool, chunk_s
 @main.command()
 @click.option("--workspace", "workspace_id", required=True)
 @click.option("--repair", is_flag=True, help="Recompute every lead's rollup of the workspace.")
+@click.option("--refresh", is_flag=True,
+              help="First recompute the leads whose primary moved with time (SPEC §3; what the hourly "
+                   "rollup_refresh_job does): no tasks, no lead status change.")
 @click.option("--json", "as_json", is_flag=True)
-def rollups(workspace_id: str, repair: bool, as_json: bool) -> None:
-    """Report rollup drift (SPEC §10); exit 1 when drift remains."""
+def rollups(workspace_id: str, repair: bool, refresh: bool, as_json: bool) -> None:
+    """Report rollup drift (SPEC §10), each lead compared with its primary at its own reference time; exit 1
+    when drift remains. ``--json``: the drift report plus ``remaining``, and with ``--refresh`` a ``refresh``
+    object ``{"due", "changed", "ref", "sample_lead_ids"}``."""
     from dataclasses import asdict
 
     import sqlalchemy as sa
 
     from appt_pipeline.domain.rules import utc_now
-    from appt_pipeline.store.rollups import drift_report
+    from appt_pipeline.store.rollups import drift_report, refresh_rollups
 
     with _runtime() as rt, rt.engine.begin() as conn:
         if not conn.execute(sa.text("SELECT 1 FROM workspaces WHERE id = :id"), {"id": workspace_id}).first():
             raise BadInput(f"workspace {workspace_id!r} does not exist")
-        report = drift_report(conn, workspace_id, utc_now(), repair=repair)
+        now = utc_now()
+        refreshed = refresh_rollups(conn, workspace_id, now) if refresh else None
+        report = drift_report(conn, workspace_id, now, repair=repair)
     remaining = report.drifted - report.repaired
     if as_json:
-        click.echo(json.dumps({**asdict(report), "remaining": remaining}, sort_keys=True))
+        out: dict[str, Any] = {**asdict(report), "remaining": remaining}
+        if refreshed is not None:
+            out["refresh"] = {"due": refreshed.due, "changed": refreshed.changed, "ref": refreshed.ref.isoformat(),
+                              "sample_lead_ids": refreshed.sample_lead_ids}
+        click.echo(json.dumps(out, sort_keys=True))
     else:
+        if refreshed is not None:
+            _err(f"[rollups] {workspace_id}: refresh: {refreshed.due} leads due, {refreshed.changed} rollups "
+                 "changed")
         _err(f"[rollups] {workspace_id}: {report.leads_with_rows} leads with history, {report.drifted} drifted, "
              f"{report.repaired} repaired" + (f"; e.g. {', '.join(report.sample_lead_ids[:5])}" if remaining else ""))
     if remaining:
