@@ -14,6 +14,7 @@ from appt_pipeline.defs.assets import (
     webhook_events,
 )
 from appt_pipeline.defs.attribution import attribution_backfill_job, calendar_attribution
+from appt_pipeline.defs.checks import drift_check_job, drift_check_schedule, drift_checks
 from appt_pipeline.defs.jobs import migration_job, reconciliation_job, webhook_ingest_job
 from appt_pipeline.defs.resources import AppDatabase, ProviderClients
 from appt_pipeline.defs.rollups import rollup_refresh_job, rollup_refresh_schedule
@@ -24,8 +25,10 @@ from appt_pipeline.settings import DATABASE_URL_ENV
 defs = dg.Definitions(
     assets=[legacy_lead_rollups, ghl_api, calendly_api, webhook_events, appointment_history_and_rollups,
             calendar_attribution],
-    jobs=[migration_job, reconciliation_job, webhook_ingest_job, attribution_backfill_job, rollup_refresh_job],
-    schedules=[reconciliation_schedule, rollup_refresh_schedule],
+    asset_checks=[drift_checks],
+    jobs=[migration_job, reconciliation_job, webhook_ingest_job, attribution_backfill_job, rollup_refresh_job,
+          drift_check_job],
+    schedules=[reconciliation_schedule, rollup_refresh_schedule, drift_check_schedule],
     sensors=[workspace_registry_sensor, webhook_events_sensor],
     resources={
         "app_db": AppDatabase(url=dg.EnvVar(DATABASE_URL_ENV)),

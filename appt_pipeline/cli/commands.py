@@ -285,6 +285,34 @@ def rollups(workspace_id: str, repair: bool, refresh: bool, as_json: bool) -> No
         sys.exit(EXIT_WORK_FAILED)
 
 
+@main.command()
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--json", "as_json", is_flag=True,
+              help='Print one JSON object: {"workspace_id", "checks": [{"name", "passed", "count", "sample"}]}.')
+def checks(workspace_id: str, as_json: bool) -> None:
+    """Run every SPEC §10 drift check over the whole workspace now (read only); exit 1 when one fails.
+
+    Samples are ids (leads, appointments, staging rows), never PII. Exit 2 for an unknown workspace.
+    """
+    import sqlalchemy as sa
+
+    from appt_pipeline.domain.rules import utc_now
+    from appt_pipeline.store.drift_checks import run_checks
+
+    with _runtime() as rt, rt.engine.connect() as conn:
+        if not conn.execute(sa.text("SELECT 1 FROM workspaces WHERE id = :id"), {"id": workspace_id}).first():
+            raise BadInput(f"workspace {workspace_id!r} does not exist")
+        outcomes = run_checks(conn, workspace_id, utc_now())
+    if as_json:
+        click.echo(json.dumps({"workspace_id": workspace_id, "checks": [o.as_json() for o in outcomes]},
+                              sort_keys=True))
+    else:
+        table = [[o.name, "passed" if o.passed else "FAILED", o.count, ", ".join(o.sample[:5])] for o in outcomes]
+        _err(tabulate(table, headers=["check", "result", "count", "sample ids"]))
+    if not all(o.passed for o in outcomes):
+        sys.exit(EXIT_WORK_FAILED)
+
+
 # --------------------------------------------------------------------------------------------- webhooks
 
 

@@ -1,12 +1,15 @@
 """Jobs, all partitioned by workspace (partitioning inferred from the selected assets).
 
-Each job supplies its own evidence config (:func:`appt_pipeline.defs.evidence.history_run_config`) and a
+Each writing job selects the SPEC §10 drift checks with its asset (:data:`HISTORY_SELECTION`): they check the
+leads the run touched (``defs.checks``). Each job supplies its own evidence config
+(:func:`appt_pipeline.defs.evidence.history_run_config`) and a
 ``dagster/max_runtime`` tag (seconds): run monitoring fails a run still going after that long.
 """
 
 import dagster as dg
 
 from appt_pipeline.defs.assets import appointment_history_and_rollups
+from appt_pipeline.defs.checks import drift_checks
 from appt_pipeline.defs.evidence import (
     RUN_LOGGERS,
     MigrationEvidence,
@@ -25,9 +28,12 @@ RECONCILIATION_MAX_RUNTIME_S = 1800
 #: A webhook run applies what is pending in seconds; 10 minutes is a stuck run.
 WEBHOOK_MAX_RUNTIME_S = 600
 
+#: The history asset and its drift checks (run-scoped in these jobs).
+HISTORY_SELECTION = dg.AssetSelection.assets(appointment_history_and_rollups) | dg.AssetSelection.checks(drift_checks)
+
 migration_job = dg.define_asset_job(
     "migration_job",
-    selection=dg.AssetSelection.assets(appointment_history_and_rollups),
+    selection=HISTORY_SELECTION,
     description="SPEC §5: migrate a workspace's legacy lead rollups into the appointment history.",
     config=history_run_config(MigrationEvidence(apply=True)),
     tags={"appt/kind": "migration", MAX_RUNTIME_TAG: str(MIGRATION_MAX_RUNTIME_S)},
@@ -39,7 +45,7 @@ SCHEDULED_PRIORITY = "1"
 
 reconciliation_job = dg.define_asset_job(
     "reconciliation_job",
-    selection=dg.AssetSelection.assets(appointment_history_and_rollups),
+    selection=HISTORY_SELECTION,
     description="SPEC §6: poll the workspace's provider for its due leads and apply what it says.",
     config=history_run_config(ReconciliationEvidence(apply=True)),
     tags={"appt/kind": "reconciliation", PRIORITY_TAG: MANUAL_PRIORITY,
@@ -51,7 +57,7 @@ WEBHOOK_PRIORITY = "2"
 
 webhook_ingest_job = dg.define_asset_job(
     "webhook_ingest_job",
-    selection=dg.AssetSelection.assets(appointment_history_and_rollups),
+    selection=HISTORY_SELECTION,
     description="SPEC §7: apply the workspace's pending webhook staging rows (source WEBHOOK); "
     "launched by webhook_events_sensor.",
     config=history_run_config(WebhookEvidence(apply=True)),
