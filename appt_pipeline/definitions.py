@@ -19,7 +19,7 @@ from appt_pipeline.defs.jobs import migration_job, reconciliation_job, webhook_i
 from appt_pipeline.defs.resources import AppDatabase, ProviderClients
 from appt_pipeline.defs.rollups import rollup_refresh_job, rollup_refresh_schedule
 from appt_pipeline.defs.schedules import reconciliation_schedule
-from appt_pipeline.defs.sensors import webhook_events_sensor, workspace_registry_sensor
+from appt_pipeline.defs.sensors import webhook_backlog_sensor, webhook_events_sensor, workspace_registry_sensor
 from appt_pipeline.settings import DATABASE_URL_ENV
 
 defs = dg.Definitions(
@@ -29,7 +29,7 @@ defs = dg.Definitions(
     jobs=[migration_job, reconciliation_job, webhook_ingest_job, attribution_backfill_job, rollup_refresh_job,
           drift_check_job],
     schedules=[reconciliation_schedule, rollup_refresh_schedule, drift_check_schedule],
-    sensors=[workspace_registry_sensor, webhook_events_sensor],
+    sensors=[workspace_registry_sensor, webhook_events_sensor, webhook_backlog_sensor],
     resources={
         "app_db": AppDatabase(url=dg.EnvVar(DATABASE_URL_ENV)),
         "providers": ProviderClients(),  # APPT_SECRET_KEY when an account is loaded (ProviderClients doc)

@@ -5,6 +5,7 @@ Endpoints (one per provider and workspace)::
     POST /webhooks/calendly/{workspace_id}   Calendly-Webhook-Signature: t=<unix>,v1=<hex>
     POST /webhooks/ghl/{workspace_id}        X-GHL-Signature (Ed25519) | x-wh-signature (legacy RSA)
     GET  /health                             200 {"status": "ok" | "degraded", "database", "webhook_keys", …} | 503
+    GET  /metrics                            Prometheus text format (:mod:`appt_pipeline.service.metrics`)
 
 and, behind workspace tokens (:mod:`appt_pipeline.service.access`, SPEC §10), the history API
 (:mod:`appt_pipeline.service.history_api`), the timeline page (:mod:`appt_pipeline.service.timeline_page`) and
@@ -87,6 +88,7 @@ from appt_pipeline.service.common import install_error_handlers
 from appt_pipeline.service.db import Database, DatabaseUnavailable
 from appt_pipeline.service.history_api import router as history_api_router
 from appt_pipeline.service.keys import MAX_WORKSPACE_ID_CHARS, MISSING, WorkspaceDirectory
+from appt_pipeline.service.metrics import BACKLOG_SQL, ServiceMetrics, route_label
 from appt_pipeline.service.settings import ServiceSettings
 from appt_pipeline.service.tasks_api import router as tasks_api_router
 from appt_pipeline.service.timeline_page import router as timeline_router
@@ -125,13 +127,16 @@ class IntakeService:
         self.started = False
         self._starting: asyncio.Future[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
+        #: Prometheus metrics (``GET /metrics``); kept across restarts of the pool
+        self.metrics = ServiceMetrics()
         self._build()
 
     def _build(self) -> None:
         settings = self.settings
         assert settings.secret_key is not None
         self.db = Database(self._conninfo, min_size=settings.pool_min_size, max_size=settings.pool_max_size,
-                           timeout_s=settings.pool_timeout_s, connect_timeout_s=settings.connect_timeout_s)
+                           timeout_s=settings.pool_timeout_s, connect_timeout_s=settings.connect_timeout_s,
+                           on_unavailable=lambda reason: self.metrics.database_errors.labels(reason).inc())
         #: verified API tokens (SHA-256 digest → grant) reused for ``token_cache_ttl_s`` (access.authorize)
         self.token_grants: TTLCache[bytes, TokenGrant] = TTLCache(maxsize=settings.cache_max_entries,
                                                                   ttl=max(settings.token_cache_ttl_s, 1e-9))
@@ -397,19 +402,22 @@ class WebhookIntake:
     async def handle(self, provider: Provider, workspace_id: str, headers: Any, receive: Any) -> Reply:
         """Answer one delivery. ``headers``: the ASGI header list (lower-case byte names); ``receive``: the
         ASGI receive callable the body is read from."""
+        reason = None
         try:
-            return await self._handle(provider, workspace_id, headers, receive)
+            reply = await self._handle(provider, workspace_id, headers, receive)
         except _Reject as reject:
             log.info("%s webhook for workspace %r rejected: %s (%d)", provider.value, workspace_id, reject.reason,
                      reject.reply[0])
-            return reject.reply
+            reply, reason = reject.reply, reject.reason
         except _Disconnected:
-            return 400, b'{"error":"client_disconnected"}', []
+            reply = 400, b'{"error":"client_disconnected"}', []
         except Exception as exc:  # a bug: log where, never the message (it may quote the body)
             frame = traceback.extract_tb(exc.__traceback__)[-1]
             log.error("%s webhook for workspace %r failed: %s at %s:%s", provider.value, workspace_id,
                       type(exc).__name__, frame.filename, frame.lineno)
-            return 500, b'{"error":"internal_error"}', []
+            reply = 500, b'{"error":"internal_error"}', []
+        self.service.metrics.delivery(provider.value, reply[0], reason)
+        return reply
 
     async def _handle(self, provider: Provider, workspace_id: str, headers: Any, receive: Any) -> Reply:
         service = self.service
@@ -526,6 +534,8 @@ _CALENDLY_HEADER_B = _CALENDLY_HEADER.encode()
 _GHL_HEADER_B = _GHL_HEADER.encode()
 _GHL_LEGACY_HEADER_B = _GHL_LEGACY_HEADER.encode()
 _CALENDLY_PREFIX = "/webhooks/calendly/"
+_CALENDLY_ROUTE = "/webhooks/calendly/{workspace_id}"
+_GHL_ROUTE = "/webhooks/ghl/{workspace_id}"
 _GHL_PREFIX = "/webhooks/ghl/"
 
 
@@ -539,7 +549,11 @@ class IntakeApp(FastAPI):
     intake: WebhookIntake
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        started = time.perf_counter()
+        if scope["method"] == "POST":
             path: str = scope["path"]
             provider = workspace_id = None
             if path.startswith(_CALENDLY_PREFIX):
@@ -551,8 +565,14 @@ class IntakeApp(FastAPI):
                 await send({"type": "http.response.start", "status": status,
                             "headers": [_JSON_CT, (b"content-length", str(len(body)).encode()), *extra]})
                 await send({"type": "http.response.body", "body": body})
+                route = _CALENDLY_ROUTE if provider is Provider.CALENDLY else _GHL_ROUTE
+                self.intake.service.metrics.latency.labels("POST", route).observe(time.perf_counter() - started)
                 return
-        await super().__call__(scope, receive, send)
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.intake.service.metrics.latency.labels(scope["method"], route_label(scope)).observe(
+                time.perf_counter() - started)
 
 
 def _response(reply: Reply) -> Response:
@@ -645,6 +665,29 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         broken = {p.value: n for p, n in keys.broken.items() if n}
         return _json(200, {"status": "ok" if keys.ok else "degraded", "database": "ok",
                            "webhook_keys": "ok" if keys.ok else "degraded", "broken_webhook_keys": broken})
+
+    @app.get("/metrics", response_class=Response, tags=["operations"], summary="Prometheus metrics",
+             responses={200: {"content": {"text/plain": {}}, "description": "prometheus text exposition format"}})
+    async def metrics() -> Response:
+        """Prometheus metrics (:mod:`appt_pipeline.service.metrics`): deliveries by provider and status, signature
+        failures, database errors, request latency, and the staging backlog per workspace read now (unavailable
+        database: the last values and ``appt_webhook_staging_scrape_ok 0``). Open like ``/health``: counts, ids
+        and reason codes only."""
+        if not service.started:
+            await service.start()
+
+        async def backlog() -> list[tuple[str, int, datetime]] | None:
+            async def read(conn: Any) -> list[tuple[str, int, datetime]]:
+                cur = await conn.execute(BACKLOG_SQL)
+                return [(ws, int(n), oldest) for ws, n, oldest in await cur.fetchall()]
+
+            try:
+                return await service.db.run(read, timeout_s=1.0, attempts=1)
+            except DatabaseUnavailable:
+                return None
+
+        body, content_type = await service.metrics.render(backlog)
+        return Response(body, media_type=content_type, headers={"Cache-Control": "no-store"})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
