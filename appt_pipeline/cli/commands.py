@@ -32,6 +32,33 @@ def _err(message: str) -> None:
     click.echo(message, err=True)
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGINT asked this command to stop (docs/operations.md §6.4): raised in the main thread by
+    :func:`_stop_on_signals`' handlers so every context manager unwinds — servers stopped, the embedded
+    PostgreSQL stopped at exit — whoever sent the signal (a terminal, a supervisor, ``kill``)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, _frame: object) -> None:
+    raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGINT into :class:`Stopped` for the block, also when they were inherited as ignored (a
+    process started in the background by a non-interactive shell or a supervisor gets SIGINT ignored, and
+    Python then installs no KeyboardInterrupt handler). The previous handlers come back afterwards."""
+    previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 class BadInput(click.ClickException):
     """Bad usage or bad input: exit 2."""
 
@@ -679,13 +706,17 @@ def dev(host: str, port: int, service_port: int, ghl_port: int, calendly_port: i
     if logging.getLogger().level > logging.DEBUG:  # the simulators' deliveries log one INFO line each (-v shows)
         logging.getLogger("httpx").setLevel(logging.WARNING)
     ports = DevPorts(ui=port, service=service_port, ghl=ghl_port, calendly=calendly_port)
-    with _runtime(create=_embedded_default()) as rt:
-        try:
-            code = run_dev(rt, host=host, ports=ports, say=_err)
-        except SecretKeyError as exc:
-            raise BadInput(str(exc)) from None
-        except DevStackError as exc:
-            raise BadInput(f"cannot start the simulators or the service: {exc} (choose other ports)") from None
+    try:
+        with _stop_on_signals(), _runtime(create=_embedded_default()) as rt:
+            try:
+                code = run_dev(rt, host=host, ports=ports, say=_err)
+            except SecretKeyError as exc:
+                raise BadInput(str(exc)) from None
+            except DevStackError as exc:
+                raise BadInput(f"cannot start the simulators or the service: {exc} (choose other ports)") from None
+    except Stopped as stop:  # a signal before `dagster dev` ran, or a second one while stopping: all unwound
+        _err(f"[dev] stopped ({stop})")
+        return
     if code not in (0, -signal.SIGINT, 130):
         sys.exit(EXIT_WORK_FAILED)
 
@@ -704,8 +735,20 @@ def serve(host: str, port: int, workers: int) -> None:
 
     Uses the app database like every command (the embedded PostgreSQL when APPT_DATABASE_URL is unset) and
     APPT_SECRET_KEY to decrypt the workspaces' webhook keys (exit 2 when it is missing or invalid).
-    uvicorn with uvloop + httptools, access log off; Ctrl-C / SIGTERM stop it gracefully.
+    uvicorn with uvloop + httptools, access log off. SIGTERM / SIGINT (from a terminal or a supervisor) stop it
+    within 15 s: no new connections, requests in flight answered (at most ``SHUTDOWN_GRACE_S`` seconds, then
+    cut), staged deliveries committed, the pool closed, the embedded PostgreSQL stopped; exit 0.
     """
+    # uvicorn handles the signals while it serves, then raises the one it got again: _stop_on_signals turns that
+    # (and a signal while starting) into Stopped, so everything unwinds and the embedded PostgreSQL is stopped
+    try:
+        with _stop_on_signals():
+            _serve(host, port, workers)
+    except Stopped as stop:
+        _err(f"[serve] stopped ({stop})")
+
+
+def _serve(host: str, port: int, workers: int) -> None:
     import uvicorn
 
     from appt_pipeline.service import ServiceConfigError, ServiceSettings, create_app
@@ -727,12 +770,17 @@ def serve(host: str, port: int, workers: int) -> None:
         options: dict[str, Any] = {"host": host, "port": port, "loop": "uvloop", "http": GuardedHttpToolsProtocol,
                                    "access_log": False, "server_header": False, "proxy_headers": False,
                                    "timeout_keep_alive": 5, "limit_concurrency": 1000, "backlog": 2048,
-                                   "lifespan": "on",
+                                   "lifespan": "on", "timeout_graceful_shutdown": SHUTDOWN_GRACE_S,
                                    "log_level": "debug" if logging.getLogger().level <= logging.DEBUG else "info"}
         if workers > 1:  # workers import the app themselves; they read the URL and key exported in the environment
             uvicorn.run("appt_pipeline.service.app:create_app_from_env", factory=True, workers=workers, **options)
         else:
             uvicorn.run(create_app(settings), **options)
+
+
+#: Seconds ``serve`` waits for requests in flight after SIGTERM / SIGINT before cutting them (uvicorn's
+#: ``timeout_graceful_shutdown``); the whole stop stays within 15 s (docs/operations.md §6.4).
+SHUTDOWN_GRACE_S = 8
 
 
 def _check_port_free(host: str, port: int) -> None:
