@@ -26,8 +26,10 @@ check                          asset               fails when (sample: ids of)
 Scope: ``since=None`` checks the whole workspace (the daily ``drift_check_job``, ``appt-pipeline checks``);
 ``since`` (UTC) only the leads a run touched — every rollup computation stamps ``appointment_rollup_at`` with
 its reference, so they are the workspace's leads stamped at or after the run's start (index
-``leads_workspace_rollup_at_idx``) — and the staging rows processed since (``webhook_events_processed_idx``).
-A webhook run over 5 events thus reads 5 leads, not the workspace.
+``leads_workspace_rollup_at_idx``, taken as an id array so every check does index lookups) — and the staging
+rows processed since (``webhook_events_processed_idx``). A webhook run over 5 events thus reads 5 leads, not the
+workspace: ``bench.drift_checks`` measures 28 ms for the run-scoped checks against 3.1 s for the full ones on
+200,000 leads.
 """
 
 from collections.abc import Sequence
@@ -107,8 +109,18 @@ class CheckOutcome:
         return {"name": self.name, "passed": self.passed, "count": self.count, "sample": self.sample}
 
 
-#: The leads in scope, on alias ``l``.
-_SCOPE = "l.workspace_id = :ws AND (CAST(:since AS timestamptz) IS NULL OR l.appointment_rollup_at >= :since)"
+#: The leads in scope, on alias ``l``: two spellings, not one with ``:since IS NULL OR …``, so each statement keeps
+#: its own plan (psycopg prepares a statement after 5 runs; a generic plan of the OR form cannot use the
+#: (workspace_id, appointment_rollup_at) index and reads the whole workspace).
+_SCOPE = "{scope}"
+_FULL_SCOPE = "l.workspace_id = :ws"
+#: The run's leads as an id array: ``id = ANY (ARRAY(…))`` is planned as primary-key / index lookups whatever the
+#: estimate (a join on the (workspace_id, appointment_rollup_at) condition may be planned as a hash join over the
+#: workspace's appointments, and is in a generic plan).
+_RUN_IDS = "ARRAY(SELECT s.id FROM leads s WHERE s.workspace_id = :ws AND s.appointment_rollup_at >= :since)"
+_RUN_SCOPE = f"l.workspace_id = :ws AND l.id = ANY ({_RUN_IDS})"
+#: The appointment-side twin (``a.lead_id``), for the checks that read appointments first.
+_APPT_SCOPE = "{appt_scope}"
 
 _BOOKED_WITHOUT_CONFIRMED = f"""
     SELECT l.id FROM leads l
@@ -121,7 +133,7 @@ _AT_LEAD_REF = PRIMARY_ORDER.replace(":ref", "coalesce(l.appointment_rollup_at, 
 _CONFIRMED_NOT_BOOKED = f"""
     WITH p AS (
         SELECT DISTINCT ON (a.lead_id) a.lead_id, a.status FROM appointments a JOIN leads l ON l.id = a.lead_id
-        WHERE {_SCOPE}
+        WHERE {_SCOPE} AND {_APPT_SCOPE}
         ORDER BY a.lead_id, {_AT_LEAD_REF}
     )
     SELECT l.id FROM leads l JOIN p ON p.lead_id = l.id
@@ -131,13 +143,14 @@ _CONFIRMED_NOT_BOOKED = f"""
 
 _CALENDLY_MISSING_INVITEE = f"""
     SELECT a.id::text AS id FROM appointments a JOIN leads l ON l.id = a.lead_id
-    WHERE {_SCOPE} AND a.provider = 'CALENDLY' AND a.calendly_invitee_uri IS NULL AND a.created_at < :invitee_horizon
+    WHERE {_SCOPE} AND {_APPT_SCOPE}
+      AND a.provider = 'CALENDLY' AND a.calendly_invitee_uri IS NULL AND a.created_at < :invitee_horizon
 """
 
 _RESCHEDULE_CYCLES = f"""
     WITH RECURSIVE walk (start_id, cur_id, depth) AS (
         SELECT a.id, a.rescheduled_from_id, 1 FROM appointments a JOIN leads l ON l.id = a.lead_id
-        WHERE {_SCOPE} AND a.rescheduled_from_id IS NOT NULL
+        WHERE {_SCOPE} AND {_APPT_SCOPE} AND a.rescheduled_from_id IS NOT NULL
         UNION ALL
         SELECT w.start_id, a.rescheduled_from_id, w.depth + 1 FROM walk w JOIN appointments a ON a.id = w.cur_id
         WHERE w.cur_id <> w.start_id AND a.rescheduled_from_id IS NOT NULL AND w.depth < {MAX_CHAIN}
@@ -155,12 +168,11 @@ _PROVIDER_KEYS_UNIQUE = f"""
     )
 """
 
-_STAGING_ROWS = """
-    SELECT id, payload FROM webhook_events
-    WHERE workspace_id = :ws AND id > :after
-      AND (CAST(:since AS timestamptz) IS NULL OR (processed_at IS NOT NULL AND processed_at >= :since))
-    ORDER BY id LIMIT :batch
-"""
+_STAGING_ROWS = {
+    "full": "SELECT id, payload FROM webhook_events WHERE workspace_id = :ws AND id > :after ORDER BY id LIMIT :batch",
+    "run": "SELECT id, payload FROM webhook_events WHERE workspace_id = :ws AND id > :after "
+           "AND processed_at IS NOT NULL AND processed_at >= :since ORDER BY id LIMIT :batch",
+}
 
 #: ``rollup_freshness`` (the query of :func:`appt_pipeline.store.rollups.stale_rollups`, scoped).
 _STALE = f"""
@@ -171,14 +183,19 @@ _STALE = f"""
                     AND (l.appointment_rollup_at IS NULL OR a.start_at > l.appointment_rollup_at))
 """
 
-_SQL: dict[str, str] = {
-    ROLLUP_DRIFT: drift_sql(_SCOPE).replace(":ref", ":now"),
+_TEMPLATES: dict[str, str] = {
+    ROLLUP_DRIFT: drift_sql(f"{_SCOPE} AND {_APPT_SCOPE}").replace(":ref", ":now"),
     BOOKED_WITHOUT_CONFIRMED: _BOOKED_WITHOUT_CONFIRMED,
     CONFIRMED_NOT_BOOKED: _CONFIRMED_NOT_BOOKED,
     CALENDLY_MISSING_INVITEE: _CALENDLY_MISSING_INVITEE,
     RESCHEDULE_CYCLES: _RESCHEDULE_CYCLES,
     PROVIDER_KEYS_UNIQUE: _PROVIDER_KEYS_UNIQUE,
     ROLLUP_FRESHNESS: _STALE,
+}
+#: scope (``full`` / ``run``) → check → statement
+_SQL: dict[str, dict[str, str]] = {
+    scope: {name: sql.replace(_SCOPE, where).replace(_APPT_SCOPE, appt) for name, sql in _TEMPLATES.items()}
+    for scope, where, appt in (("full", _FULL_SCOPE, "true"), ("run", _RUN_SCOPE, f"a.lead_id = ANY ({_RUN_IDS})"))
 }
 
 
@@ -188,12 +205,12 @@ def _count_and_sample(conn: sa.Connection, sql: str, params: dict[str, Any], sam
     return (int(rows[0][0]), [str(r[1]) for r in rows]) if rows else (0, [])
 
 
-def _staging_pii(conn: sa.Connection, params: dict[str, Any], sample: int) -> tuple[int, list[str]]:
+def _staging_pii(conn: sa.Connection, scope: str, params: dict[str, Any], sample: int) -> tuple[int, list[str]]:
     """Staging rows in scope whose payload has an e-mail/phone pattern, read in id-ordered batches (the phone rule
     needs the whitelist's keys, so it runs on the decoded payload, not as one regex over the text)."""
     after, count, ids = 0, 0, []
     while True:
-        batch = conn.execute(sa.text(_STAGING_ROWS), {**params, "after": after, "batch": PII_BATCH}).all()
+        batch = conn.execute(sa.text(_STAGING_ROWS[scope]), {**params, "after": after, "batch": PII_BATCH}).all()
         for row_id, payload in batch:
             if pii_fields(payload):
                 count += 1
@@ -233,8 +250,8 @@ def run_checks(conn: sa.Connection, workspace_id: str, now: datetime, *, since: 
         if name not in names:
             continue
         if name == STAGING_PII:
-            count, ids = _staging_pii(conn, params, sample)
+            count, ids = _staging_pii(conn, scope, params, sample)
         else:
-            count, ids = _count_and_sample(conn, _SQL[name], params, sample)
+            count, ids = _count_and_sample(conn, _SQL[scope][name], params, sample)
         outcomes.append(CheckOutcome(name, count == 0, count, ids, CHECK_ASSETS[name], scope))
     return outcomes
