@@ -436,6 +436,27 @@ def test_webhooks_requeue_unknown_workspace_or_status_exits_2(db: sa.Engine, env
     assert run_cli(env, "webhooks", "requeue").returncode == 2  # --workspace is required
 
 
+def test_webhooks_purge_keeps_30_days_of_dedupe_keys_and_pending_rows(db: sa.Engine, env: dict[str, str]) -> None:
+    from appt_pipeline_tests.helpers import seed
+    from appt_pipeline_tests.helpers.webhooks import calendly_body, deliver
+
+    seed(db, "ws1", leads=0)
+    deliver(db, "ws1", calendly_body("invitee.created", "p-old"), calendly_body("invitee.created", "p-pending"),
+            calendly_body("invitee.created", "p-new"))
+    with db.begin() as conn:
+        first = conn.execute(sa.text("SELECT min(id) FROM webhook_events")).scalar_one()
+        conn.execute(sa.text("UPDATE webhook_events SET received_at = now() - interval '40 days' "
+                             "WHERE id IN (:a, :b)"), {"a": first, "b": first + 1})  # the old one, the pending one
+        conn.execute(sa.text("UPDATE webhook_events SET status = 'ignored', processed_at = now() "
+                             "WHERE id IN (:a, :c)"), {"a": first, "c": first + 2})
+    assert run_cli(env, "webhooks", "purge", "--keep-days", "29").returncode == 2  # below the 30-day retention
+    proc = run_cli(env, "webhooks", "purge", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert one_json(proc) == {"workspace_id": None, "keep_days": 30, "purged": 1}
+    assert sorted(r[0] for r in rows(db, "SELECT status FROM webhook_events")) == ["ignored", "pending"]
+    assert one_json(run_cli(env, "webhooks", "purge", "--workspace", "ws1", "--json"))["purged"] == 0
+
+
 def test_import_legacy_workspace_rows_checked_like_workspace_set(db: sa.Engine, tmp_path: Path,
                                                                  env: dict[str, str]) -> None:
     write_legacy(tmp_path / "bad", workspaces=[ws_row("ws_a"), ws_row("ws_b", timezone="Mars/Olympus"),

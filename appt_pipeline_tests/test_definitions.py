@@ -18,6 +18,7 @@ from appt_pipeline.defs.partitions import workspace_partitions
 from appt_pipeline.defs.resources import AppDatabase
 from appt_pipeline.defs.sensors import workspace_registry_sensor
 from appt_pipeline.settings import PROJECT_ROOT
+from appt_pipeline.store.drift_checks import CHECK_NAMES
 from appt_pipeline.store.embedded import dagster_url_for, ensure_database
 from appt_pipeline_tests.helpers import rows, seed
 
@@ -126,8 +127,14 @@ def test_migration_job_materializes_history_and_rollups(legacy_workspace: str, d
         assert mats["appointment_history"]["errors_by_kind"] == {"unknown_status": 1}
         assert mats["appointment_history"]["skipped"] == 1
         assert mats["lead_rollups"]["rollups_changed"] == 2
-        checks = result.get_asset_check_evaluations()
-        assert [(c.check_name, c.passed) for c in checks] == [("rollup_drift", True)]
+        checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+        assert set(checks) == set(CHECK_NAMES)  # every SPEC §10 check, on the leads the run touched
+        assert checks["rollup_drift"].passed
+        # the migration changes no lead status (SPEC §5): l2's CONFIRMED primary on a `qualified` lead is drift
+        assert not checks["confirmed_not_booked"].passed
+        assert checks["confirmed_not_booked"].metadata["sample_ids"].value == ["l2"]
+        assert checks["confirmed_not_booked"].metadata["scope"].value == "run"
+        assert [n for n, c in checks.items() if not c.passed] == ["confirmed_not_booked"]
         # materializations are recorded per partition in the instance
         record = instance.get_latest_materialization_event(dg.AssetKey("lead_rollups"))
         assert record is not None and record.dagster_event.partition == legacy_workspace
@@ -220,7 +227,7 @@ def test_reconciliation_job_materializes_with_api_counters(db: sa.Engine, databa
     assert history["api_requests"].value >= 1 and history["api_429s"].value == 0
     # no secret in the run's metadata or logs
     assert key not in str(result.all_events) and "tok9" not in str(result.all_events)
-    assert [c.passed for c in result.get_asset_check_evaluations()] == [True]
+    assert all(c.passed for c in result.get_asset_check_evaluations())
 
 
 # ------------------------------------------------------------------------------ config, metadata, run launching

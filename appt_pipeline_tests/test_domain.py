@@ -24,6 +24,14 @@ from appt_pipeline.domain.rules import (
     resolve_timezone,
     task_message,
 )
+from appt_pipeline.domain.signatures import (
+    GHL_EXPIRED,
+    GHL_FRESH,
+    GHL_RETRY,
+    SignatureError,
+    check_ghl_timestamp,
+    ghl_replay_verdict,
+)
 from appt_pipeline.domain.timeparse import format_booked_slot, parse_timestamp
 from appt_pipeline.domain.vocab import Provider, Source, Status, UnknownStatusError, map_status
 from appt_pipeline_tests.helpers.primary_vectors import PRIMARY_VECTORS, C, N, R, Row, S, X, row
@@ -327,3 +335,27 @@ def test_calendly_signatures_not_over_t_dot_body_are_refused(signed: str) -> Non
     with pytest.raises(SignatureError) as info:
         verify_calendly(f"t={t},v1={digest}", body, key, now=t)
     assert info.value.reason == "bad_signature"
+
+
+# ------------------------------------------------------------------------------- GHL replay window (§7)
+
+GHL_NOW = datetime(2026, 3, 5, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("offset", "verdict"), [
+    (timedelta(0), GHL_FRESH), (timedelta(minutes=-5), GHL_FRESH), (timedelta(minutes=5), GHL_FRESH),
+    (timedelta(minutes=-5, seconds=-1), GHL_RETRY), (timedelta(minutes=-10), GHL_RETRY),
+    (timedelta(hours=-24), GHL_RETRY), (timedelta(hours=-24, seconds=-1), GHL_EXPIRED),
+    (timedelta(days=-29), GHL_EXPIRED),
+])
+def test_ghl_replay_verdict_by_age(offset: timedelta, verdict: str) -> None:
+    assert ghl_replay_verdict(GHL_NOW + offset, now=GHL_NOW) == verdict
+
+
+def test_ghl_timestamp_too_far_ahead_or_expired_and_unseen_is_stale() -> None:
+    with pytest.raises(SignatureError, match="stale_timestamp"):
+        ghl_replay_verdict(GHL_NOW + timedelta(minutes=5, seconds=1), now=GHL_NOW)
+    with pytest.raises(SignatureError, match="stale_timestamp"):
+        check_ghl_timestamp(GHL_NOW - timedelta(hours=25), now=GHL_NOW)
+    check_ghl_timestamp(GHL_NOW - timedelta(hours=25), now=GHL_NOW, seen=True)  # a duplicate, whatever its age
+    check_ghl_timestamp(GHL_NOW - timedelta(hours=23), now=GHL_NOW)

@@ -27,11 +27,12 @@ from fastapi.responses import JSONResponse
 
 from appt_pipeline.domain.signatures import (
     CALENDLY_SIGNATURE_HEADER,
+    GHL_FRESH,
     GHL_LEGACY_SIGNATURE_HEADER,
     GHL_SIGNATURE_HEADER,
     GhlKeys,
     SignatureError,
-    check_ghl_timestamp,
+    ghl_replay_verdict,
     load_public_key,
     verify_calendly,
     verify_ghl,
@@ -451,7 +452,7 @@ def test_ghl_every_action_is_delivered_signed(receiver: Receiver, rserver: Simul
         assert list(body) == ["type", "locationId", "appointment", "webhookId", "timestamp"]
         assert body["appointment"]["id"] == appt["id"] and body["appointment"]["appointmentStatus"] == "noshow"
         assert len({h.json()["webhookId"] for h in hits}) == 6
-        check_ghl_timestamp(datetime.fromisoformat(body["timestamp"]), now=datetime.now(UTC))
+        assert ghl_replay_verdict(datetime.fromisoformat(body["timestamp"]), now=datetime.now(UTC)) == GHL_FRESH
         # both schemes verify on their own, over the exact bytes
         legacy_only = GhlKeys(None, receiver.ghl_keys["ws-loc_demo_1"].legacy_rsa)
         for hit in hits:

@@ -144,7 +144,8 @@ def test_upgrade_is_idempotent(database_url: str) -> None:
     assert again.current == ["0001_schema", "0002_legacy_parse", "0003_attribution_checked",
                              "0004_legacy_parse_parallel_restricted", "0005_webhooks", "0006_time_ordered_ids",
                              "0007_capacity", "0008_api_tokens", "0009_status_change_times",
-                             "0010_booking_requests", "0011_capacity_index"]
+                             "0010_booking_requests", "0011_capacity_index",
+                             "0012_rollup_reference"]
 
 
 def test_appointment_ids_are_time_ordered_uuid_v7(db: sa.Engine) -> None:

@@ -252,10 +252,10 @@ def _cases() -> list[Case]:
         Case("ghl missing signature", ghl_a, g_body, {"Content-Type": "application/json"}, 401, "missing_signature"),
         Case("ghl malformed signature (not base64)", ghl_a, g_body,
              {"Content-Type": "application/json", "X-GHL-Signature": "!!not base64!!"}, 401, "malformed_signature"),
-        Case("ghl timestamp older than 5 min", ghl_a,
-             raw(b := ghl_body(sent=datetime.now(UTC) - timedelta(minutes=5, seconds=30))), ghl_headers(raw(b)), 401,
+        Case("ghl timestamp older than 24 h, webhookId never seen", ghl_a,
+             raw(b := ghl_body(sent=datetime.now(UTC) - timedelta(hours=24, minutes=1))), ghl_headers(raw(b)), 401,
              "stale_timestamp"),
-        Case("ghl timestamp in the future", ghl_a,
+        Case("ghl timestamp over 5 min in the future", ghl_a,
              raw(b := ghl_body(sent=datetime.now(UTC) + timedelta(minutes=10))), ghl_headers(raw(b)), 401,
              "stale_timestamp"),
         Case("ghl other locationId", ghl_a, raw(b := ghl_body(location="loc-other")), ghl_headers(raw(b)), 403,
@@ -434,6 +434,80 @@ def test_duplicate_delivery_is_acknowledged_and_stored_once(client: httpx.Client
     assert [a["duplicate"] for a in answers] == [False, False, True, True]
     assert all(a["ok"] for a in answers)
     assert len(stored(db)) == 2
+
+
+@pytest.mark.parametrize("age", [timedelta(minutes=5, seconds=30), timedelta(minutes=11),
+                                 timedelta(hours=23, minutes=59)])
+def test_ghl_retry_of_a_never_seen_webhook_id_is_accepted_up_to_24_h_after_its_timestamp(
+        client: httpx.Client, db: sa.Engine, age: timedelta) -> None:
+    """SPEC §7 revised: GHL retries a 429 about ten minutes later and may keep the original ``timestamp``."""
+    body = raw(ghl_body(sent=datetime.now(UTC) - age))
+    resp = client.post("/webhooks/ghl/ghl-a", content=body, headers=ghl_headers(body))
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"ok": True, "duplicate": False, "status": "pending"}
+    # the same delivery again (GHL resends the same bytes): a duplicate, stored once
+    again = client.post("/webhooks/ghl/ghl-a", content=body, headers=ghl_headers(body))
+    assert again.json() == {"ok": True, "duplicate": True, "status": "pending"}
+    assert [r.status for r in stored(db)] == ["pending"]
+
+
+def test_a_seen_ghl_webhook_id_is_a_duplicate_whatever_its_age(client: httpx.Client, db: sa.Engine) -> None:
+    webhook_id = "wh-seen-" + uuid.uuid4().hex
+    first = ghl_body(webhook_id=webhook_id, sent=datetime.now(UTC) - timedelta(hours=2))
+    with db.begin() as conn:  # stored when it first arrived (e.g. 29 days ago; kept at least 30 days)
+        insert_events(conn, [("ghl-a", stage_ghl(first, workspace_id="ghl-a"))])
+        conn.execute(sa.text("UPDATE webhook_events SET received_at = now() - interval '29 days'"))
+    for age in (timedelta(hours=25), timedelta(days=29)):
+        body = raw({**first, "timestamp": (datetime.now(UTC) - age).isoformat()})
+        resp = client.post("/webhooks/ghl/ghl-a", content=body, headers=ghl_headers(body))
+        assert resp.status_code == 200, resp.text
+        assert resp.json() == {"ok": True, "duplicate": True, "status": "pending"}
+    # a never-seen webhookId of the same age is stale and stores nothing
+    other = raw(ghl_body(sent=datetime.now(UTC) - timedelta(hours=25)))
+    resp = client.post("/webhooks/ghl/ghl-a", content=other, headers=ghl_headers(other))
+    assert (resp.status_code, resp.json()) == (401, {"error": "stale_timestamp"})
+    assert len(stored(db)) == 1
+    # a signature that does not verify is refused before the lookup, whatever the webhookId
+    resp = client.post("/webhooks/ghl/ghl-a", content=other, headers=ghl_headers(other, key=GHL_OTHER_KEY))
+    assert (resp.status_code, resp.json()) == (401, {"error": "bad_signature"})
+
+
+def test_a_late_ghl_delivery_never_overwrites_newer_data(client: httpx.Client, db: sa.Engine) -> None:
+    """A retry accepted hours late goes through §4.1: it is older than ``provider_updated_at``, so it changes
+    nothing (here: a late AppointmentCreate after the cancellation of the same appointment)."""
+    from appt_pipeline.pipelines.webhook_ingest import ingest_workspace
+
+    lead_id, appt_id, contact = "ghl-a-late-lead", "appt-late-" + uuid.uuid4().hex[:8], "contact-late"
+    with db.begin() as conn:
+        conn.execute(sa.text("INSERT INTO leads (id, workspace_id, status, ghl_contact_id) "
+                             "VALUES (:id, 'ghl-a', 'qualified', :c)"), {"id": lead_id, "c": contact})
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = (now + timedelta(days=3)).isoformat()
+
+    def body(kind: str, status: str, updated: datetime, sent: datetime) -> bytes:
+        b = ghl_body(kind, sent=sent)
+        b["appointment"].update(id=appt_id, contactId=contact, appointmentStatus=status, startTime=start,
+                                endTime=(now + timedelta(days=3, minutes=30)).isoformat(),
+                                dateAdded=(now - timedelta(hours=20)).isoformat(), dateUpdated=updated.isoformat())
+        return raw(b)
+
+    try:
+        newer = body("AppointmentUpdate", "cancelled", now - timedelta(hours=1), now)
+        assert client.post("/webhooks/ghl/ghl-a", content=newer, headers=ghl_headers(newer)).status_code == 200
+        assert ingest_workspace(db, "ghl-a").processed == 1
+        late = body("AppointmentCreate", "confirmed", now - timedelta(hours=20), now - timedelta(hours=20))
+        resp = client.post("/webhooks/ghl/ghl-a", content=late, headers=ghl_headers(late))
+        assert resp.json() == {"ok": True, "duplicate": False, "status": "pending"}
+        assert ingest_workspace(db, "ghl-a").processed == 1
+        [appt] = rows(db, "SELECT status, provider_updated_at FROM appointments WHERE ghl_appointment_id = :a",
+                      a=appt_id)
+        assert (appt.status, appt.provider_updated_at) == ("CANCELED", now - timedelta(hours=1))
+        [lead_row] = rows(db, "SELECT appointment_status FROM leads WHERE id = :id", id=lead_id)
+        assert lead_row.appointment_status == "canceled"
+    finally:
+        with db.begin() as conn:
+            conn.execute(sa.text("DELETE FROM follow_up_tasks WHERE lead_id = :id"), {"id": lead_id})
+            conn.execute(sa.text("DELETE FROM leads WHERE id = :id"), {"id": lead_id})
 
 
 def test_same_event_for_two_workspaces_is_not_a_duplicate(client: httpx.Client, db: sa.Engine) -> None:

@@ -101,6 +101,11 @@ def _error(response: httpx.Response) -> str | None:
 
 def test_the_matrix_covers_the_routes_and_they_document_the_token(world: World) -> None:
     paths = {p for _, p, _ in world.routes}
+    documented = set(world.server.app.openapi()["paths"])
+    assert set(OPEN_ROUTES) <= documented
+    # every documented route is guarded, open on purpose, a webhook (signature auth) or the login form
+    assert documented - paths - set(OPEN_ROUTES) <= {"/webhooks/calendly/{workspace_id}",
+                                                     "/webhooks/ghl/{workspace_id}", "/login", "/logout"}
     assert {"/api/v1/workspaces/{workspace_id}/leads/{lead_id}/appointments",
             "/api/v1/workspaces/{workspace_id}/leads/{lead_id}/booking-status",
             "/workspaces/{workspace_id}/leads/{lead_id}/timeline"} <= paths
@@ -306,8 +311,13 @@ def test_malformed_queries_are_422(world: World, params: dict[str, str]) -> None
     assert _get(world, "appointments", **params).status_code == 422
 
 
+#: Routes that answer without a token (operations probes: counts and reason codes only, docs/operations.md §3).
+OPEN_ROUTES = ("/health", "/metrics")
+
+
 def test_health_stays_open_and_webhooks_keep_their_signature_auth(world: World) -> None:
-    assert httpx.get(f"{world.base}/health", timeout=10).status_code == 200
+    for route in OPEN_ROUTES:
+        assert httpx.get(f"{world.base}{route}", timeout=10).status_code == 200, route
     for provider in ("ghl", "calendly"):
         r = httpx.post(f"{world.base}/webhooks/{provider}/{A}", content=b"{}", timeout=10,
                        headers={"Content-Type": "application/json", "Authorization": f"Bearer {world.tokens['a_all']}"})

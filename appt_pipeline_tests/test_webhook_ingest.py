@@ -397,3 +397,29 @@ def test_requeue_puts_failed_rows_back_to_pending(db: sa.Engine) -> None:
         assert requeue_events(conn, "ws1") == 0
     with db.connect() as conn, pytest.raises(ValueError):
         requeue_events(conn, "ws1", "processed")
+
+
+def test_purge_keeps_dedupe_keys_at_least_30_days_and_never_pending_rows(db: sa.Engine) -> None:
+    from datetime import timedelta
+
+    from appt_pipeline.store.webhook_events import purge_events
+
+    [lead] = seed(db, leads=1)
+    with_email(db, lead)
+    old_done, old_pending, recent = (calendly_body("invitee.created", i) for i in ("i-old", "i-pending", "i-new"))
+    assert deliver(db, "ws1", old_done, old_pending, recent) == 3
+    now = datetime.now(UTC)
+    with db.begin() as conn:
+        conn.execute(sa.text("UPDATE webhook_events SET received_at = :t WHERE id IN (SELECT min(id) FROM "
+                             "webhook_events UNION SELECT min(id) + 1 FROM webhook_events)"),
+                     {"t": now - timedelta(days=31)})
+        conn.execute(sa.text("UPDATE webhook_events SET status = 'processed', processed_at = :t WHERE id IN "
+                             "(SELECT min(id) FROM webhook_events UNION SELECT max(id) FROM webhook_events)"),
+                     {"t": now})
+        with pytest.raises(ValueError, match="at least 30 days"):
+            purge_events(conn, now=now, keep_s=29 * 86400)
+        assert purge_events(conn, now=now) == 1  # the old processed row only
+    left = rows(db, "SELECT status FROM webhook_events ORDER BY id")
+    assert [r.status for r in left] == ["pending", "processed"]
+    # the purged key is new again, the kept ones are still duplicates
+    assert deliver(db, "ws1", old_done) == 1 and deliver(db, "ws1", old_pending, recent) == 0

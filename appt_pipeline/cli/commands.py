@@ -32,6 +32,33 @@ def _err(message: str) -> None:
     click.echo(message, err=True)
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGINT asked this command to stop (docs/operations.md §6.4): raised in the main thread by
+    :func:`_stop_on_signals`' handlers so every context manager unwinds — servers stopped, the embedded
+    PostgreSQL stopped at exit — whoever sent the signal (a terminal, a supervisor, ``kill``)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, _frame: object) -> None:
+    raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGINT into :class:`Stopped` for the block, also when they were inherited as ignored (a
+    process started in the background by a non-interactive shell or a supervisor gets SIGINT ignored, and
+    Python then installs no KeyboardInterrupt handler). The previous handlers come back afterwards."""
+    previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 class BadInput(click.ClickException):
     """Bad usage or bad input: exit 2."""
 
@@ -247,27 +274,69 @@ def migrate(workspace_id: str, apply: bool, resume: bool, as_json: bool, chunk_s
 @main.command()
 @click.option("--workspace", "workspace_id", required=True)
 @click.option("--repair", is_flag=True, help="Recompute every lead's rollup of the workspace.")
+@click.option("--refresh", is_flag=True,
+              help="First recompute the leads whose primary moved with time (SPEC §3; what the hourly "
+                   "rollup_refresh_job does): no tasks, no lead status change.")
 @click.option("--json", "as_json", is_flag=True)
-def rollups(workspace_id: str, repair: bool, as_json: bool) -> None:
-    """Report rollup drift (SPEC §10); exit 1 when drift remains."""
+def rollups(workspace_id: str, repair: bool, refresh: bool, as_json: bool) -> None:
+    """Report rollup drift (SPEC §10), each lead compared with its primary at its own reference time; exit 1
+    when drift remains. ``--json``: the drift report plus ``remaining``, and with ``--refresh`` a ``refresh``
+    object ``{"due", "changed", "ref", "sample_lead_ids"}``."""
     from dataclasses import asdict
 
     import sqlalchemy as sa
 
     from appt_pipeline.domain.rules import utc_now
-    from appt_pipeline.store.rollups import drift_report
+    from appt_pipeline.store.rollups import drift_report, refresh_rollups
 
     with _runtime() as rt, rt.engine.begin() as conn:
         if not conn.execute(sa.text("SELECT 1 FROM workspaces WHERE id = :id"), {"id": workspace_id}).first():
             raise BadInput(f"workspace {workspace_id!r} does not exist")
-        report = drift_report(conn, workspace_id, utc_now(), repair=repair)
+        now = utc_now()
+        refreshed = refresh_rollups(conn, workspace_id, now) if refresh else None
+        report = drift_report(conn, workspace_id, now, repair=repair)
     remaining = report.drifted - report.repaired
     if as_json:
-        click.echo(json.dumps({**asdict(report), "remaining": remaining}, sort_keys=True))
+        out: dict[str, Any] = {**asdict(report), "remaining": remaining}
+        if refreshed is not None:
+            out["refresh"] = {"due": refreshed.due, "changed": refreshed.changed, "ref": refreshed.ref.isoformat(),
+                              "sample_lead_ids": refreshed.sample_lead_ids}
+        click.echo(json.dumps(out, sort_keys=True))
     else:
+        if refreshed is not None:
+            _err(f"[rollups] {workspace_id}: refresh: {refreshed.due} leads due, {refreshed.changed} rollups "
+                 "changed")
         _err(f"[rollups] {workspace_id}: {report.leads_with_rows} leads with history, {report.drifted} drifted, "
              f"{report.repaired} repaired" + (f"; e.g. {', '.join(report.sample_lead_ids[:5])}" if remaining else ""))
     if remaining:
+        sys.exit(EXIT_WORK_FAILED)
+
+
+@main.command()
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--json", "as_json", is_flag=True,
+              help='Print one JSON object: {"workspace_id", "checks": [{"name", "passed", "count", "sample"}]}.')
+def checks(workspace_id: str, as_json: bool) -> None:
+    """Run every SPEC §10 drift check over the whole workspace now (read only); exit 1 when one fails.
+
+    Samples are ids (leads, appointments, staging rows), never PII. Exit 2 for an unknown workspace.
+    """
+    import sqlalchemy as sa
+
+    from appt_pipeline.domain.rules import utc_now
+    from appt_pipeline.store.drift_checks import run_checks
+
+    with _runtime() as rt, rt.engine.connect() as conn:
+        if not conn.execute(sa.text("SELECT 1 FROM workspaces WHERE id = :id"), {"id": workspace_id}).first():
+            raise BadInput(f"workspace {workspace_id!r} does not exist")
+        outcomes = run_checks(conn, workspace_id, utc_now())
+    if as_json:
+        click.echo(json.dumps({"workspace_id": workspace_id, "checks": [o.as_json() for o in outcomes]},
+                              sort_keys=True))
+    else:
+        table = [[o.name, "passed" if o.passed else "FAILED", o.count, ", ".join(o.sample[:5])] for o in outcomes]
+        _err(tabulate(table, headers=["check", "result", "count", "sample ids"]))
+    if not all(o.passed for o in outcomes):
         sys.exit(EXIT_WORK_FAILED)
 
 
@@ -301,6 +370,26 @@ def webhooks_requeue(workspace_id: str, status: str, as_json: bool) -> None:
         click.echo(json.dumps({"workspace_id": workspace_id, "status": status, "requeued": requeued}, sort_keys=True))
     else:
         _err(f"[webhooks] {workspace_id}: {requeued} {status} rows put back to pending")
+
+
+@webhooks.command("purge")
+@click.option("--workspace", "workspace_id", default=None, help="Only this workspace (default: all).")
+@click.option("--keep-days", type=click.IntRange(min=30), default=30, show_default=True,
+              help="Keep rows received in the last N days (at least 30: GHL dedupe keys, SPEC §7).")
+@click.option("--json", "as_json", is_flag=True, help='Print one JSON object: {"workspace_id", "keep_days", "purged"}.')
+def webhooks_purge(workspace_id: str | None, keep_days: int, as_json: bool) -> None:
+    """Delete finished staging rows (processed, ignored, failed) older than --keep-days; pending rows stay."""
+    from appt_pipeline.domain.rules import utc_now
+    from appt_pipeline.store.webhook_events import purge_events
+
+    with _runtime() as rt, rt.engine.begin() as conn:
+        purged = purge_events(conn, now=utc_now(), keep_s=keep_days * 86400, workspace_id=workspace_id)
+    if as_json:
+        click.echo(json.dumps({"workspace_id": workspace_id, "keep_days": keep_days, "purged": purged},
+                              sort_keys=True))
+    else:
+        _err(f"[webhooks] {workspace_id or 'all workspaces'}: {purged} finished rows older than {keep_days} days "
+             "deleted")
 
 
 # ----------------------------------------------------------------------------------------------- tokens
@@ -785,13 +874,17 @@ def dev(host: str, port: int, service_port: int, ghl_port: int, calendly_port: i
     if logging.getLogger().level > logging.DEBUG:  # the simulators' deliveries log one INFO line each (-v shows)
         logging.getLogger("httpx").setLevel(logging.WARNING)
     ports = DevPorts(ui=port, service=service_port, ghl=ghl_port, calendly=calendly_port)
-    with _runtime(create=_embedded_default()) as rt:
-        try:
-            code = run_dev(rt, host=host, ports=ports, say=_err)
-        except SecretKeyError as exc:
-            raise BadInput(str(exc)) from None
-        except DevStackError as exc:
-            raise BadInput(f"cannot start the simulators or the service: {exc} (choose other ports)") from None
+    try:
+        with _stop_on_signals(), _runtime(create=_embedded_default()) as rt:
+            try:
+                code = run_dev(rt, host=host, ports=ports, say=_err)
+            except SecretKeyError as exc:
+                raise BadInput(str(exc)) from None
+            except DevStackError as exc:
+                raise BadInput(f"cannot start the simulators or the service: {exc} (choose other ports)") from None
+    except Stopped as stop:  # a signal before `dagster dev` ran, or a second one while stopping: all unwound
+        _err(f"[dev] stopped ({stop})")
+        return
     if code not in (0, -signal.SIGINT, 130):
         sys.exit(EXIT_WORK_FAILED)
 
@@ -810,8 +903,20 @@ def serve(host: str, port: int, workers: int) -> None:
 
     Uses the app database like every command (the embedded PostgreSQL when APPT_DATABASE_URL is unset) and
     APPT_SECRET_KEY to decrypt the workspaces' webhook keys (exit 2 when it is missing or invalid).
-    uvicorn with uvloop + httptools, access log off; Ctrl-C / SIGTERM stop it gracefully.
+    uvicorn with uvloop + httptools, access log off. SIGTERM / SIGINT (from a terminal or a supervisor) stop it
+    within 15 s: no new connections, requests in flight answered (at most ``SHUTDOWN_GRACE_S`` seconds, then
+    cut), staged deliveries committed, the pool closed, the embedded PostgreSQL stopped; exit 0.
     """
+    # uvicorn handles the signals while it serves, then raises the one it got again: _stop_on_signals turns that
+    # (and a signal while starting) into Stopped, so everything unwinds and the embedded PostgreSQL is stopped
+    try:
+        with _stop_on_signals():
+            _serve(host, port, workers)
+    except Stopped as stop:
+        _err(f"[serve] stopped ({stop})")
+
+
+def _serve(host: str, port: int, workers: int) -> None:
     import uvicorn
 
     from appt_pipeline.service import ServiceConfigError, ServiceSettings, create_app
@@ -833,12 +938,17 @@ def serve(host: str, port: int, workers: int) -> None:
         options: dict[str, Any] = {"host": host, "port": port, "loop": "uvloop", "http": GuardedHttpToolsProtocol,
                                    "access_log": False, "server_header": False, "proxy_headers": False,
                                    "timeout_keep_alive": 5, "limit_concurrency": 1000, "backlog": 2048,
-                                   "lifespan": "on",
+                                   "lifespan": "on", "timeout_graceful_shutdown": SHUTDOWN_GRACE_S,
                                    "log_level": "debug" if logging.getLogger().level <= logging.DEBUG else "info"}
         if workers > 1:  # workers import the app themselves; they read the URL and key exported in the environment
             uvicorn.run("appt_pipeline.service.app:create_app_from_env", factory=True, workers=workers, **options)
         else:
             uvicorn.run(create_app(settings), **options)
+
+
+#: Seconds ``serve`` waits for requests in flight after SIGTERM / SIGINT before cutting them (uvicorn's
+#: ``timeout_graceful_shutdown``); the whole stop stays within 15 s (docs/operations.md §6.4).
+SHUTDOWN_GRACE_S = 8
 
 
 def _check_port_free(host: str, port: int) -> None:

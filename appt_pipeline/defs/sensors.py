@@ -1,7 +1,9 @@
 """Sensors: the workspace registry keeps one dynamic partition per ``workspaces`` row; the webhook sensor
-turns pending staging rows into one ``webhook_ingest_job`` run per workspace."""
+turns pending staging rows into one ``webhook_ingest_job`` run per workspace; the backlog sensor reports the
+staging backlog as observations of ``webhook_events``."""
 
 import json
+from datetime import datetime
 from typing import Any
 
 import dagster as dg
@@ -11,7 +13,8 @@ from appt_pipeline.defs.jobs import webhook_ingest_job
 from appt_pipeline.defs.partitions import workspace_partitions
 from appt_pipeline.defs.resources import AppDatabase
 from appt_pipeline.defs.runs import IN_FLIGHT_STATUSES, PARTITION_TAG, job_kind, lane_tags
-from appt_pipeline.store.webhook_events import pending_workspaces
+from appt_pipeline.domain.rules import utc_now
+from appt_pipeline.store.webhook_events import PendingWorkspace, pending_workspaces
 
 
 @dg.sensor(
@@ -94,3 +97,49 @@ def webhook_events_sensor(
         dynamic_partitions_requests=[workspace_partitions.build_add_request(new_partitions)] if new_partitions else [],
         cursor=json.dumps(cursor, sort_keys=True),
     )
+
+
+#: Seconds between two backlog observations (an observation per workspace per tick would flood the event log).
+BACKLOG_OBSERVATION_INTERVAL_S = 60
+
+
+def backlog_observations(pending: list[PendingWorkspace], drained: list[str], known: set[str],
+                         now: datetime) -> list[dg.AssetObservation]:
+    """``webhook_events`` observations: one per workspace partition with pending rows (``pending``,
+    ``oldest_pending_age_s`` in seconds) and one with zeros per workspace in ``drained`` (it had a backlog at
+    the previous tick). Workspaces without a partition yet are left out (the registry sensor adds them)."""
+    events = [
+        dg.AssetObservation(asset_key="webhook_events", partition=p.workspace_id, metadata={
+            "pending": p.pending,
+            "oldest_pending_age_s": dg.MetadataValue.float(round(max(0.0, (now - p.oldest_received_at)
+                                                                    .total_seconds()), 3)),
+        })
+        for p in pending if p.workspace_id in known
+    ]
+    events += [dg.AssetObservation(asset_key="webhook_events", partition=ws,
+                                   metadata={"pending": 0, "oldest_pending_age_s": dg.MetadataValue.float(0.0)})
+               for ws in drained if ws in known]
+    return events
+
+
+@dg.sensor(
+    name="webhook_backlog_sensor",
+    minimum_interval_seconds=BACKLOG_OBSERVATION_INTERVAL_S,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Every minute: the staging backlog of each workspace (pending webhook_events rows and the oldest "
+                "one's age) as an observation of webhook_events, so the UI shows it (docs/operations.md §4).",
+)
+def webhook_backlog_sensor(
+    context: dg.SensorEvaluationContext, app_db: AppDatabase
+) -> dg.SensorResult | dg.SkipReason:
+    """Observe ``webhook_events`` per workspace partition with a backlog, and once more (with zeros) when it
+    drained; the cursor is the JSON list of workspaces that had a backlog at the last tick. Launches no run."""
+    with app_db.engine().connect() as conn:
+        pending = pending_workspaces(conn)
+    previous = set(json.loads(context.cursor)) if context.cursor else set()
+    now_pending = {p.workspace_id for p in pending}
+    known = set(context.instance.get_dynamic_partitions(workspace_partitions.name))
+    events = backlog_observations(pending, sorted(previous - now_pending), known, utc_now())
+    if not events:
+        return dg.SkipReason("no staging backlog")
+    return dg.SensorResult(asset_events=events, cursor=json.dumps(sorted(now_pending)))

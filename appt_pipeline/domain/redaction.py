@@ -59,3 +59,40 @@ def mask_pii(text: object) -> str:
     value = text if isinstance(text, str) else str(text)
     value = _EMAIL.sub(EMAIL_MASK, value)
     return _ISO_OR_PHONE.sub(_phone_or_keep, value)
+
+
+#: Staging payload keys whose values are identifiers, URIs, hashes or times by construction (SPEC §7 whitelist):
+#: their digit runs are not phone numbers. E-mail patterns are looked for everywhere.
+_ID_KEYS = frozenset({"id", "uri", "event", "old_invitee", "new_invitee", "event_type", "email_hash", "webhookId",
+                      "locationId", "calendarId", "contactId", "created_by"})
+
+
+def _has_phone(text: str) -> bool:
+    return any(m.group("phone") is not None and sum(ch.isdigit() for ch in m.group("phone")) >= _MIN_PHONE_DIGITS
+               for m in _ISO_OR_PHONE.finditer(text))
+
+
+def pii_fields(payload: object, path: str = "") -> list[str]:
+    """Dotted paths of the values in a staged payload (``webhook_events.payload``, a JSON value) that look like an
+    e-mail address or a phone number — the ``staging_pii`` drift check (SPEC §10, §11). Never returns values.
+
+    E-mail patterns (the :func:`mask_pii` rule) count in every string; phone patterns in every string except the
+    identifiers, URIs and hashes the whitelist keeps verbatim (their digit runs are not phone numbers) and
+    ISO-8601 times. An already masked value (``[redacted-email]``) is not PII.
+    """
+    found: list[str] = []
+    if isinstance(payload, dict):
+        for key, value in payload.items():
+            sub = f"{path}.{key}" if path else str(key)
+            if isinstance(value, str) and key in _ID_KEYS:
+                if _EMAIL.search(value):
+                    found.append(sub)
+            else:
+                found.extend(pii_fields(value, sub))
+    elif isinstance(payload, list):
+        for i, value in enumerate(payload):
+            found.extend(pii_fields(value, f"{path}[{i}]"))
+    elif (isinstance(payload, str) and not payload.startswith(("https://", "http://")) and (
+            _EMAIL.search(payload) or _has_phone(payload))) or (isinstance(payload, str) and _EMAIL.search(payload)):
+        found.append(path)
+    return found

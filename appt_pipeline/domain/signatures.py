@@ -10,9 +10,11 @@ JSON parsing (SPEC §7).
   docs/providers.md §2.6 (developer.calendly.com, webhook signatures).
 * GHL — ``X-GHL-Signature``: base64 Ed25519 signature over the raw body, verified with the
   configured public key; the legacy ``x-wh-signature`` (base64 RSASSA-PKCS1-v1_5 + SHA-256) only
-  when a legacy RSA public key is configured for the workspace. Replay window: 300 s on the body's
-  ``timestamp`` (:func:`check_ghl_timestamp`, after parsing). Source: docs/providers.md §1.5
-  (GHL-WH-AUTH, GHL-SDK ``webhook-manager.ts``).
+  when a legacy RSA public key is configured for the workspace. Replay window on the body's
+  ``timestamp`` (:func:`ghl_replay_verdict`, after parsing): 5 min, extended to 24 h for a ``webhookId``
+  never seen (GHL retries a 429 about 10 min later with the original timestamp); a seen ``webhookId`` is a
+  duplicate whatever its age (rules §7). Source: docs/providers.md §1.5 (GHL-WH-AUTH, GHL-SDK
+  ``webhook-manager.ts``).
 """
 
 import base64
@@ -33,8 +35,15 @@ from nacl.signing import VerifyKey
 
 #: Calendly's tolerance for ``t`` (seconds; docs/providers.md §2.6, SPEC §7).
 CALENDLY_TOLERANCE_S = 180
-#: GHL's replay window on the body's ``timestamp`` (seconds; SPEC §7, GHL-WH-AUTH §3).
+#: GHL's replay window on the body's ``timestamp`` (seconds; SPEC §7, GHL-WH-AUTH §3); also the tolerance for a
+#: ``timestamp`` ahead of our clock.
 GHL_REPLAY_WINDOW_S = 300
+#: The extended window for a ``webhookId`` never seen (seconds; SPEC §7 revised: GHL's 429 retries keep the
+#: original ``timestamp``).
+GHL_RETRY_WINDOW_S = 24 * 3600
+#: How long dedupe keys of ``webhook_events`` are kept at least (seconds; SPEC §7: 30 days). Longer than
+#: :data:`GHL_RETRY_WINDOW_S`, so a delivery old enough to have lost its key is refused as stale.
+DEDUPE_RETENTION_S = 30 * 24 * 3600
 
 CALENDLY_SIGNATURE_HEADER = "Calendly-Webhook-Signature"
 GHL_SIGNATURE_HEADER = "X-GHL-Signature"
@@ -196,13 +205,44 @@ def verify_ghl(body: bytes, *, signature: str | None, legacy_signature: str | No
     raise SignatureError("missing_signature")
 
 
-def check_ghl_timestamp(timestamp: datetime, *, now: datetime, window_s: int = GHL_REPLAY_WINDOW_S) -> None:
-    """Reject a GHL delivery whose body ``timestamp`` is more than ``window_s`` seconds from ``now``.
+#: :func:`ghl_replay_verdict` answers: within 5 min; within 24 h (accepted: the dedupe key makes it at most
+#: once); older (accepted only as a duplicate of a stored ``webhookId``).
+GHL_FRESH = "fresh"
+GHL_RETRY = "retry"
+GHL_EXPIRED = "expired"
+
+
+def ghl_replay_verdict(timestamp: datetime, *, now: datetime, window_s: int = GHL_REPLAY_WINDOW_S,
+                       retry_window_s: int = GHL_RETRY_WINDOW_S) -> str:
+    """Where a GHL delivery's body ``timestamp`` (UTC) falls in the replay window (SPEC §7 revised).
+
+    Returns :data:`GHL_FRESH` (at most ``window_s`` seconds old), :data:`GHL_RETRY` (at most
+    ``retry_window_s`` seconds old: a provider retry; applied unless its ``webhookId`` is already stored,
+    which the dedupe key decides) or :data:`GHL_EXPIRED` (older: the caller answers it as a duplicate when
+    its ``webhookId`` is stored, else refuses it with ``stale_timestamp``).
 
     Raises:
-        SignatureError: ``stale_timestamp`` (too old, or too far in the future).
+        SignatureError: ``stale_timestamp`` when ``timestamp`` is more than ``window_s`` seconds ahead of
+            ``now`` (a clock cannot be that far off; GHL never sends future timestamps).
     """
-    if abs((now - timestamp).total_seconds()) > window_s:
+    age = (now - timestamp).total_seconds()
+    if age < -window_s:
+        raise SignatureError("stale_timestamp")
+    if age <= window_s:
+        return GHL_FRESH
+    if age <= retry_window_s:
+        return GHL_RETRY
+    return GHL_EXPIRED
+
+
+def check_ghl_timestamp(timestamp: datetime, *, now: datetime, seen: bool = False) -> None:
+    """Refuse a GHL delivery outside the replay window of :func:`ghl_replay_verdict`: a ``timestamp`` more than
+    5 min ahead, or more than 24 h old unless its ``webhookId`` was ``seen`` (stored) before.
+
+    Raises:
+        SignatureError: ``stale_timestamp``.
+    """
+    if ghl_replay_verdict(timestamp, now=now) == GHL_EXPIRED and not seen:
         raise SignatureError("stale_timestamp")
 
 

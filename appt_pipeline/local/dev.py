@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -85,23 +86,49 @@ def run_dev(runtime: Runtime, *, host: str = "127.0.0.1", ports: DevPorts = DevP
         return _dagster_dev(host, ports.ui)
 
 
+#: Seconds ``dagster dev`` gets to stop after the first SIGTERM / SIGINT before its process group is killed, so the
+#: whole ``appt-pipeline dev`` stops within 15 s (the simulators, the service and PostgreSQL stop after it).
+DAGSTER_STOP_GRACE_S = 9.0
+
+
 def _dagster_dev(host: str, port: int) -> int:
-    """``dagster dev`` in its own session until it exits; SIGINT / SIGTERM of this process are passed on."""
+    """``dagster dev`` in its own session (process group) until it exits.
+
+    SIGINT / SIGTERM of this process — from a terminal or a supervisor — are passed on to the whole group as
+    SIGINT (what ``dagster dev`` stops cleanly on: webserver, daemon, code servers); a group still there
+    :data:`DAGSTER_STOP_GRACE_S` seconds after the first signal is killed. The caller's handlers come back
+    afterwards. Returns ``dagster dev``'s exit status.
+    """
     cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
            "-h", host, "-p", str(port)]
     # own session: `dagster dev` ignores SIGINT when started from a non-interactive shell otherwise
-    proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=dict(os.environ), start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=dict(os.environ), start_new_session=True,
+                            stdin=subprocess.DEVNULL)
+    stop_at: list[float] = []
 
     def stop(signum: int, _frame: object) -> None:
-        os.killpg(proc.pid, signal.SIGINT)
+        if not stop_at:
+            stop_at.append(time.monotonic() + DAGSTER_STOP_GRACE_S)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return proc.wait()
+        while True:
+            try:
+                return proc.wait(timeout=0.25)
+            except subprocess.TimeoutExpired:
+                if stop_at and time.monotonic() > stop_at[0]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    return proc.wait()
     finally:
-        if proc.poll() is None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        # whatever the group left behind (a run worker, a code server) goes with it
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def dev_examples(sims: LocalStack) -> list[str]:

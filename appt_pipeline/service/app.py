@@ -5,6 +5,7 @@ Endpoints (one per provider and workspace)::
     POST /webhooks/calendly/{workspace_id}   Calendly-Webhook-Signature: t=<unix>,v1=<hex>
     POST /webhooks/ghl/{workspace_id}        X-GHL-Signature (Ed25519) | x-wh-signature (legacy RSA)
     GET  /health                             200 {"status": "ok" | "degraded", "database", "webhook_keys", …} | 503
+    GET  /metrics                            Prometheus text format (:mod:`appt_pipeline.service.metrics`)
 
 and, behind workspace tokens (:mod:`appt_pipeline.service.access`, SPEC §10), the history API
 (:mod:`appt_pipeline.service.history_api`), the timeline page (:mod:`appt_pipeline.service.timeline_page`) and
@@ -22,7 +23,9 @@ Checks, in this order, each with its answer (JSON bodies; ``reason`` codes are s
    ``legacy_signature_disabled``);
 5. JSON decode (orjson) → **400** ``{"error": "invalid_json"}``;
 6. staging (:mod:`appt_pipeline.domain.webhook_staging`) → **400** ``{"error": <reason>, "fields": [...]}``;
-7. GHL only: body ``timestamp`` within 5 min → else **401** ``{"error": "stale_timestamp"}``; body
+7. GHL only: body ``timestamp`` at most 5 min ahead and at most 24 h old (GHL's retries of a 429 keep the
+   original timestamp); older only when its ``webhookId`` is already stored (then the duplicate answer of
+   8., whatever its age) → else **401** ``{"error": "stale_timestamp"}`` (SPEC §7 revised); body
    ``locationId`` equal to the workspace's ``ghl_location_id`` when the workspace has one (a body without
    ``locationId`` is refused too) → else **403**
    ``{"error": "location_mismatch"}``;
@@ -72,10 +75,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from appt_pipeline.domain.signatures import (
     CALENDLY_SIGNATURE_HEADER,
+    GHL_EXPIRED,
     GHL_LEGACY_SIGNATURE_HEADER,
     GHL_SIGNATURE_HEADER,
     SignatureError,
-    check_ghl_timestamp,
+    ghl_replay_verdict,
     verify_calendly,
     verify_ghl,
 )
@@ -86,6 +90,7 @@ from appt_pipeline.service.common import install_error_handlers
 from appt_pipeline.service.db import Database, DatabaseUnavailable
 from appt_pipeline.service.history_api import router as history_api_router
 from appt_pipeline.service.keys import MAX_WORKSPACE_ID_CHARS, MISSING, WorkspaceDirectory
+from appt_pipeline.service.metrics import BACKLOG_SQL, ServiceMetrics, route_label
 from appt_pipeline.service.settings import ServiceSettings
 from appt_pipeline.service.tasks_api import router as tasks_api_router
 from appt_pipeline.service.timeline_page import router as timeline_router
@@ -93,6 +98,7 @@ from appt_pipeline.service.web import install_pages
 from appt_pipeline.service.writer import GroupCommitWriter, RowRejected
 from appt_pipeline.store.engine import get_engine
 from appt_pipeline.store.tokens import TokenGrant
+from appt_pipeline.store.webhook_events import DEDUPE_KEY_SEEN_SQL
 
 log = logging.getLogger(__name__)
 
@@ -124,13 +130,16 @@ class IntakeService:
         self.started = False
         self._starting: asyncio.Future[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
+        #: Prometheus metrics (``GET /metrics``); kept across restarts of the pool
+        self.metrics = ServiceMetrics()
         self._build()
 
     def _build(self) -> None:
         settings = self.settings
         assert settings.secret_key is not None
         self.db = Database(self._conninfo, min_size=settings.pool_min_size, max_size=settings.pool_max_size,
-                           timeout_s=settings.pool_timeout_s, connect_timeout_s=settings.connect_timeout_s)
+                           timeout_s=settings.pool_timeout_s, connect_timeout_s=settings.connect_timeout_s,
+                           on_unavailable=lambda reason: self.metrics.database_errors.labels(reason).inc())
         #: verified API tokens (SHA-256 digest → grant) reused for ``token_cache_ttl_s`` (access.authorize)
         self.token_grants: TTLCache[bytes, TokenGrant] = TTLCache(maxsize=settings.cache_max_entries,
                                                                   ttl=max(settings.token_cache_ttl_s, 1e-9))
@@ -299,8 +308,9 @@ GHL_BODY_SCHEMA: dict[str, Any] = {
         "locationId": {**_TEXT, "description": "must equal the workspace's GHL location when it has one "
                        "(missing or other: 403)"},
         "webhookId": {**_TEXT, "description": "deduplication key"},
-        "timestamp": {"type": ["string", "integer"], "description": "ISO 8601 or epoch s/ms; must be within 5 "
-                      "minutes of the service's clock (else 401 `stale_timestamp`)"},
+        "timestamp": {"type": ["string", "integer"], "description": "ISO 8601 or epoch s/ms; at most 5 min "
+                      "ahead of the service's clock and at most 24 h old, older only for a `webhookId` already "
+                      "stored (answered as a duplicate); else 401 `stale_timestamp`"},
         "appointment": {"type": "object", "additionalProperties": True,
                         "properties": {"id": _TEXT, "calendarId": _TEXT, "contactId": _TEXT,
                                        "appointmentStatus": _TEXT, "startTime": _TIME, "endTime": _TIME,
@@ -321,7 +331,8 @@ def _webhook_openapi(provider: Provider) -> dict[str, Any]:
                    (GHL_LEGACY_SIGNATURE_HEADER, "legacy base64 RSA-SHA256 signature; accepted only when the "
                     "workspace has a legacy public key")]
         body = ("GHL webhook `{type, locationId, webhookId, timestamp, appointment: {...}}` (docs/providers.md §1.5). "
-                "Verified on the raw bytes before parsing; `timestamp` within 5 min; deduplicated on `webhookId`.")
+                "Verified on the raw bytes before parsing; `timestamp` at most 24 h old (older: only a stored "
+                "`webhookId`, as a duplicate); deduplicated on `webhookId` (kept 30 days).")
         schema = GHL_BODY_SCHEMA
     return {
         "parameters": [{"name": name, "in": "header", "required": False, "description": text,
@@ -403,19 +414,22 @@ class WebhookIntake:
     async def handle(self, provider: Provider, workspace_id: str, headers: Any, receive: Any) -> Reply:
         """Answer one delivery. ``headers``: the ASGI header list (lower-case byte names); ``receive``: the
         ASGI receive callable the body is read from."""
+        reason = None
         try:
-            return await self._handle(provider, workspace_id, headers, receive)
+            reply = await self._handle(provider, workspace_id, headers, receive)
         except _Reject as reject:
             log.info("%s webhook for workspace %r rejected: %s (%d)", provider.value, workspace_id, reject.reason,
                      reject.reply[0])
-            return reject.reply
+            reply, reason = reject.reply, reject.reason
         except _Disconnected:
-            return 400, b'{"error":"client_disconnected"}', []
+            reply = 400, b'{"error":"client_disconnected"}', []
         except Exception as exc:  # a bug: log where, never the message (it may quote the body)
             frame = traceback.extract_tb(exc.__traceback__)[-1]
             log.error("%s webhook for workspace %r failed: %s at %s:%s", provider.value, workspace_id,
                       type(exc).__name__, frame.filename, frame.lineno)
-            return 500, b'{"error":"internal_error"}', []
+            reply = 500, b'{"error":"internal_error"}', []
+        self.service.metrics.delivery(provider.value, reply[0], reason)
+        return reply
 
     async def _handle(self, provider: Provider, workspace_id: str, headers: Any, receive: Any) -> Reply:
         service = self.service
@@ -480,7 +494,7 @@ class WebhookIntake:
         if provider is Provider.GHL:
             assert staged.sent_at is not None  # stage_ghl requires the timestamp
             try:
-                check_ghl_timestamp(staged.sent_at, now=datetime.now(UTC))
+                verdict = ghl_replay_verdict(staged.sent_at, now=datetime.now(UTC))
             except SignatureError as exc:
                 raise _Reject(self._error(401, exc.reason), exc.reason) from None
             location = data.get("locationId")
@@ -490,6 +504,10 @@ class WebhookIntake:
             # `locationId` cannot prove it is for this workspace (GHL always sends it)
             if keys.ghl_location_id and given != keys.ghl_location_id:
                 raise _Reject(self._error(403, "location_mismatch"), "location_mismatch")
+            if verdict == GHL_EXPIRED:  # older than 24 h: only a redelivery of a stored webhookId is answered 2xx
+                if not await self._seen(provider, staged.dedupe_key):
+                    raise _Reject(self._error(401, "stale_timestamp"), "stale_timestamp")
+                return 200, _ACCEPTED[(True, staged.status)], []
         # 8. durable insert (group commit)
         try:
             inserted = await service.writer.submit(workspace_id, staged)
@@ -503,6 +521,20 @@ class WebhookIntake:
         return 200, _ACCEPTED[(not inserted, staged.status)], []
 
 
+    async def _seen(self, provider: Provider, dedupe_key: str) -> bool:
+        """Is ``dedupe_key`` stored? (kept at least 30 days, SPEC §7)"""
+
+        async def exists(conn: Any) -> bool:
+            cur = await conn.execute(DEDUPE_KEY_SEEN_SQL, {"key": dedupe_key})
+            row = await cur.fetchone()
+            return bool(row and row[0])
+
+        try:
+            return await self.service.db.run(exists)
+        except DatabaseUnavailable as exc:
+            raise _Reject(self._unavailable_reply(provider), f"database_unavailable:{exc.reason}") from None
+
+
 class _Reject(Exception):
     def __init__(self, reply: Reply, reason: str) -> None:
         super().__init__(reason)
@@ -514,6 +546,8 @@ _CALENDLY_HEADER_B = _CALENDLY_HEADER.encode()
 _GHL_HEADER_B = _GHL_HEADER.encode()
 _GHL_LEGACY_HEADER_B = _GHL_LEGACY_HEADER.encode()
 _CALENDLY_PREFIX = "/webhooks/calendly/"
+_CALENDLY_ROUTE = "/webhooks/calendly/{workspace_id}"
+_GHL_ROUTE = "/webhooks/ghl/{workspace_id}"
 _GHL_PREFIX = "/webhooks/ghl/"
 
 
@@ -527,7 +561,11 @@ class IntakeApp(FastAPI):
     intake: WebhookIntake
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        started = time.perf_counter()
+        if scope["method"] == "POST":
             path: str = scope["path"]
             provider = workspace_id = None
             if path.startswith(_CALENDLY_PREFIX):
@@ -539,8 +577,14 @@ class IntakeApp(FastAPI):
                 await send({"type": "http.response.start", "status": status,
                             "headers": [_JSON_CT, (b"content-length", str(len(body)).encode()), *extra]})
                 await send({"type": "http.response.body", "body": body})
+                route = _CALENDLY_ROUTE if provider is Provider.CALENDLY else _GHL_ROUTE
+                self.intake.service.metrics.latency.labels("POST", route).observe(time.perf_counter() - started)
                 return
-        await super().__call__(scope, receive, send)
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.intake.service.metrics.latency.labels(scope["method"], route_label(scope)).observe(
+                time.perf_counter() - started)
 
 
 def _response(reply: Reply) -> Response:
@@ -634,6 +678,29 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         broken = {p.value: n for p, n in keys.broken.items() if n}
         return _json(200, {"status": "ok" if keys.ok else "degraded", "database": "ok",
                            "webhook_keys": "ok" if keys.ok else "degraded", "broken_webhook_keys": broken})
+
+    @app.get("/metrics", response_class=Response, tags=["operations"], summary="Prometheus metrics",
+             responses={200: {"content": {"text/plain": {}}, "description": "prometheus text exposition format"}})
+    async def metrics() -> Response:
+        """Prometheus metrics (:mod:`appt_pipeline.service.metrics`): deliveries by provider and status, signature
+        failures, database errors, request latency, and the staging backlog per workspace read now (unavailable
+        database: the last values and ``appt_webhook_staging_scrape_ok 0``). Open like ``/health``: counts, ids
+        and reason codes only."""
+        if not service.started:
+            await service.start()
+
+        async def backlog() -> list[tuple[str, int, datetime]] | None:
+            async def read(conn: Any) -> list[tuple[str, int, datetime]]:
+                cur = await conn.execute(BACKLOG_SQL)
+                return [(ws, int(n), oldest) for ws, n, oldest in await cur.fetchall()]
+
+            try:
+                return await service.db.run(read, timeout_s=1.0, attempts=1)
+            except DatabaseUnavailable:
+                return None
+
+        body, content_type = await service.metrics.render(backlog)
+        return Response(body, media_type=content_type, headers={"Cache-Control": "no-store"})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:

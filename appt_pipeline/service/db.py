@@ -58,11 +58,14 @@ class Database:
         min_size / max_size: pool bounds.
         timeout_s: default wait for a connection (seconds) before :class:`DatabaseUnavailable`.
         connect_timeout_s: libpq ``connect_timeout`` (seconds).
+        on_unavailable: called with the reason (``timeout``, ``pool_timeout``, ``closed``, ``connection_error``,
+            ``database_error``) each time :class:`DatabaseUnavailable` is raised (the service's metrics).
     """
 
     def __init__(self, conninfo: str, *, min_size: int, max_size: int, timeout_s: float,
-                 connect_timeout_s: int) -> None:
+                 connect_timeout_s: int, on_unavailable: Callable[[str], None] | None = None) -> None:
         self.timeout_s = timeout_s
+        self._on_unavailable = on_unavailable
         self.pool = AsyncConnectionPool(
             conninfo, min_size=min_size, max_size=max_size, open=False, timeout=timeout_s,
             kwargs={"connect_timeout": max(1, int(connect_timeout_s)), "autocommit": True}, name="appt-webhooks",
@@ -77,7 +80,14 @@ class Database:
         """Close the pool and its connections (idempotent)."""
         await self.pool.close(timeout=timeout_s)
 
+    def _unavailable(self, reason: str) -> DatabaseUnavailable:
+        if self._on_unavailable is not None:
+            self._on_unavailable(reason)
+        return DatabaseUnavailable(reason)
+
     def _unhealthy(self, reason: str, exc: BaseException) -> DatabaseUnavailable:
+        if self._on_unavailable is not None:
+            self._on_unavailable(reason)
         if self._healthy:
             self._healthy = False
             log.warning("database unavailable (%s): %s", reason, describe_error(exc))
@@ -107,14 +117,14 @@ class Database:
             attempt += 1
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise DatabaseUnavailable("timeout")
+                raise self._unavailable("timeout")
             try:
                 async with self.pool.connection(timeout=remaining) as conn:
                     result = await fn(conn)
             except PoolTimeout as exc:
                 raise self._unhealthy("pool_timeout", exc) from None
             except PoolClosed as exc:
-                raise DatabaseUnavailable("closed") from exc
+                raise self._unavailable("closed") from exc
             except ROW_ERRORS:
                 self._ok()
                 raise

@@ -4,18 +4,20 @@ Writers insert with :data:`INSERT_EVENTS_SQL` (``ON CONFLICT (dedupe_key) DO NOT
 recognised, never stored twice); the sensor reads :func:`pending_workspaces`; ingestion
 (``appt_pipeline.pipelines.webhook_ingest``) claims a workspace's pending rows with
 :data:`CLAIM_PENDING_SQL` and marks them with :func:`mark_events`; :func:`requeue_events` puts ``failed``
-rows back to ``pending`` (``appt-pipeline webhooks requeue``, SPEC §12). The sensor selects by
+rows back to ``pending`` (``appt-pipeline webhooks requeue``, SPEC §12); :func:`purge_events` deletes finished
+rows older than the dedupe retention (at least 30 days, SPEC §7). The sensor selects by
 **status**, never by an id or time cursor, so a row that commits after a higher id was already
 processed is still picked up (SPEC §7).
 """
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import orjson
 import sqlalchemy as sa
 
+from appt_pipeline.domain.signatures import DEDUPE_RETENTION_S
 from appt_pipeline.domain.vocab import WebhookStatus
 from appt_pipeline.domain.webhook_staging import StagedEvent
 
@@ -39,6 +41,11 @@ FROM json_to_recordset(%(rows)s::json) AS x(w text, p text, e text, k text, t ti
 ON CONFLICT (dedupe_key) DO NOTHING
 RETURNING dedupe_key
 """
+
+
+#: Is a dedupe key already stored? (psycopg placeholder; the intake asks it for a GHL delivery older than the
+#: 24-h window, SPEC §7: a seen ``webhookId`` is a duplicate whatever its age.) Uses the UNIQUE index.
+DEDUPE_KEY_SEEN_SQL = "SELECT EXISTS (SELECT 1 FROM webhook_events WHERE dedupe_key = %(key)s)"
 
 
 def row_json(workspace_id: str, event: StagedEvent) -> bytes:
@@ -143,5 +150,26 @@ def requeue_events(conn: sa.Connection, workspace_id: str, status: str = Webhook
         sa.text("UPDATE webhook_events SET status = :pending, processed_at = NULL, error = NULL "
                 "WHERE workspace_id = :ws AND status = :status"),
         {"ws": workspace_id, "status": status, "pending": WebhookStatus.PENDING.value},
+    )
+    return result.rowcount
+
+
+def purge_events(conn: sa.Connection, *, now: datetime, keep_s: int = DEDUPE_RETENTION_S,
+                 workspace_id: str | None = None) -> int:
+    """Delete staging rows that are finished (``processed``/``ignored``/``failed`` with ``processed_at``) and
+    were received more than ``keep_s`` seconds before ``now`` (UTC); returns how many. Pending rows are
+    never deleted. ``workspace_id`` limits it to one workspace.
+
+    Raises:
+        ValueError: ``keep_s`` below the 30-day dedupe retention (SPEC §7: a GHL ``webhookId`` must be
+            recognised as a duplicate for at least 30 days).
+    """
+    if keep_s < DEDUPE_RETENTION_S:
+        raise ValueError(f"dedupe keys are kept at least {DEDUPE_RETENTION_S // 86400} days (SPEC §7), "
+                         f"not {keep_s / 86400:g}")
+    result = conn.execute(
+        sa.text(f"DELETE FROM webhook_events WHERE status <> '{PENDING_LITERAL}' AND processed_at IS NOT NULL "
+                "AND received_at < :horizon AND (CAST(:ws AS text) IS NULL OR workspace_id = :ws)"),
+        {"horizon": now - timedelta(seconds=keep_s), "ws": workspace_id},
     )
     return result.rowcount

@@ -7,7 +7,7 @@ for sources without side effects (MIGRATION/BACKFILL).
 import sqlalchemy as sa
 
 from appt_pipeline.domain.rules import move_message, resolve_timezone, task_message
-from appt_pipeline.store.rollups import PRIMARY_ORDER, rollup_update_sql
+from appt_pipeline.store.rollups import PRIMARY_ORDER, count_changed, rollup_update_sql
 from appt_pipeline.store.write_path.params import HAS_SIDE_EFFECTS, TASK_PENDING_LITERAL
 
 _ENDED = "('CANCELED', 'RESCHEDULED')"
@@ -150,7 +150,8 @@ def note_primaries_before(conn: sa.Connection, params: dict[str, object]) -> Non
 
 
 def recompute_rollups(conn: sa.Connection, params: dict[str, object], *, primaries: bool) -> int:
-    """Step 4: recompute the rollups of every affected lead (SPEC §3, §4.2); returns the leads changed.
+    """Step 4: recompute the rollups of every affected lead at ``ref`` and stamp it as their reference (SPEC §3,
+    §4.2); returns the leads whose rollup changed.
 
     With ``primaries`` (noted by :func:`note_primaries_before`) the primary after the write and each
     observation's ``primary_changed`` are noted first.
@@ -158,8 +159,8 @@ def recompute_rollups(conn: sa.Connection, params: dict[str, object], *, primari
     if primaries:
         conn.execute(sa.text(_NOTE_NEW_PRIMARY), params)
         conn.execute(sa.text(_NOTE_PRIMARY_CHANGED), params)
-        return len(conn.execute(sa.text(_ROLLUPS), params).all())
-    return len(conn.execute(sa.text(_ROLLUPS_OF_ROUND), params).all())
+        return count_changed(conn.execute(sa.text(_ROLLUPS), params).all())
+    return count_changed(conn.execute(sa.text(_ROLLUPS_OF_ROUND), params).all())
 
 
 def apply_side_effects(conn: sa.Connection, params: dict[str, object]) -> tuple[int, int, int]:
