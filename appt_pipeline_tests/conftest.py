@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from appt_pipeline.store.embedded import ensure_database, start_embedded
 from appt_pipeline.store.engine import app_url
 from appt_pipeline.store.schema import upgrade
+from appt_pipeline_tests.helpers.browser import browser, page  # noqa: F401  (the browser fixtures of the page tests)
 
 # the simulators listen on loopback ports chosen at start: every test session lets tokens go to any
 # port of 127.0.0.1 (README "Provider hosts"); tests of the rule set their own, narrower list

@@ -151,7 +151,9 @@ NEEDS = {"/api/v1/workspaces/{workspace_id}/leads/{lead_id}/appointments": Token
          "/api/v1/workspaces/{workspace_id}/leads/{lead_id}/tasks/{task_id}/complete": TokenScope.BOOK,
          "/api/v1/workspaces/{workspace_id}/leads/{lead_id}/tasks/{task_id}/skip": TokenScope.BOOK,
          "/api/v1/workspaces/{workspace_id}/leads/{lead_id}/bookings": TokenScope.BOOK,
-         "/workspaces/{workspace_id}/leads/{lead_id}/timeline": TokenScope.READ}
+         "/api/v1/workspaces/{workspace_id}/capacity": TokenScope.READ,
+         "/workspaces/{workspace_id}/leads/{lead_id}/timeline": TokenScope.READ,
+         "/workspaces/{workspace_id}/capacity": TokenScope.READ}
 
 
 def test_a_token_without_the_scope_is_403(world: World) -> None:

@@ -48,7 +48,9 @@ HISTORY_OPERATIONS = [("GET", "/api/v1/workspaces/{workspace_id}/leads/{lead_id}
                       ("POST", "/api/v1/workspaces/{workspace_id}/leads/{lead_id}/tasks/{task_id}/complete"),
                       ("POST", "/api/v1/workspaces/{workspace_id}/leads/{lead_id}/tasks/{task_id}/skip"),
                       ("POST", "/api/v1/workspaces/{workspace_id}/leads/{lead_id}/bookings"),
-                      ("GET", "/workspaces/{workspace_id}/leads/{lead_id}/timeline")]
+                      ("GET", "/api/v1/workspaces/{workspace_id}/capacity"),
+                      ("GET", "/workspaces/{workspace_id}/leads/{lead_id}/timeline"),
+                      ("GET", "/workspaces/{workspace_id}/capacity")]
 OPERATIONS = [("POST", "/webhooks/calendly/{workspace_id}"), ("POST", "/webhooks/ghl/{workspace_id}"),
               ("GET", "/health"), ("GET", "/metrics"), *HISTORY_OPERATIONS]
 HISTORY_LEAD = "acme_lead0"

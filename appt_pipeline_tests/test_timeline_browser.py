@@ -11,7 +11,6 @@ One server and one browser for the module. Without ``/usr/bin/chromium`` the mod
 (``CI=true``), where that is a failure (``.ci/run`` installs the package).
 """
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from appt_pipeline.domain.history import format_move
 from appt_pipeline.sandbox.server import SimulatorServer
@@ -29,11 +28,8 @@ from appt_pipeline.service import ServiceSettings, create_app
 from appt_pipeline.store.tokens import create_token
 from appt_pipeline_tests.conftest import APP_TABLES
 from appt_pipeline_tests.helpers import SECRET_KEY, seed
+from appt_pipeline_tests.helpers.browser import sign_in
 from appt_pipeline_tests.helpers.history import LEAD_ZONE, Timeline, seed_timeline
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 WS, OTHER = "acme", "globex"
 LEAD, ROLLUP_LEAD = "acme_lead0", "acme_lead1"
@@ -45,21 +41,6 @@ class Site:
     timeline: Timeline
     token: str
     other_token: str
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is missing (Debian package `chromium`; .ci/run installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}: the browser test cannot run in CI without it")
-        pytest.skip(message)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -80,34 +61,6 @@ def site(engine: sa.Engine, database_url: str) -> Iterator[Site]:
                    create_token(engine, OTHER, "read").token)
 
 
-@pytest.fixture()
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    page = context.new_page()
-    problems: list[str] = []
-    # a page answered 401 (the login form) or 403 is expected; every sub-resource (CSS, JS) must load, and no
-    # script error or Content-Security-Policy violation may happen
-    page.on("response", lambda r: problems.append(f"{r.status} {r.url}")
-            if r.status >= 400 and r.request.resource_type != "document" else None)
-    page.on("console", lambda m: problems.append(m.text)
-            if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    try:
-        yield page
-        assert not problems, f"console errors: {problems}"
-    finally:
-        context.close()
-
-
-def sign_in(page: Page, site: Site, path: str, token: str) -> None:
-    """Open ``path`` (answered with the login form), paste the token, submit: back on ``path``."""
-    page.goto(site.base + path)
-    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
-    page.get_by_label("Workspace token").fill(token)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(site.base + path)
-
-
 def visible_ids(page: Page) -> list[str]:
     return page.locator(".tl-row:visible").evaluate_all("rows => rows.map(r => r.dataset.appointmentId)")
 
@@ -115,7 +68,7 @@ def visible_ids(page: Page) -> list[str]:
 def test_sign_in_and_filter_the_timeline(page: Page, site: Site, tmp_path: Path) -> None:
     t = site.timeline
     path = f"/workspaces/{WS}/leads/{LEAD}/timeline"
-    sign_in(page, site, path, site.token)
+    sign_in(page, site.base, path, site.token)
     rows = page.locator("[data-appointment-id]")
     expect(rows).to_have_count(len(Timeline.ORDER))
     assert rows.evaluate_all("rs => rs.map(r => r.dataset.appointmentId)") == t.ordered_ids()
@@ -166,7 +119,7 @@ def test_a_link_from_another_site_keeps_the_session(page: Page, site: Site) -> N
     the SameSite=Strict cookie with that navigation; the page reloads itself once and the signed-in person sees
     the timeline, not the login form."""
     path = f"/workspaces/{WS}/leads/{LEAD}/timeline"
-    sign_in(page, site, path, site.token)
+    sign_in(page, site.base, path, site.token)
 
     async def crm(scope: dict, receive: object, send: Any) -> None:
         body = f'<!doctype html><a id="open" href="{site.base}{path}">timeline</a>'.encode()
@@ -183,7 +136,7 @@ def test_a_link_from_another_site_keeps_the_session(page: Page, site: Site) -> N
 
 def test_a_lead_without_rows_shows_its_rollup(page: Page, site: Site, tmp_path: Path) -> None:
     path = f"/workspaces/{WS}/leads/{ROLLUP_LEAD}/timeline"
-    sign_in(page, site, path, site.token)
+    sign_in(page, site.base, path, site.token)
     row = page.locator("[data-appointment-id]")
     expect(row).to_have_count(1)
     expect(row).to_have_attribute("data-appointment-id", "")
@@ -197,7 +150,7 @@ def test_a_lead_without_rows_shows_its_rollup(page: Page, site: Site, tmp_path: 
 
 
 def test_a_page_of_another_workspace_is_refused(page: Page, site: Site) -> None:
-    sign_in(page, site, f"/workspaces/{OTHER}/leads/{OTHER}_lead0/timeline", site.other_token)
+    sign_in(page, site.base, f"/workspaces/{OTHER}/leads/{OTHER}_lead0/timeline", site.other_token)
     response = page.goto(f"{site.base}/workspaces/{WS}/leads/{LEAD}/timeline")
     assert response is not None and response.status == 403
     expect(page.get_by_text("Your token belongs to another workspace.")).to_be_visible()

@@ -22,7 +22,7 @@ import dagster as dg
 from appt_pipeline.defs.jobs import MANUAL_PRIORITY, SCHEDULED_PRIORITY
 from appt_pipeline.defs.partitions import workspace_partitions
 from appt_pipeline.defs.resources import AppDatabase, ProviderClients
-from appt_pipeline.defs.runs import MAX_RUNTIME_TAG, PRIORITY_TAG, WRITER_POOL
+from appt_pipeline.defs.runs import MAX_RUNTIME_TAG, PRIORITY_TAG, WRITER_POOL, lane_config
 from appt_pipeline.domain.rules import utc_now
 from appt_pipeline.pipelines.accounts import WorkspaceNotConfigured
 from appt_pipeline.pipelines.availability import DEFAULT_DAYS, MAX_DAYS, AvailabilityReport, refresh_availability
@@ -231,6 +231,7 @@ def calendar_availability(
 availability_job = dg.define_asset_job(
     "availability_job",
     selection=[calendar_availability],
+    config=lane_config("availability"),
     description="Rules §9: refresh the free slots of a workspace's configured calendars from its provider.",
     tags={"appt/kind": "availability", PRIORITY_TAG: MANUAL_PRIORITY,
           MAX_RUNTIME_TAG: str(AVAILABILITY_MAX_RUNTIME_S)},

@@ -28,7 +28,7 @@ import pandas as pd
 
 from appt_pipeline.defs.partitions import workspace_partitions
 from appt_pipeline.defs.resources import AppDatabase
-from appt_pipeline.defs.runs import MAX_RUNTIME_TAG, WRITER_POOL
+from appt_pipeline.defs.runs import MAX_RUNTIME_TAG, WRITER_POOL, lane_config
 from appt_pipeline.domain.calendars import TOTAL_KEY
 from appt_pipeline.domain.capacity import DEFAULT_WINDOW_DAYS, CapacityReport, WorkspaceCapacity, clamp_window_days
 from appt_pipeline.domain.rules import utc_now
@@ -198,6 +198,7 @@ def capacity_overview(context: dg.AssetExecutionContext, app_db: AppDatabase) ->
 capacity_job = dg.define_asset_job(
     "capacity_job",
     selection=[calendar_capacity],
+    config=lane_config("capacity"),
     description="rules §9: compute and store a workspace's calendar capacity for the next 30 days from its stored "
     "free slots and appointment history.",
     tags={"appt/kind": "capacity", MAX_RUNTIME_TAG: "600"},

@@ -24,7 +24,7 @@ import dagster as dg
 
 from appt_pipeline.defs.partitions import workspace_partitions
 from appt_pipeline.defs.resources import AppDatabase
-from appt_pipeline.defs.runs import MAX_RUNTIME_TAG, PRIORITY_TAG
+from appt_pipeline.defs.runs import MAX_RUNTIME_TAG, PRIORITY_TAG, lane_config
 from appt_pipeline.domain.rules import utc_now
 from appt_pipeline.store.drift_checks import CHECK_ASSETS, CHECK_DESCRIPTIONS, CheckOutcome, run_checks
 
@@ -110,7 +110,7 @@ def run_drift_checks(context: dg.OpExecutionContext, app_db: AppDatabase) -> Non
 
 # An op job: Dagster 1.13 infers a job's partitions from its selected assets only, so a job selecting just the
 # (partitioned) checks would have none; this one is partitioned like every other job and reports the same checks.
-@dg.job(name="drift_check_job", partitions_def=workspace_partitions,
+@dg.job(name="drift_check_job", config=lane_config("drift_checks"),
         description="SPEC §10: every drift check over the whole workspace partition (read only); daily schedule.",
         tags={"appt/kind": "drift_checks", PRIORITY_TAG: DRIFT_CHECK_PRIORITY,
               MAX_RUNTIME_TAG: str(DRIFT_CHECK_MAX_RUNTIME_S)})

@@ -13,7 +13,7 @@ import dagster as dg
 
 from appt_pipeline.defs.partitions import workspace_partitions
 from appt_pipeline.defs.resources import AppDatabase
-from appt_pipeline.defs.runs import MAX_RUNTIME_TAG, PRIORITY_TAG, WRITER_POOL
+from appt_pipeline.defs.runs import MAX_RUNTIME_TAG, PRIORITY_TAG, WRITER_POOL, lane_config
 from appt_pipeline.domain.rules import utc_now
 from appt_pipeline.store.rollups import due_refresh_counts, refresh_rollups
 
@@ -41,7 +41,7 @@ def refresh_lead_rollups(context: dg.OpExecutionContext, app_db: AppDatabase) ->
     ))
 
 
-@dg.job(name="rollup_refresh_job", partitions_def=workspace_partitions,
+@dg.job(name="rollup_refresh_job", config=lane_config("rollup_refresh"),
         description="SPEC §3: recompute the rollups whose primary moved with time (no tasks, no lead status).",
         tags={"appt/kind": "rollup_refresh", PRIORITY_TAG: ROLLUP_REFRESH_PRIORITY,
               MAX_RUNTIME_TAG: str(ROLLUP_REFRESH_MAX_RUNTIME_S)})

@@ -86,6 +86,7 @@ from appt_pipeline.domain.signatures import (
 from appt_pipeline.domain.vocab import Provider, WebhookStatus
 from appt_pipeline.domain.webhook_staging import WebhookPayloadError, stage_calendly, stage_ghl
 from appt_pipeline.service.booking_api import router as booking_api_router
+from appt_pipeline.service.capacity import router as capacity_router
 from appt_pipeline.service.common import install_error_handlers
 from appt_pipeline.service.db import Database, DatabaseUnavailable
 from appt_pipeline.service.history_api import router as history_api_router
@@ -638,6 +639,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(tasks_api_router)
     app.include_router(booking_api_router)
     app.include_router(timeline_router)
+    app.include_router(capacity_router)
     install_pages(app)
 
     WorkspaceId = Annotated[str, Path(min_length=1, max_length=MAX_WORKSPACE_ID_CHARS,

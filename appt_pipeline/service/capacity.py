@@ -126,8 +126,13 @@ class Chart:
     left: int
     bars: list[Bar]
     y_max: int
-    ticks: list[tuple[float, int]]
+    ticks: list[tuple[float, str]]
     x_labels: list[tuple[float, str]]
+
+
+def _when(iso: str) -> str:
+    """``2026-12-04T21:02:27.776Z`` as ``2026-12-04 21:02 UTC``."""
+    return f"{iso[:10]} {iso[11:16]} UTC"
 
 
 def _pct(value: float | None) -> str:
@@ -164,7 +169,7 @@ def build_chart(days: Sequence[Mapping[str, Any]], *, width: int = 960, height: 
                         available=available))
         if i % 7 == 0 or len(rows) <= 10:
             labels.append((round(x + slot * 0.38, 2), date.fromisoformat(day).strftime("%d %b")))
-    ticks = [(round(top + plot_h - plot_h * f, 2), round(y_max * f)) for f in (0, 0.25, 0.5, 0.75, 1)]
+    ticks = [(round(top + plot_h - plot_h * f, 2), f"{y_max * f:g}") for f in (0, 0.25, 0.5, 0.75, 1)]
     return Chart(width=width, height=height, top=top, plot_height=plot_h, left=left, bars=bars, y_max=y_max,
                  ticks=ticks, x_labels=labels)
 
@@ -202,6 +207,7 @@ async def capacity_page(request: Request, grant: PageRead, workspace_id: Workspa
     ws = report["workspaces"][0]
     context = {
         "report": report, "ws": ws, "chart": build_chart(ws["days"]), "pct": _pct,
+        "window": (_when(report["window_start"]), _when(report["window_end"])),
         "stale_calendars": [c for c in ws["calendars"] if c["stale"] or c["last_error"]],
         "windows": [7, 14, 30, 60, 90], "days": query.days,
     }

@@ -1,4 +1,5 @@
-"""The service's reads on its async pool (SPEC §10): token checks, a lead's history, booking status and tasks
+"""The service's reads on its async pool (SPEC §9, §10): token checks, a lead's history, booking status, tasks and
+a workspace's capacity
 (and the one task transition, complete / skip, which is as safe to repeat as a read).
 
 Each is ONE statement of the store (:mod:`appt_pipeline.store.tokens`, :mod:`appt_pipeline.store.history`) on a
@@ -14,6 +15,7 @@ import psycopg
 
 from appt_pipeline.domain.history import HistoryFilters
 from appt_pipeline.service.db import Database
+from appt_pipeline.store.capacity import CAPACITY_SQL, UnknownWorkspaceError, capacity_params, report_from_rows
 from appt_pipeline.store.history import (
     BOOKING_STATUS_SQL,
     HISTORY_SQL,
@@ -84,3 +86,23 @@ async def transition_task(db: Database, workspace_id: str, lead_id: str, task_id
         return Transition("unknown_lead", None)
     return transition_from_row(action, await _one(db, TRANSITION_SQL,
                                                   transition_params(workspace_id, lead_id, task_id, action)))
+
+
+async def fetch_capacity(db: Database, workspace_id: str, days: int, now: datetime) -> dict[str, Any] | None:
+    """The workspace's capacity for [now, now + days) as the ``capacity --json`` object (one workspace), computed
+    by :data:`~appt_pipeline.store.capacity.CAPACITY_SQL` (one statement, JIT off, read only); ``None`` when the
+    workspace does not exist."""
+    if not _no_nul(workspace_id):
+        return None
+    params = capacity_params([workspace_id], days=days, now=now)
+
+    async def run(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL jit = off")
+            cur = await conn.execute(CAPACITY_SQL, params)
+            return await cur.fetchall()
+
+    try:
+        return report_from_rows(params, await db.run(run)).as_dict()
+    except UnknownWorkspaceError:
+        return None
