@@ -15,7 +15,13 @@ from appt_pipeline.defs.assets import (
 )
 from appt_pipeline.defs.attribution import attribution_backfill_job, calendar_attribution
 from appt_pipeline.defs.availability import availability_job, availability_schedule, calendar_availability
-from appt_pipeline.defs.capacity import calendar_capacity, capacity_job, capacity_overview, capacity_overview_job
+from appt_pipeline.defs.capacity import (
+    calendar_capacity,
+    capacity_after_availability_sensor,
+    capacity_job,
+    capacity_overview,
+    capacity_overview_job,
+)
 from appt_pipeline.defs.checks import drift_check_job, drift_check_schedule, drift_checks
 from appt_pipeline.defs.jobs import migration_job, reconciliation_job, webhook_ingest_job
 from appt_pipeline.defs.resources import AppDatabase, ProviderClients
@@ -31,7 +37,8 @@ defs = dg.Definitions(
     jobs=[migration_job, reconciliation_job, webhook_ingest_job, attribution_backfill_job, availability_job,
           capacity_job, capacity_overview_job, rollup_refresh_job, drift_check_job],
     schedules=[reconciliation_schedule, availability_schedule, rollup_refresh_schedule, drift_check_schedule],
-    sensors=[workspace_registry_sensor, webhook_events_sensor, webhook_backlog_sensor],
+    sensors=[workspace_registry_sensor, webhook_events_sensor, webhook_backlog_sensor,
+             capacity_after_availability_sensor],
     resources={
         "app_db": AppDatabase(url=dg.EnvVar(DATABASE_URL_ENV)),
         "providers": ProviderClients(),  # APPT_SECRET_KEY when an account is loaded (ProviderClients doc)

@@ -23,6 +23,7 @@ from appt_pipeline.defs.availability import (
     refresh_cron,
     refresh_minutes,
 )
+from appt_pipeline.defs.capacity import capacity_after_availability_sensor
 from appt_pipeline.defs.partitions import workspace_partitions
 from appt_pipeline.defs.resources import AppDatabase, ProviderClients
 from appt_pipeline.domain.calendars import CalendarRef, booking_calendar
@@ -410,6 +411,16 @@ def test_asset_materializes_a_partition_with_table_metadata_and_warning_check(
         assert check.check_name == "availability_fresh" and not check.passed
         assert check.severity == dg.AssetCheckSeverity.WARN
         assert check.metadata["failed"].value == ["cal_b"]
+
+        # the successful refresh requests the partition's capacity (rules §9: capacity from the new slots)
+        run = instance.get_run_by_id(result.run_id)
+        success = next(e.dagster_event for e in instance.all_logs(result.run_id)
+                       if e.dagster_event is not None and e.dagster_event.event_type_value == "PIPELINE_SUCCESS")
+        ctx = dg.build_run_status_sensor_context(sensor_name="capacity_after_availability_sensor",
+                                                 dagster_event=success, dagster_instance=instance, dagster_run=run)
+        request = capacity_after_availability_sensor(ctx)
+        assert isinstance(request, dg.RunRequest)
+        assert (request.partition_key, request.run_key) == (WS, f"capacity_after:{result.run_id}")
 
         sim.faults.clear()
         again = dg.materialize([calendar_availability], partition_key=WS, instance=instance,

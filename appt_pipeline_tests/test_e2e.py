@@ -49,8 +49,22 @@ def test_demo_on_the_embedded_default_runs_twice_and_creates_nothing_the_second_
     def webhook_table(stdout: str) -> dict[str, list[str]]:
         """The webhook rows: workspace provider stored processed ignored failed new-bookings cancellations
         reschedules no-shows tasks in-history provider-drift rollup-check run status."""
-        part = stdout.partition("\nWebhooks:")[2]
+        part = stdout.partition("\nWebhooks:")[2].partition("\nAnalytics and booking")[0]
         return {line.split()[0]: line.split() for line in part.splitlines() if line.startswith("ws_")}
+
+    def bookings(stdout: str) -> dict[str, list[str]]:
+        """The booking rows: workspace lead slot HTTP state … appointment timeline."""
+        part = stdout.partition("\nBookings through")[2].partition("\nCapacity of")[0]
+        return {line.split()[0]: line.split() for line in part.splitlines() if line.startswith("ws_")}
+
+    def capacity_totals(stdout: str) -> dict[str, list[str]]:
+        """Per workspace, the total row of its capacity table: booked available total booked% unattributed …"""
+        found = {}
+        for block in stdout.split("\nCapacity of ")[1:]:
+            ws = block.split(",")[0]
+            total = next(line for line in block.splitlines() if line.startswith("* (total)"))
+            found[ws] = total.split()[2:]
+        return found
 
     def summary_lines(stdout: str) -> dict[str, str]:
         return {line.split(":")[0]: line for line in stdout.splitlines()
@@ -107,6 +121,18 @@ def test_demo_on_the_embedded_default_runs_twice_and_creates_nothing_the_second_
         assert cols[13] == "passed" and cols[15] == "ok"
     assert sum(int(cols[8]) for cols in hooks.values()) > 0 and sum(int(cols[10]) for cols in hooks.values()) > 0
 
+    # attribution, availability, one AUTO_BOOK booking per workspace through the HTTP API, capacity: all as runs
+    assert "FAILED" not in first.stdout.partition("\nAnalytics and booking")[2]
+    booked = bookings(first.stdout)
+    assert set(booked) == {"ws_7_0", "ws_7_1", "ws_7_2"}
+    assert all(cols[3] == "201" and cols[4] == "booked" for cols in booked.values()), booked
+    assert all(cols[-1].endswith(f"/workspaces/{ws}/leads/{cols[1]}/timeline") for ws, cols in booked.items())
+    totals = capacity_totals(first.stdout)
+    assert set(totals) == {"ws_7_0", "ws_7_1", "ws_7_2"}
+    for cols in totals.values():
+        booked_slots, available, all_slots = map(int, cols[:3])
+        assert available > 100 and booked_slots > 0 and all_slots == booked_slots + available
+
     # the server is stopped cleanly when the command exits, and its data folder is reused next time
     time.sleep(1)
     assert not _postgres_serving(tmp_path / "appt" / "pg")
@@ -126,6 +152,9 @@ def test_demo_on_the_embedded_default_runs_twice_and_creates_nothing_the_second_
     for ws, cols in webhook_table(second.stdout).items():  # redelivered: nothing new, all still in the history
         assert cols[12] == "known" and cols[15] == "ok" and cols[11] == hooks[ws][11]
         assert [int(c) for c in cols[5:10]] == [0, 0, 0, 0, 0]
+    # the same Idempotency-Key again: the first answer (a replay), nothing booked twice
+    assert {ws: (cols[1], cols[2], cols[3], cols[4], cols[5]) for ws, cols in bookings(second.stdout).items()} == \
+        {ws: (cols[1], cols[2], "200", "booked", cols[5]) for ws, cols in booked.items()}
     again_check = numbers(summary_lines(second.stdout)["Drift check"])
     assert again_check[:4] == expected[:4] and again_check[4:8] == [0, 0, 0, 0] and again_check[8:] == [total, total]
 

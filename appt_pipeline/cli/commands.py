@@ -767,6 +767,7 @@ def demo() -> None:
     import dagster as dg
 
     from appt_pipeline.local.demo import run_demo
+    from appt_pipeline.local.demo_capacity import DEV_SERVICE_URL
     from appt_pipeline.store.workspaces import SecretKeyError
 
     started = time.monotonic()
@@ -848,6 +849,31 @@ def demo() -> None:
                                            "status"]))
         for action in wh.not_in_history[:10]:
             click.echo(f"  not in the history: {action.kind} of {action.provider} {action.key} (lead {action.lead_id})")
+    cap = summary.capacity
+    if cap is not None:
+        runs = [[job, ", ".join(f"{ws} {'ok' if o.success else 'FAILED'} ({o.run_id[:8]})" for ws, o in per.items())]
+                for job, per in cap.runs.items()]
+        click.echo(f"\nAnalytics and booking ({cap.wall_s:.1f} s; Dagster runs per workspace):\n")
+        click.echo(tabulate(runs, headers=["job", "runs"]))
+        click.echo("\nBookings through POST /api/v1/workspaces/{ws}/leads/{lead}/bookings (AUTO_BOOK, "
+                   "Idempotency-Key demo-<ws>; a rerun replays the first answer):\n")
+        click.echo(tabulate([[b.workspace_id, b.lead_id or "-", b.slot_start or "-", b.http_status or "-",
+                              b.state + (f" ({b.reason})" if b.reason else ""), b.appointment_id or "-",
+                              b.timeline_url or "-"] for b in cap.bookings],
+                            headers=["workspace", "lead", "slot (UTC)", "HTTP", "state", "appointment",
+                                     "timeline (under appt-pipeline dev, sign in with a token it prints)"]))
+        for ws in dict.fromkeys(r["workspace_id"] for r in cap.capacity):
+            rows = sorted((r for r in cap.capacity if r["workspace_id"] == ws),
+                          key=lambda r: (r["calendar_key"] == "*", r["calendar_key"]))
+            click.echo(f"\nCapacity of {ws}, next 30 days (calendar_capacity; capacity page "
+                       f"{DEV_SERVICE_URL}/workspaces/{ws}/capacity under dev):\n")
+            click.echo(tabulate([[("* (total)" if r["calendar_key"] == "*" else r["calendar_key"]),
+                                  r["availability_source"] or "", r["booked_slots"], r["available_slots"],
+                                  r["total_slots"], _pct(r["booked_pct"]),
+                                  r["unattributed_booked_slots"] if r["calendar_key"] == "*" else "",
+                                  "yes" if r["stale"] else "no", r["last_error"] or "-"] for r in rows],
+                                headers=["calendar", "source", "booked", "available", "total", "booked %",
+                                         "unattributed", "stale", "last error"]))
     click.echo(f"\nDone in {time.monotonic() - started:.1f} s. Open the Dagster UI on this data: appt-pipeline dev  "
                "(then http://127.0.0.1:3000)")
     if not summary.ok:

@@ -26,6 +26,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from appt_pipeline.defs.availability import availability_job
 from appt_pipeline.defs.partitions import workspace_partitions
 from appt_pipeline.defs.resources import AppDatabase
 from appt_pipeline.defs.runs import MAX_RUNTIME_TAG, WRITER_POOL, lane_config
@@ -210,3 +211,18 @@ capacity_overview_job = dg.define_asset_job(
     description="rules §9: the capacity overview of every workspace (unpartitioned).",
     tags={"appt/kind": "capacity", MAX_RUNTIME_TAG: "600"},
 )
+
+
+@dg.run_status_sensor(
+    name="capacity_after_availability_sensor", run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[availability_job], request_job=capacity_job,
+    default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30,
+    description="rules §9: after a successful availability refresh of a workspace (schedule, UI or backfill), "
+                "recompute that workspace's calendar_capacity from the new slots.")
+def capacity_after_availability_sensor(context: dg.RunStatusSensorContext) -> dg.RunRequest | dg.SkipReason:
+    """One ``capacity_job`` run for the partition of each successful ``availability_job`` run (run key: that
+    run's id, so a sensor restart never requests it twice)."""
+    partition = context.dagster_run.tags.get("dagster/partition")
+    if not partition:
+        return dg.SkipReason(f"availability run {context.dagster_run.run_id} has no workspace partition")
+    return dg.RunRequest(run_key=f"capacity_after:{context.dagster_run.run_id}", partition_key=partition)

@@ -13,8 +13,11 @@
    will check, then runs ``reconciliation_job`` for every workspace as real Dagster runs: one pass of
    up to :data:`DEMO_LEAD_BUDGET` due leads each, in the job's own order (never checked first, then
    oldest check, then lead id).
-4. Checks that every drift action is reflected in the appointment history, stops the simulators and
-   disconnects the workspaces again (tokens deleted, base URLs back to the providers').
+4. Checks that every drift action is reflected in the appointment history; connects the webhooks, changes
+   other bookings at the simulators and ingests the signed deliveries (``webhook_ingest_job``).
+5. Runs the attribution backfill, the availability refresh, one booking per workspace through the HTTP API
+   and the capacity of every workspace (:mod:`appt_pipeline.local.demo_capacity`), then stops the simulators
+   and disconnects the workspaces again (tokens deleted, base URLs back to the providers').
 
 **Rerun semantics** — the demo replays the same scenario, and a rerun shows that the pipeline is
 idempotent end to end:
@@ -56,6 +59,7 @@ from appt_pipeline.defs.history_results import (
 from appt_pipeline.defs.resources import AppDatabase
 from appt_pipeline.defs.sensors import webhook_events_sensor
 from appt_pipeline.domain.vocab import Provider
+from appt_pipeline.local.demo_capacity import CapacityPhase, run_capacity_phase
 from appt_pipeline.local.stack import LocalStack, local_stack, session_secret_key
 from appt_pipeline.sample import SAMPLE_DIR
 from appt_pipeline.sandbox.legacy_seed import (
@@ -242,12 +246,14 @@ class DemoSummary:
     drift_not_in_history: list[DriftAction] = field(default_factory=list)
     reconciliation_wall_s: float = 0.0
     webhooks: WebhookPhase | None = None
+    capacity: CapacityPhase | None = None
 
     @property
     def ok(self) -> bool:
         return (all(s.success and s.drift_check_passed for s in self.migration)
                 and all(r.ok for r in self.reconciliation)
-                and (self.webhooks is None or self.webhooks.ok))
+                and (self.webhooks is None or self.webhooks.ok)
+                and (self.capacity is None or self.capacity.ok))
 
 
 def run_demo(
@@ -294,6 +300,8 @@ def run_demo(
         outcomes = {ws: _reconcile(instance, ws, budget[providers.get(ws, Provider.GHL)]) for ws in ids}
         summary.reconciliation_wall_s = time.monotonic() - started
         summary.webhooks = _webhooks(runtime, instance, sims, checked, drift_seed, say)
+        say("attribution, availability, one booking per workspace through the API, capacity")
+        summary.capacity = run_capacity_phase(runtime.engine, instance, sims)
     missing = _not_in_history(runtime.engine, drift.actions)
     summary.drift_not_in_history = missing
     for ws in ids:
