@@ -622,6 +622,13 @@ def book(workspace_id: str, lead_id: str, slot: str, availability_source: str, m
 # --------------------------------------------------------------------------------------------- capacity
 
 
+def _booking_state(booking: Any) -> str:
+    """``booked``, or ``refused (reason: the provider's masked message)`` for the demo's booking table."""
+    if not booking.reason:
+        return str(booking.state)
+    return f"{booking.state} ({booking.reason}" + (f": {booking.message})" if booking.message else ")")
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
@@ -858,7 +865,7 @@ def demo() -> None:
         click.echo("\nBookings through POST /api/v1/workspaces/{ws}/leads/{lead}/bookings (AUTO_BOOK, "
                    "Idempotency-Key demo-<ws>; a rerun replays the first answer):\n")
         click.echo(tabulate([[b.workspace_id, b.lead_id or "-", b.slot_start or "-", b.http_status or "-",
-                              b.state + (f" ({b.reason})" if b.reason else ""), b.appointment_id or "-",
+                              _booking_state(b), b.appointment_id or "-",
                               b.timeline_url or "-"] for b in cap.bookings],
                             headers=["workspace", "lead", "slot (UTC)", "HTTP", "state", "appointment",
                                      "timeline (under appt-pipeline dev, sign in with a token it prints)"]))

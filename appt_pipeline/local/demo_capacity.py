@@ -7,8 +7,9 @@ Per connected sample workspace, in order:
 2. ``availability_job`` stores the simulators' free slots of the configured calendars (rules §9);
 3. one booking through ``POST /api/v1/workspaces/{ws}/leads/{lead}/bookings`` of the running intake service
    (source AUTO_BOOK, a ``read,book`` token of the workspace, ``Idempotency-Key: demo-<ws>``): the first lead
-   that can be booked (auto-book on, a provider contact or e-mail, no upcoming CONFIRMED meeting) on the first
-   stored free slot at least a day ahead (rules §8). Auto-booking is switched on for the workspace for this step
+   that can be booked again (auto-book on, a provider contact or e-mail, an earlier meeting canceled or over —
+   so the simulator knows the contact — and no upcoming CONFIRMED one) on the first stored free slot at least a
+   day ahead that the whole meeting fits (rules §8). Auto-booking is switched on for the workspace for this step
    only. A rerun sends the same key and gets the first answer back (a replay; nothing is booked twice);
 4. ``availability_job`` again — the booked slot is no longer free at the simulator — then ``capacity_job``
    (rules §9), whose stored rows the demo prints per workspace.
@@ -42,6 +43,7 @@ WHERE l.workspace_id = :ws AND l.auto_book_meetings_enabled
   AND (l.email IS NOT NULL OR (:provider = 'GHL' AND l.ghl_contact_id IS NOT NULL))
   AND NOT EXISTS (SELECT 1 FROM appointments a WHERE a.lead_id = l.id AND a.status = 'CONFIRMED'
                   AND a.start_at >= :now)
+  AND EXISTS (SELECT 1 FROM appointments a WHERE a.lead_id = l.id AND a.status IN ('CANCELED', 'SHOWED', 'NO_SHOW'))
 ORDER BY l.id LIMIT 1
 """)
 
@@ -56,6 +58,7 @@ class DemoBooking:
     http_status: int | None
     state: str
     reason: str | None = None
+    message: str | None = None
     appointment_id: str | None = None
     calendar: str | None = None
 
@@ -129,7 +132,7 @@ def _book(engine: sa.Engine, sims: LocalStack, ws: str, token: str, now: datetim
     body = answer.json() if answer.headers.get("content-type", "").startswith("application/json") else {}
     appointment = body.get("appointment") or {}
     return DemoBooking(ws, lead, slot, answer.status_code, body.get("state") or f"HTTP {answer.status_code}",
-                       body.get("reason") or body.get("error"), appointment.get("id"),
+                       body.get("reason") or body.get("error"), body.get("message"), appointment.get("id"),
                        appointment.get("ghl_calendar_id") or appointment.get("calendly_event_type_uri"))
 
 
