@@ -1,0 +1,255 @@
+"""The provider budget shared through PostgreSQL (issue 13 item 3b; docs/operations.md "Rate limits").
+
+Against the real database and the GHL simulator at its real limit (100 requests / 10 s per location, counted
+by the simulator's own moving window): two event loops in two threads, each with its own engine, httpx
+client and limiter — sharing only the database — stay at 0×429 and use ≥ 90 % of the limit; the same load
+with in-process limiters draws 429s (the control). Reconciliation and the availability refresh of one
+workspace at once stay at 0×429.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from appt_pipeline.domain.vocab import Provider
+from appt_pipeline.pipelines.accounts import load_provider_account
+from appt_pipeline.pipelines.availability import refresh_availability
+from appt_pipeline.pipelines.clients import ClientFactory, ClientOptions
+from appt_pipeline.pipelines.reconciliation import ReconcileSettings, reconcile_workspace
+from appt_pipeline.pipelines.shared_limiter import SharedAccountLimiter
+from appt_pipeline.providers.ghl import GhlClient
+from appt_pipeline.providers.http import GHL_RATE_LIMIT, CallStats, RetryPolicy
+from appt_pipeline.sandbox import GhlCalendar, GhlContact, GhlLocation, GhlSeed, GhlSimulator, SimulatorServer
+from appt_pipeline.store.rate_permits import account_key, ensure_permits, return_permit, take_permit
+from appt_pipeline.store.workspaces import set_secret, set_workspace
+from appt_pipeline_tests.helpers import SECRET_KEY, rows
+
+NOW = datetime(2031, 3, 3, 6, 0, tzinfo=UTC)  # the simulator's clock and the availability refresh's now
+LIMIT, PERIOD = GHL_RATE_LIMIT.max_requests, GHL_RATE_LIMIT.period_s
+SHARED, CONTROL, WS_LOC = "loc_shared", "loc_control", "loc_ws"
+CONTACTS = 130
+NO_429_RETRY = RetryPolicy(max_rate_limited_attempts=1)  # a 429 fails at once: the control counts them
+
+
+def _location(loc: str) -> GhlLocation:
+    return GhlLocation(id=loc, token=f"tok-{loc}", timezone="UTC",
+                       calendars=[GhlCalendar(id=f"{loc}_cal_a"), GhlCalendar(id=f"{loc}_cal_b", name="Direct")],
+                       contacts=[GhlContact(email=f"p{i}@example.com", id=f"{loc}_c_{i}") for i in range(CONTACTS)])
+
+
+@pytest.fixture(scope="module")
+def ghl() -> Iterator[tuple[GhlSimulator, str]]:
+    """The GHL simulator at its real limit (the defaults: 100 / 10 s per location)."""
+    sim = GhlSimulator(GhlSeed(locations=[_location(SHARED), _location(CONTROL), _location(WS_LOC)]),
+                       clock=lambda: NOW)
+    assert (sim.rate_limit, sim.rate_window_seconds) == (LIMIT, PERIOD)
+    with SimulatorServer(sim) as server:
+        yield sim, server.base_url
+
+
+def _in_threads(*jobs: Callable[[], Any]) -> list[Any]:
+    """Run each job in its own thread (each job runs its own event loop); re-raise the first failure."""
+    results: list[Any] = [None] * len(jobs)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = jobs[i]()
+        except BaseException as exc:  # handed back to the test
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results
+
+
+def _sustained_use(stamps: list[float]) -> float:
+    """Share of the limit used over the run: requests / (windows the run spanned × N), where the run spans
+    ``last - first + period`` (the last request's window included)."""
+    stamps = sorted(stamps)
+    return len(stamps) / ((stamps[-1] - stamps[0] + PERIOD) / PERIOD * LIMIT)
+
+
+# -- store ------------------------------------------------------------------------------------------
+
+
+def test_account_key_is_a_hash_without_the_account_id() -> None:
+    uri = "https://api.calendly.com/users/33333333-3333-3333-3333-3333333333b3"
+    key = account_key("Calendly", uri)
+    assert key.startswith("calendly:") and len(key) == len("calendly:") + 32 and "3333" not in key
+    assert account_key("ghl", "loc1") == account_key("ghl", " loc1 ") != account_key("calendly", "loc1")
+    with pytest.raises(ValueError, match="provider"):
+        account_key("hubspot", "x")
+    with pytest.raises(ValueError, match="blank"):
+        account_key("ghl", "  ")
+
+
+def test_permits_are_taken_held_after_the_answer_and_paused(db: sa.Engine) -> None:
+    key = account_key("ghl", "loc_store")
+    with db.connect() as conn:
+        ensure_permits(conn, key, 3)
+        ensure_permits(conn, key, 3)  # idempotent
+        taken = [take_permit(conn, key, 3, lease_s=60.0) for _ in range(4)]
+        assert sorted(t[0] for t in taken[:3]) == [0, 1, 2]  # type: ignore[type-var]
+        slot, wait_s, permits = taken[3]
+        assert slot is None and permits == 3 and 59.0 < wait_s <= 60.0  # in flight: held for the lease
+        return_permit(conn, key, 1, hold_s=0.3)  # answered: held 0.3 s more (the window), then free
+        slot, wait_s, _ = take_permit(conn, key, 3, lease_s=60.0)
+        assert slot is None and 0.0 < wait_s <= 0.3
+        time.sleep(0.35)
+        assert take_permit(conn, key, 3, lease_s=60.0)[0] == 1
+        return_permit(conn, key, 1, hold_s=0.0, pause_s=5.0)  # a 429: the whole account waits 5 s
+        slot, wait_s, _ = take_permit(conn, key, 3, lease_s=60.0)
+        assert slot is None and 4.0 < wait_s <= 5.0
+        assert take_permit(conn, key, 4, lease_s=1.0)[2] == 3  # N raised: the caller creates the missing row
+    stored = rows(db, "SELECT account_key, count(*) AS n FROM provider_rate_permits GROUP BY 1")
+    assert [(r.account_key, r.n) for r in stored] == [(key, 3)]  # only the hash is stored
+
+
+def test_a_cancelled_waiter_gives_its_permit_back(db: sa.Engine) -> None:
+    limiter = SharedAccountLimiter(db, "ghl", "loc_cancel", 1, 0.2)
+
+    async def run() -> float:
+        async with limiter.slot():
+            waiter = asyncio.create_task(limiter.slot().__aenter__())
+            await asyncio.sleep(0.05)
+            waiter.cancel()
+        started = time.monotonic()
+        async with limiter.slot():
+            return time.monotonic() - started
+
+    waited = asyncio.run(run())
+    assert 0.1 < waited < 2.0  # the only permit came back a window after the first request, not after a lease
+
+
+# -- against the simulator ----------------------------------------------------------------------------
+
+
+def _hammer(base_url: str, loc: str, requests: int, *, engine: sa.Engine | None,
+            retry: RetryPolicy | None = None) -> CallStats:
+    """One "process": its own event loop, httpx client and limiter; ``requests`` GETs to location ``loc``
+    at once. The limiter is the PostgreSQL one with ``engine``, an in-process one without."""
+    stats = CallStats()
+
+    async def run() -> None:
+        limiter = SharedAccountLimiter(engine, "ghl", loc, LIMIT, PERIOD) if engine is not None else None
+        async with httpx.AsyncClient() as http:
+            client = GhlClient(base_url=base_url, token=f"tok-{loc}", location_id=loc, limiter=limiter, http=http,
+                               stats=stats, retry=retry, timeout_s=10.0)
+            await asyncio.gather(*(client.get_contact_appointments(f"{loc}_c_{i % CONTACTS}") for i in range(requests)),
+                                 return_exceptions=retry is NO_429_RETRY)
+
+    asyncio.run(run())
+    return stats
+
+
+def test_two_event_loops_sharing_only_the_database_stay_under_the_limit_and_use_it(
+    db: sa.Engine, database_url: str, ghl: tuple[GhlSimulator, str]
+) -> None:
+    sim, url = ghl
+    # the control: the same two "processes" with in-process limiters each spend a full budget → 429s
+    control = _in_threads(*[lambda: _hammer(url, CONTROL, LIMIT, engine=None, retry=NO_429_RETRY)] * 2)
+    assert sum(s.rate_limited for s in control) >= LIMIT // 2 and sim.accounting.rate_limited(CONTROL)
+
+    engines = [sa.create_engine(database_url, pool_size=2) for _ in range(2)]  # shared: the database only
+    try:
+        stats = _in_threads(*[lambda e=e: _hammer(url, SHARED, LIMIT, engine=e) for e in engines])
+    finally:
+        for e in engines:
+            e.dispose()
+    accepted = sim.accounting.accepted(SHARED)
+    assert sim.accounting.rate_limited(SHARED) == [] and sum(s.rate_limited for s in stats) == 0
+    assert len(accepted) == 2 * LIMIT and sum(s.requests for s in stats) == 2 * LIMIT
+    assert sim.accounting.max_requests_in_window(SHARED, PERIOD) <= LIMIT
+    use = _sustained_use(accepted)
+    print(f"\nshared budget: {len(accepted)} requests in {accepted[-1] - accepted[0]:.2f} s, "
+          f"peak {sim.accounting.max_requests_in_window(SHARED, PERIOD)}/{LIMIT} per {PERIOD:g} s, "
+          f"{use:.1%} of the limit used; control: {sum(s.rate_limited for s in control)}×429")
+    assert use >= 0.9
+    assert all(s.limiter_wait_s > 0 for s in stats)  # both waited for the other's permits
+
+
+def _workspace(engine: sa.Engine, url: str) -> None:
+    set_workspace(engine, "ws_rl", {"meeting_booking_provider": "GHL", "timezone": "UTC", "ghl_location_id": WS_LOC,
+                                    "ghl_api_base_url": url, "ghl_default_calendar_id": f"{WS_LOC}_cal_a",
+                                    "ghl_direct_book_calendar_id": f"{WS_LOC}_cal_b"})
+    set_secret(engine, "ws_rl", "ghl_private_token", f"tok-{WS_LOC}", SECRET_KEY)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO leads (id, workspace_id, ghl_contact_id, status, last_inbound_at)"
+                             " VALUES (:id, 'ws_rl', :cid, 'qualified', now())"),
+                     [{"id": f"l{i}", "cid": f"{WS_LOC}_c_{i}"} for i in range(CONTACTS)])
+
+
+def test_reconciliation_and_availability_refresh_of_one_workspace_at_once(
+    db: sa.Engine, database_url: str, ghl: tuple[GhlSimulator, str]
+) -> None:
+    sim, url = ghl
+    _workspace(db, url)
+    engines = [sa.create_engine(database_url, pool_size=4) for _ in range(2)]
+
+    def reconcile() -> Any:
+        account = load_provider_account(engines[0], "ws_rl", SECRET_KEY)
+        assert account.provider is Provider.GHL
+        return asyncio.run(reconcile_workspace(engines[0], account, settings=ReconcileSettings(timeout_s=10.0)))
+
+    def refresh() -> Any:
+        deadline = time.monotonic() + 30
+        while sim.accounting.count_between(WS_LOC, 0, time.time()) < LIMIT - 10 and time.monotonic() < deadline:
+            time.sleep(0.01)  # start once reconciliation has spent (nearly) the whole window's budget
+        return refresh_availability(engines[1], "ws_rl", now=NOW, secret_key=SECRET_KEY, days=90,
+                                    options=ClientOptions(timeout_s=10.0))
+
+    try:
+        recon, availability = _in_threads(reconcile, refresh)
+    finally:
+        for e in engines:
+            e.dispose()
+    assert recon.leads_checked == CONTACTS and recon.errors == 0
+    assert [c.error for c in availability.calendars] == [None, None] and availability.api["api_requests"] == 6
+    assert recon.api["api_429s"] == 0 and availability.api["api_429s"] == 0
+    assert sim.accounting.rate_limited(WS_LOC) == []
+    accepted = sim.accounting.accepted(WS_LOC)
+    assert len(accepted) == CONTACTS + 6 and sim.accounting.max_requests_in_window(WS_LOC, PERIOD) <= LIMIT
+    assert availability.api["api_limiter_wait_s"] > 1.0  # it waited for the permits reconciliation held
+    print(f"\nreconciliation + availability: {len(accepted)} requests in {accepted[-1] - accepted[0]:.2f} s, "
+          f"peak {sim.accounting.max_requests_in_window(WS_LOC, PERIOD)}/{LIMIT}, 0×429; availability waited "
+          f"{availability.api['api_limiter_wait_s']:.1f} s")
+
+
+def test_client_factory_uses_the_shared_budget_with_an_engine(db: sa.Engine) -> None:
+    async def limiters() -> tuple[Any, Any]:
+        async with httpx.AsyncClient() as http:
+            return (ClientFactory(http, engine=db).limiters.get("ghl", "loc1"),
+                    ClientFactory(http).limiters.get("ghl", "loc1"))
+
+    shared, local = asyncio.run(limiters())
+    assert isinstance(shared, SharedAccountLimiter) and shared.key == account_key("ghl", "loc1")
+    assert not isinstance(local, SharedAccountLimiter)
+    assert (shared.max_requests, shared.period_s) == (local.max_requests, local.period_s) == (LIMIT, PERIOD)
+
+
+def test_database_unreachable_sends_nothing() -> None:
+    engine = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:1/none")
+    limiter = SharedAccountLimiter(engine, "ghl", "loc1", LIMIT, PERIOD)
+
+    async def run() -> None:
+        async with limiter.slot():
+            raise AssertionError("a request was let through without a permit")
+
+    with pytest.raises(sa.exc.OperationalError):
+        asyncio.run(run())
+    engine.dispose()
