@@ -4,7 +4,7 @@ Against the real database and the GHL simulator at its real limit (100 requests 
 by the simulator's own moving window): two event loops in two threads, each with its own engine, httpx
 client and limiter — sharing only the database — stay at 0×429 and use ≥ 90 % of the limit; the same load
 with in-process limiters draws 429s (the control). Reconciliation and the availability refresh of one
-workspace at once stay at 0×429.
+workspace at once, plus bookings, stay at 0×429.
 """
 
 from __future__ import annotations
@@ -20,15 +20,18 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from appt_pipeline.domain.vocab import Provider
+from appt_pipeline.domain.calendars import CalendarRef
+from appt_pipeline.domain.vocab import AvailabilitySource, Provider, Source
 from appt_pipeline.pipelines.accounts import load_provider_account
 from appt_pipeline.pipelines.availability import refresh_availability
+from appt_pipeline.pipelines.booking import book
 from appt_pipeline.pipelines.clients import ClientFactory, ClientOptions
 from appt_pipeline.pipelines.reconciliation import ReconcileSettings, reconcile_workspace
 from appt_pipeline.pipelines.shared_limiter import SharedAccountLimiter
 from appt_pipeline.providers.ghl import GhlClient
 from appt_pipeline.providers.http import GHL_RATE_LIMIT, CallStats, RetryPolicy
 from appt_pipeline.sandbox import GhlCalendar, GhlContact, GhlLocation, GhlSeed, GhlSimulator, SimulatorServer
+from appt_pipeline.store.availability import stored_free_slots
 from appt_pipeline.store.rate_permits import account_key, ensure_permits, return_permit, take_permit
 from appt_pipeline.store.workspaces import set_secret, set_workspace
 from appt_pipeline_tests.helpers import SECRET_KEY, rows
@@ -183,20 +186,41 @@ def test_two_event_loops_sharing_only_the_database_stay_under_the_limit_and_use_
     assert all(s.limiter_wait_s > 0 for s in stats)  # both waited for the other's permits
 
 
+BOOKED = 3  # leads booked while reconciliation runs
+
+
 def _workspace(engine: sa.Engine, url: str) -> None:
     set_workspace(engine, "ws_rl", {"meeting_booking_provider": "GHL", "timezone": "UTC", "ghl_location_id": WS_LOC,
                                     "ghl_api_base_url": url, "ghl_default_calendar_id": f"{WS_LOC}_cal_a",
                                     "ghl_direct_book_calendar_id": f"{WS_LOC}_cal_b"})
     set_secret(engine, "ws_rl", "ghl_private_token", f"tok-{WS_LOC}", SECRET_KEY)
-    with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO leads (id, workspace_id, ghl_contact_id, status, last_inbound_at)"
-                             " VALUES (:id, 'ws_rl', :cid, 'qualified', now())"),
-                     [{"id": f"l{i}", "cid": f"{WS_LOC}_c_{i}"} for i in range(CONTACTS)])
+    with engine.begin() as conn:  # reconciliation checks leads l…; the booked leads b… are not due (checked later)
+        conn.execute(sa.text("INSERT INTO leads (id, workspace_id, ghl_contact_id, status, last_inbound_at,"
+                             " appointment_next_check_at) VALUES (:id, 'ws_rl', :cid, 'qualified', now(), :next)"),
+                     [{"id": f"l{i}", "cid": f"{WS_LOC}_c_{i}", "next": None} for i in range(CONTACTS - BOOKED)]
+                     + [{"id": f"b{i}", "cid": f"{WS_LOC}_c_{CONTACTS - 1 - i}", "next": NOW}
+                        for i in range(BOOKED)])
 
 
-def test_reconciliation_and_availability_refresh_of_one_workspace_at_once(
+async def _book_some(engine: sa.Engine) -> list[Any]:
+    """Book leads b0… on the first free slots of the default calendar, at once, through one factory."""
+    with engine.connect() as conn:
+        free = stored_free_slots(conn, "ws_rl", CalendarRef(Provider.GHL, f"{WS_LOC}_cal_a",
+                                                            AvailabilitySource.DEFAULT), now=NOW)
+    assert not free.stale and len(free.slots) >= BOOKED
+    async with httpx.AsyncClient() as http:
+        factory = ClientFactory(http, ClientOptions(timeout_s=10.0), engine)
+        return await asyncio.gather(*(
+            book(engine, factory, "ws_rl", f"b{i}", free.slots[i], source=Source.MANUAL, idempotency_key=f"k{i}",
+                 now=NOW, secret_key=SECRET_KEY) for i in range(BOOKED)))
+
+
+def test_reconciliation_availability_refresh_and_bookings_of_one_workspace_at_once(
     db: sa.Engine, database_url: str, ghl: tuple[GhlSimulator, str]
 ) -> None:
+    """Three callers of one GHL location, each with its own engine (as separate processes would have): a
+    reconciliation run, and — once it has spent nearly the whole window's budget — the availability refresh
+    followed by bookings. 0×429; the refresh and the bookings waited for the permits reconciliation held."""
     sim, url = ghl
     _workspace(db, url)
     engines = [sa.create_engine(database_url, pool_size=4) for _ in range(2)]
@@ -206,28 +230,34 @@ def test_reconciliation_and_availability_refresh_of_one_workspace_at_once(
         assert account.provider is Provider.GHL
         return asyncio.run(reconcile_workspace(engines[0], account, settings=ReconcileSettings(timeout_s=10.0)))
 
-    def refresh() -> Any:
+    def refresh_then_book() -> Any:
         deadline = time.monotonic() + 30
         while sim.accounting.count_between(WS_LOC, 0, time.time()) < LIMIT - 10 and time.monotonic() < deadline:
             time.sleep(0.01)  # start once reconciliation has spent (nearly) the whole window's budget
-        return refresh_availability(engines[1], "ws_rl", now=NOW, secret_key=SECRET_KEY, days=90,
-                                    options=ClientOptions(timeout_s=10.0))
+        refreshed = refresh_availability(engines[1], "ws_rl", now=NOW, secret_key=SECRET_KEY, days=90,
+                                         options=ClientOptions(timeout_s=10.0))
+        return refreshed, asyncio.run(_book_some(engines[1]))
 
     try:
-        recon, availability = _in_threads(reconcile, refresh)
+        recon, (availability, bookings) = _in_threads(reconcile, refresh_then_book)
     finally:
         for e in engines:
             e.dispose()
-    assert recon.leads_checked == CONTACTS and recon.errors == 0
+    assert recon.leads_checked == CONTACTS - BOOKED and recon.errors == 0
     assert [c.error for c in availability.calendars] == [None, None] and availability.api["api_requests"] == 6
+    assert [b.state for b in bookings] == ["booked"] * BOOKED
     assert recon.api["api_429s"] == 0 and availability.api["api_429s"] == 0
     assert sim.accounting.rate_limited(WS_LOC) == []
     accepted = sim.accounting.accepted(WS_LOC)
-    assert len(accepted) == CONTACTS + 6 and sim.accounting.max_requests_in_window(WS_LOC, PERIOD) <= LIMIT
+    posts = [r for r in sim.accounting.log if r.account == WS_LOC and r.method == "POST"]
+    assert len(posts) == BOOKED and all(r.status < 300 for r in posts)
+    assert len(accepted) == CONTACTS - BOOKED + 6 + BOOKED
+    assert sim.accounting.max_requests_in_window(WS_LOC, PERIOD) <= LIMIT
     assert availability.api["api_limiter_wait_s"] > 1.0  # it waited for the permits reconciliation held
-    print(f"\nreconciliation + availability: {len(accepted)} requests in {accepted[-1] - accepted[0]:.2f} s, "
-          f"peak {sim.accounting.max_requests_in_window(WS_LOC, PERIOD)}/{LIMIT}, 0×429; availability waited "
-          f"{availability.api['api_limiter_wait_s']:.1f} s")
+    assert posts[0].at - accepted[0] >= PERIOD  # the bookings too: they went out in the next window
+    print(f"\nreconciliation + availability + {BOOKED} bookings: {len(accepted)} requests in "
+          f"{accepted[-1] - accepted[0]:.2f} s, peak {sim.accounting.max_requests_in_window(WS_LOC, PERIOD)}/{LIMIT},"
+          f" 0×429; availability waited {availability.api['api_limiter_wait_s']:.1f} s")
 
 
 def test_client_factory_uses_the_shared_budget_with_an_engine(db: sa.Engine) -> None:
