@@ -1,15 +1,18 @@
 """The provider budget shared through PostgreSQL (issue 13 item 3b; docs/operations.md "Rate limits").
 
 Against the real database and the GHL simulator at its real limit (100 requests / 10 s per location, counted
-by the simulator's own moving window): two event loops in two threads, each with its own engine, httpx
-client and limiter — sharing only the database — stay at 0×429 and use ≥ 90 % of the limit; the same load
-with in-process limiters draws 429s (the control). Reconciliation and the availability refresh of one
+by the simulator's own moving window): two processes, each with its own engine, httpx client and limiter —
+sharing only the database — stay at 0×429 and use ≥ 90 % of the limit; the same load with in-process
+limiters draws 429s (the control). Reconciliation and the availability refresh of one
 workspace at once, plus bookings, stay at 0×429.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,8 +31,7 @@ from appt_pipeline.pipelines.booking import book
 from appt_pipeline.pipelines.clients import ClientFactory, ClientOptions
 from appt_pipeline.pipelines.reconciliation import ReconcileSettings, reconcile_workspace
 from appt_pipeline.pipelines.shared_limiter import SharedAccountLimiter
-from appt_pipeline.providers.ghl import GhlClient
-from appt_pipeline.providers.http import GHL_RATE_LIMIT, CallStats, RetryPolicy
+from appt_pipeline.providers.http import GHL_RATE_LIMIT
 from appt_pipeline.sandbox import GhlCalendar, GhlContact, GhlLocation, GhlSeed, GhlSimulator, SimulatorServer
 from appt_pipeline.store.availability import stored_free_slots
 from appt_pipeline.store.rate_permits import account_key, ensure_permits, return_permit, take_permit
@@ -40,7 +42,6 @@ NOW = datetime(2031, 3, 3, 6, 0, tzinfo=UTC)  # the simulator's clock and the av
 LIMIT, PERIOD = GHL_RATE_LIMIT.max_requests, GHL_RATE_LIMIT.period_s
 SHARED, CONTROL, WS_LOC = "loc_shared", "loc_control", "loc_ws"
 CONTACTS = 130
-NO_429_RETRY = RetryPolicy(max_rate_limited_attempts=1)  # a 429 fails at once: the control counts them
 
 
 def _location(loc: str) -> GhlLocation:
@@ -142,48 +143,72 @@ def test_a_cancelled_waiter_gives_its_permit_back(db: sa.Engine) -> None:
 # -- against the simulator ----------------------------------------------------------------------------
 
 
-def _hammer(base_url: str, loc: str, requests: int, *, engine: sa.Engine | None,
-            retry: RetryPolicy | None = None) -> CallStats:
-    """One "process": its own event loop, httpx client and limiter; ``requests`` GETs to location ``loc``
-    at once. The limiter is the PostgreSQL one with ``engine``, an in-process one without."""
-    stats = CallStats()
+def _processes(url: str, loc: str, requests: int, *, database_url: str | None, fail_on_429: bool = False,
+               count: int = 2) -> list[dict[str, Any]]:
+    """``count`` worker processes (:mod:`appt_pipeline_tests.helpers.rate_budget_worker`), each with its own
+    engine, httpx client and limiter, sending ``requests`` GETs at once to location ``loc`` from the same
+    instant (after their imports: each says ``ready``, then all are told to go); their call counters."""
+    command = [sys.executable, "-m", "appt_pipeline_tests.helpers.rate_budget_worker", "--base-url", url,
+               "--location", loc, "--requests", str(requests), "--contacts", str(CONTACTS)]
+    command += ["--database-url", database_url] if database_url else []
+    command += ["--fail-on-429"] if fail_on_429 else []
+    workers = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for _ in range(count)]
+    try:
+        for w in workers:
+            assert w.stdout is not None and w.stdout.readline().strip() == "ready", w.stderr and w.stderr.read()
+        for w in workers:
+            assert w.stdin is not None
+            w.stdin.write("go\n")
+            w.stdin.flush()
+        out = []
+        for w in workers:
+            stdout, stderr = w.communicate(timeout=90)
+            assert w.returncode == 0, stderr[-2000:]
+            out.append(json.loads(stdout))
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+    return out
 
-    async def run() -> None:
-        limiter = SharedAccountLimiter(engine, "ghl", loc, LIMIT, PERIOD) if engine is not None else None
-        async with httpx.AsyncClient() as http:
-            client = GhlClient(base_url=base_url, token=f"tok-{loc}", location_id=loc, limiter=limiter, http=http,
-                               stats=stats, retry=retry, timeout_s=10.0)
-            await asyncio.gather(*(client.get_contact_appointments(f"{loc}_c_{i % CONTACTS}") for i in range(requests)),
-                                 return_exceptions=retry is NO_429_RETRY)
 
-    asyncio.run(run())
-    return stats
-
-
-def test_two_event_loops_sharing_only_the_database_stay_under_the_limit_and_use_it(
+def test_two_processes_sharing_only_the_database_stay_under_the_limit_and_use_it(
     db: sa.Engine, database_url: str, ghl: tuple[GhlSimulator, str]
 ) -> None:
     sim, url = ghl
-    # the control: the same two "processes" with in-process limiters each spend a full budget → 429s
-    control = _in_threads(*[lambda: _hammer(url, CONTROL, LIMIT, engine=None, retry=NO_429_RETRY)] * 2)
-    assert sum(s.rate_limited for s in control) >= LIMIT // 2 and sim.accounting.rate_limited(CONTROL)
+    # the control: the same two processes with in-process limiters each spend a full budget → 429s
+    control = _processes(url, CONTROL, LIMIT, database_url=None, fail_on_429=True)
+    assert sum(s["api_429s"] for s in control) >= LIMIT // 2 and sim.accounting.rate_limited(CONTROL)
 
-    engines = [sa.create_engine(database_url, pool_size=2) for _ in range(2)]  # shared: the database only
-    try:
-        stats = _in_threads(*[lambda e=e: _hammer(url, SHARED, LIMIT, engine=e) for e in engines])
-    finally:
-        for e in engines:
-            e.dispose()
+    stats = _processes(url, SHARED, LIMIT, database_url=database_url)
     accepted = sim.accounting.accepted(SHARED)
-    assert sim.accounting.rate_limited(SHARED) == [] and sum(s.rate_limited for s in stats) == 0
-    assert len(accepted) == 2 * LIMIT and sum(s.requests for s in stats) == 2 * LIMIT
+    assert sim.accounting.rate_limited(SHARED) == [] and sum(s["api_429s"] for s in stats) == 0
+    assert [s["failed"] for s in stats] == [0, 0]
+    assert len(accepted) == 2 * LIMIT and sum(s["api_requests"] for s in stats) == 2 * LIMIT
     assert sim.accounting.max_requests_in_window(SHARED, PERIOD) <= LIMIT
     use = _sustained_use(accepted)
-    print(f"\nshared budget: {len(accepted)} requests in {accepted[-1] - accepted[0]:.2f} s, "
+    print(f"\nshared budget, 2 processes: {len(accepted)} requests in {accepted[-1] - accepted[0]:.2f} s, "
           f"peak {sim.accounting.max_requests_in_window(SHARED, PERIOD)}/{LIMIT} per {PERIOD:g} s, "
-          f"{use:.1%} of the limit used; control: {sum(s.rate_limited for s in control)}×429")
+          f"{use:.1%} of the limit used; control: {sum(s['api_429s'] for s in control)}×429")
     assert use >= 0.9
-    assert all(s.limiter_wait_s > 0 for s in stats)  # both waited for the other's permits
+    assert all(s["api_limiter_wait_s"] > 0 for s in stats)  # both waited for permits the other held
+
+
+def test_a_429_pause_holds_every_limiter_of_the_account(db: sa.Engine) -> None:
+    """Two limiter instances (as two processes would have): a pause taken by one holds the other."""
+    first = SharedAccountLimiter(db, "ghl", "loc_pause", 10, 0.1)
+    second = SharedAccountLimiter(db, "ghl", "loc_pause", 10, 0.1)
+
+    async def run() -> float:
+        async with first.slot():
+            first.pause(1.0)  # as ProviderHttp does on a 429: written with the permit's return
+        started = time.monotonic()
+        async with second.slot():
+            return time.monotonic() - started
+
+    assert 0.8 < asyncio.run(run()) < 3.0
 
 
 BOOKED = 3  # leads booked while reconciliation runs
