@@ -308,3 +308,25 @@ def test_database_unreachable_sends_nothing() -> None:
     with pytest.raises(sa.exc.OperationalError):
         asyncio.run(run())
     engine.dispose()
+
+
+def test_database_lost_after_the_answer_keeps_the_answer_and_the_permit_leased(
+    db: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The request was answered, then the database went away: the caller still gets the answer (a booking's
+    must never be lost to bookkeeping) and the permit stays taken until its lease ends — never freed early."""
+    limiter = SharedAccountLimiter(db, "ghl", "loc_lost", 1, 0.1, in_flight_lease_s=30.0)
+    unreachable = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:1/none")
+
+    async def run() -> str:
+        async with limiter.slot():
+            limiter.engine = unreachable  # the database is gone when the answer arrives
+            answer = "the provider's answer"
+        return answer
+
+    assert asyncio.run(run()) == "the provider's answer"
+    unreachable.dispose()
+    assert "not returned (OperationalError)" in caplog.text and "loc_lost" not in caplog.text
+    with db.connect() as conn:
+        slot, wait_s, _ = take_permit(conn, account_key("ghl", "loc_lost"), 1, lease_s=1.0)
+    assert slot is None and 25.0 < wait_s <= 30.2

@@ -19,8 +19,9 @@ most. Database calls run in a worker thread (``asyncio.to_thread``), never on th
 shared: the next permit return writes it to ``provider_rate_accounts.paused_until``. A process that dies with
 a request in flight frees the permit after ``in_flight_lease_s`` + the window.
 
-Errors: database errors (``sqlalchemy.exc.SQLAlchemyError``) propagate from ``slot()`` — no request is sent
-without a permit.
+Errors: a database error while taking a permit (``sqlalchemy.exc.SQLAlchemyError``) propagates from
+``slot()`` — no request is sent without a permit; one while giving it back is logged and the request's
+answer still reaches the caller (the permit frees when its lease ends).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 import sqlalchemy as sa
 
@@ -152,16 +153,25 @@ class SharedAccountLimiter:
             return
         slot, _ = future.result()
         if slot is not None:
-            asyncio.get_running_loop().run_in_executor(None, self._return_once, slot, self.window_s, 0.0)
+            with suppress(RuntimeError):  # the loop is shutting down: the lease frees the permit
+                asyncio.get_running_loop().run_in_executor(None, self._return_once, slot, self.window_s, 0.0)
 
     async def _release(self, slot: int) -> None:
+        """Give the permit back (held ``window_s`` from now). A database error here is logged, not raised: the
+        request was answered and its answer must reach the caller; the permit then frees when its lease ends
+        (later than needed — never sooner), and a pending pause stays local to this process."""
         pause_s, self._pending_pause_s = self._pending_pause_s, 0.0
-        await asyncio.shield(asyncio.to_thread(self._return_once, slot, self.window_s, pause_s))
+        try:
+            await asyncio.shield(asyncio.to_thread(self._return_once, slot, self.window_s, pause_s))
+        except sa.exc.SQLAlchemyError as exc:
+            logger.warning("rate permit %s/%d not returned (%s); it frees when its lease ends",
+                           self.key, slot, type(exc).__name__)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[float]:
         """``async with limiter.slot() as waited:`` — one request; yields the seconds waited for its permit.
-        Raises ``sqlalchemy.exc.SQLAlchemyError`` when the database cannot be reached (nothing is sent)."""
+        Raises ``sqlalchemy.exc.SQLAlchemyError`` when no permit can be taken for want of the database (nothing
+        is sent); a failure to give the permit back is only logged (see :meth:`_release`)."""
         started = time.monotonic()
         slot = await self._acquire()
         try:
