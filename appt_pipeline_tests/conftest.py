@@ -35,7 +35,8 @@ LOCAL_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 APP_TABLES = (
     "appointment_status_changes, follow_up_tasks, webhook_events, calendar_availability, calendar_capacity, "
     "calendar_availability_status, calendar_capacity_days, "
-    "migration_progress, api_tokens, booking_requests, appointments, workspace_secrets, leads, workspaces"
+    "migration_progress, api_tokens, booking_requests, appointments, workspace_secrets, leads, workspaces, "
+    "provider_rate_permits, provider_rate_accounts"
 )
 
 #: How long the ``db`` fixture lets a session that holds a transaction finish before it calls it leaked, and

@@ -145,7 +145,7 @@ def test_upgrade_is_idempotent(database_url: str) -> None:
                              "0004_legacy_parse_parallel_restricted", "0005_webhooks", "0006_time_ordered_ids",
                              "0007_capacity", "0008_api_tokens", "0009_status_change_times",
                              "0010_booking_requests", "0011_capacity_index",
-                             "0012_rollup_reference"]
+                             "0012_rollup_reference", "0013_provider_rate_permits"]
 
 
 def test_appointment_ids_are_time_ordered_uuid_v7(db: sa.Engine) -> None:

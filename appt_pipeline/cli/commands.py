@@ -580,7 +580,7 @@ def book(workspace_id: str, lead_id: str, slot: str, availability_source: str, m
 
     async def work(engine: Any) -> Any:
         async with httpx.AsyncClient() as http:
-            return await book_slot(engine, ClientFactory(http), workspace_id, lead_id, slot,
+            return await book_slot(engine, ClientFactory(http, engine=engine), workspace_id, lead_id, slot,
                                    availability_source=availability_source,
                                    source="MANUAL" if manual else "AUTO_BOOK", idempotency_key=key,
                                    secret_key=os.environ.get(SECRET_KEY_ENV))

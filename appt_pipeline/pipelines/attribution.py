@@ -330,7 +330,7 @@ async def backfill_attribution(
     skipped: Counter[str] = Counter()
     async with httpx.AsyncClient(timeout=timeout_s) as http:
         options = ClientOptions(ghl_rate=ghl_rate, calendly_rate=calendly_rate, timeout_s=timeout_s, retry=retry)
-        clients = _Clients(by_provider, ClientFactory(http, options))
+        clients = _Clients(by_provider, ClientFactory(http, options, engine))
         for start in range(0, len(ordered), report.batch_size):
             if start:
                 await asyncio.sleep(report.pause_s)

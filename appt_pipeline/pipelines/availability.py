@@ -324,7 +324,7 @@ def refresh_availability(
     async def run() -> AvailabilityReport:
         async with httpx.AsyncClient(timeout=options.timeout_s) as http:
             return await refresh_workspace_availability(
-                engine, ClientFactory(http, options), workspace_id, now=now, secret_key=secret_key,
+                engine, ClientFactory(http, options, engine), workspace_id, now=now, secret_key=secret_key,
                 days=days, refresh_interval_s=refresh_interval_s, only=only)
 
     return asyncio.run(run())

@@ -57,7 +57,7 @@ async def refresh_workspaces_availability(engine: sa.Engine, workspace_ids: Iter
     calendar_errors: dict[str, list[str]] = {}
     failed: dict[str, str] = {}
     async with httpx.AsyncClient(timeout=opts.timeout_s) as http:
-        factory = ClientFactory(http, opts)
+        factory = ClientFactory(http, opts, engine)
         for ws in workspace_ids:
             try:
                 report = await refresh_workspace_availability(engine, factory, ws, now=now, secret_key=secret_key,

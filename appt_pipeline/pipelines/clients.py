@@ -5,14 +5,20 @@ draws on the factory's single :class:`~appt_pipeline.providers.http.LimiterRegis
 requests of the run to one provider account share that account's budget (GHL 100 requests / 10 s
 per location, Calendly 500 / 60 s per user unless :class:`ClientOptions` says otherwise).
 Reconciliation and the attribution backfill both get their clients here.
+
+With an ``engine`` (every caller that has the deployment's database passes it) the budget is shared by
+every process through PostgreSQL (:class:`~appt_pipeline.pipelines.shared_limiter.SharedAccountLimiter`,
+docs/operations.md "Rate limits"); without one it is shared within this factory only (tests, scripts).
 """
 
 from dataclasses import dataclass
 
 import httpx
+import sqlalchemy as sa
 
 from appt_pipeline.domain.vocab import Provider
 from appt_pipeline.pipelines.accounts import ProviderAccount
+from appt_pipeline.pipelines.shared_limiter import SharedBudgets
 from appt_pipeline.providers.calendly import CalendlyClient
 from appt_pipeline.providers.ghl import GhlClient
 from appt_pipeline.providers.http import (
@@ -22,6 +28,7 @@ from appt_pipeline.providers.http import (
     LimiterRegistry,
     RateLimit,
     RetryPolicy,
+    in_process_budget,
 )
 
 ProviderClient = GhlClient | CalendlyClient
@@ -38,12 +45,21 @@ class ClientOptions:
 
 
 class ClientFactory:
-    """Provider clients of one run over one shared ``http`` client and one limiter registry."""
+    """Provider clients of one run over one shared ``http`` client and one limiter registry.
 
-    def __init__(self, http: httpx.AsyncClient, options: ClientOptions = ClientOptions()) -> None:
+    Args:
+        http: the ``httpx.AsyncClient`` every client sends through.
+        options: rate limits, timeout, retries.
+        engine: the deployment's database: when given, each account's budget is shared with every other
+            process through ``provider_rate_permits``; when ``None``, within this factory only.
+    """
+
+    def __init__(self, http: httpx.AsyncClient, options: ClientOptions = ClientOptions(),
+                 engine: sa.Engine | None = None) -> None:
         self.http = http
         self.options = options
-        self.limiters = LimiterRegistry(ghl=options.ghl_rate, calendly=options.calendly_rate)
+        budgets = SharedBudgets(engine) if engine is not None else in_process_budget
+        self.limiters = LimiterRegistry(ghl=options.ghl_rate, calendly=options.calendly_rate, budgets=budgets)
 
     def ghl(self, account: ProviderAccount, stats: CallStats | None = None) -> GhlClient:
         """A GHL client for ``account`` (its ``account_key`` is the location id). Raises ValueError for a

@@ -235,7 +235,7 @@ async def reconcile_workspace(
     state = {"checked": 0, "errors": 0, "broken": False}
 
     async with httpx.AsyncClient(timeout=settings.timeout_s) as http:
-        client = ClientFactory(http, settings.client_options()).client(account, stats)
+        client = ClientFactory(http, settings.client_options(), engine).client(account, stats)
         gate = asyncio.Semaphore(settings.concurrency)
 
         async def check(lead: DueLead) -> LeadEvidence | None:

@@ -30,6 +30,7 @@ from appt_pipeline.providers.http import (
     ProviderClient,
     ProviderError,
     ProviderHttp,
+    RateBudget,
     RetryPolicy,
     Secret,
     as_utc,
@@ -89,7 +90,7 @@ class CalendlyClient(ProviderClient):
             until :meth:`get_current_user` tells it).
         organization_uri: default ``organization`` for :meth:`list_scheduled_events` (else taken from
             ``/users/me`` once).
-        limiter: the user's shared :class:`AccountLimiter`; default a private 500 / 60 s one.
+        limiter: the user's shared :class:`RateBudget`; default a private 500 / 60 s one.
         http: a shared ``httpx.AsyncClient``; default one owned (closed by :meth:`aclose`).
         timeout_s: per-request timeout in seconds.
         stats: per-run :class:`CallStats` to add to.
@@ -107,7 +108,7 @@ class CalendlyClient(ProviderClient):
         token: str | Secret,
         user_uri: str = "",
         organization_uri: str | None = None,
-        limiter: AccountLimiter | None = None,
+        limiter: RateBudget | None = None,
         http: httpx.AsyncClient | None = None,
         timeout_s: float = 15.0,
         stats: CallStats | None = None,

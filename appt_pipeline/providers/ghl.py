@@ -29,6 +29,7 @@ from appt_pipeline.providers.http import (
     ProviderClient,
     ProviderError,
     ProviderHttp,
+    RateBudget,
     RetryPolicy,
     Secret,
     as_utc,
@@ -71,7 +72,7 @@ class GhlClient(ProviderClient):
         base_url: API root (default the real host; the demo and tests pass a simulator's URL).
         token: private-integration or OAuth location token (never logged, never in exceptions).
         location_id: the account key: GHL location id (rate limits are per location).
-        limiter: the location's shared :class:`AccountLimiter`; default a private 100 / 10 s one.
+        limiter: the location's shared :class:`RateBudget`; default a private 100 / 10 s one.
         http: a shared ``httpx.AsyncClient``; default one owned (closed by :meth:`aclose`).
         timeout_s: per-request timeout in seconds (the original used 15 s).
         stats: per-run :class:`CallStats` to add to.
@@ -88,7 +89,7 @@ class GhlClient(ProviderClient):
         base_url: str = GHL_BASE_URL,
         token: str | Secret,
         location_id: str,
-        limiter: AccountLimiter | None = None,
+        limiter: RateBudget | None = None,
         http: httpx.AsyncClient | None = None,
         timeout_s: float = 15.0,
         stats: CallStats | None = None,

@@ -1,7 +1,9 @@
 """Shared transport policy for the provider clients (SPEC §6, §11; docs/providers.md §1.3–1.4, §2.4–2.5).
 
-One :class:`ProviderHttp` per client; what is shared per provider account within a run is the
-:class:`AccountLimiter` (and optionally the ``httpx.AsyncClient`` and the :class:`CallStats`).
+One :class:`ProviderHttp` per client; what is shared per provider account is its :class:`RateBudget`:
+within one process the :class:`AccountLimiter`, across processes (when a database is configured) the
+PostgreSQL-backed :class:`~appt_pipeline.pipelines.shared_limiter.SharedAccountLimiter` with the same rule
+(docs/operations.md "Rate limits"); optionally also the ``httpx.AsyncClient`` and the :class:`CallStats`.
 
 * **Rate limit** — :class:`AccountLimiter`: never more than ``max_requests`` requests in *any*
   sliding window of ``period_s`` as the provider counts them (a permit is held from send until
@@ -37,12 +39,12 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, Protocol, Self
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -177,6 +179,28 @@ class CallStats:
         return out
 
 
+class RateBudget(Protocol):
+    """What :class:`ProviderHttp` needs of an account's limiter: :class:`AccountLimiter` (one process) or
+    :class:`~appt_pipeline.pipelines.shared_limiter.SharedAccountLimiter` (every process, via PostgreSQL).
+
+    ``slot()`` is an async context manager around ONE HTTP attempt, yielding the seconds waited for it;
+    ``pause(seconds)`` holds every request of the account (a 429 said so); ``window_s`` is how long a permit
+    stays held after the answer (seconds); ``name`` a log label (never a token)."""
+
+    name: str
+    max_requests: int
+    period_s: float
+
+    @property
+    def window_s(self) -> float: ...
+
+    def slot(self) -> AbstractAsyncContextManager[float]: ...
+
+    def pause(self, seconds: float) -> None: ...
+
+    def paused_for(self) -> float: ...
+
+
 class AccountLimiter:
     """One provider account's request budget: never more than ``max_requests`` requests in ANY sliding
     window of ``period_s`` seconds, as the provider counts them (by arrival).
@@ -299,20 +323,36 @@ GHL_RATE_LIMIT = RateLimit(100, 10.0)
 CALENDLY_RATE_LIMIT = RateLimit(500, 60.0)
 
 
+#: Builds an account's :class:`RateBudget`: ``(provider, account key, limit) -> budget``.
+BudgetFactory = Callable[[str, str, RateLimit], RateBudget]
+
+
+def in_process_budget(provider: str, account_key: str, limit: RateLimit) -> RateBudget:
+    """The default :data:`BudgetFactory`: an :class:`AccountLimiter` of this process only."""
+    return AccountLimiter(limit.max_requests, limit.period_s, name=f"{provider}:{account_key}")
+
+
 class LimiterRegistry:
-    """One :class:`AccountLimiter` per (provider, account key) — create one registry per run and hand it
-    to every client of that run, so all their requests share each account's budget (SPEC §6)."""
+    """One :class:`RateBudget` per (provider, account key) — create one registry per run and hand it
+    to every client of that run, so all their requests share each account's budget (SPEC §6).
 
-    def __init__(self, *, ghl: RateLimit = GHL_RATE_LIMIT, calendly: RateLimit = CALENDLY_RATE_LIMIT) -> None:
+    ``budgets`` builds each account's limiter: :func:`in_process_budget` by default (shared within this
+    process only); :class:`~appt_pipeline.pipelines.clients.ClientFactory` passes the PostgreSQL-backed one
+    when it has a database, so every process shares the budget (docs/operations.md "Rate limits")."""
+
+    def __init__(
+        self, *, ghl: RateLimit = GHL_RATE_LIMIT, calendly: RateLimit = CALENDLY_RATE_LIMIT,
+        budgets: BudgetFactory = in_process_budget,
+    ) -> None:
         self._limits = {"ghl": ghl, "calendly": calendly}
-        self._limiters: dict[tuple[str, str], AccountLimiter] = {}
+        self._budgets = budgets
+        self._limiters: dict[tuple[str, str], RateBudget] = {}
 
-    def get(self, provider: str, account_key: str) -> AccountLimiter:
+    def get(self, provider: str, account_key: str) -> RateBudget:
         """The limiter of ``provider`` (``"ghl"``/``"calendly"``) account ``account_key`` (created on first use)."""
         key = (provider.lower(), account_key)
         if key not in self._limiters:
-            limit = self._limits[key[0]]
-            self._limiters[key] = AccountLimiter(limit.max_requests, limit.period_s, name=f"{key[0]}:{account_key}")
+            self._limiters[key] = self._budgets(key[0], account_key, self._limits[key[0]])
         return self._limiters[key]
 
 
@@ -470,7 +510,7 @@ class ProviderHttp:
         provider: ``"ghl"`` or ``"calendly"`` (labels errors and logs).
         base_url: where requests go, e.g. ``https://services.leadconnectorhq.com`` or a simulator.
         token: Bearer token (kept in a :class:`Secret`; never logged, never in exceptions).
-        limiter: the account's shared :class:`AccountLimiter`.
+        limiter: the account's shared :class:`RateBudget` (:class:`AccountLimiter` or the PostgreSQL one).
         http: a shared ``httpx.AsyncClient``; when ``None`` one is created and closed by :meth:`aclose`.
         timeout_s: per-attempt timeout in seconds.
         stats: counters to add to (shared per run if you like); a new one when ``None``.
@@ -493,7 +533,7 @@ class ProviderHttp:
         provider: str,
         base_url: str,
         token: str | Secret,
-        limiter: AccountLimiter,
+        limiter: RateBudget,
         http: httpx.AsyncClient | None = None,
         timeout_s: float = 15.0,
         stats: CallStats | None = None,
@@ -719,7 +759,7 @@ class ProviderClient:
         return self._http.stats
 
     @property
-    def limiter(self) -> AccountLimiter:
+    def limiter(self) -> RateBudget:
         return self._http.limiter
 
     async def aclose(self) -> None:

@@ -141,7 +141,7 @@ async def create_booking(
     engine = service.sql_engine()
     try:
         async with httpx.AsyncClient() as http:
-            factory = ClientFactory(http, ClientOptions(timeout_s=service.settings.provider_timeout_s))
+            factory = ClientFactory(http, ClientOptions(timeout_s=service.settings.provider_timeout_s), engine)
             result = await book(engine, factory, grant.workspace_id, lead_id, body.slot_start,
                                 availability_source=body.availability_source, source=body.source,
                                 idempotency_key=idempotency_key, invitee_name=body.invitee_name,
