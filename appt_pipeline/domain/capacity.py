@@ -97,8 +97,23 @@ def iso_utc(value: datetime) -> str:
     return text
 
 
+class _SlotCounts:
+    """``total_slots`` and ``booked_pct`` derived from ``booked_slots`` and ``available_slots`` (rules §9)."""
+
+    booked_slots: int
+    available_slots: int
+
+    @property
+    def total_slots(self) -> int:
+        return self.booked_slots + self.available_slots
+
+    @property
+    def booked_pct(self) -> float | None:
+        return booked_pct(self.booked_slots, self.available_slots)
+
+
 @dataclass(frozen=True)
-class CalendarCapacity:
+class CalendarCapacity(_SlotCounts):
     """Capacity of one configured calendar / event type over the window.
 
     ``calendar_key``: GHL calendar id or Calendly event type URI; ``provider`` / ``availability_source``:
@@ -116,14 +131,6 @@ class CalendarCapacity:
     stale: bool
     last_error: str | None
 
-    @property
-    def total_slots(self) -> int:
-        return self.booked_slots + self.available_slots
-
-    @property
-    def booked_pct(self) -> float | None:
-        return booked_pct(self.booked_slots, self.available_slots)
-
     def as_dict(self) -> dict[str, Any]:
         return {"calendar_key": self.calendar_key, "provider": self.provider,
                 "availability_source": self.availability_source, "booked_slots": self.booked_slots,
@@ -132,21 +139,13 @@ class CalendarCapacity:
 
 
 @dataclass(frozen=True)
-class TotalCapacity:
+class TotalCapacity(_SlotCounts):
     """The workspace total (key ``*``): every CONFIRMED row of the workspace in the window against the union
     of the calendars' free slots; ``unattributed_booked_slots`` = rows attributed to no configured calendar."""
 
     booked_slots: int
     available_slots: int
     unattributed_booked_slots: int
-
-    @property
-    def total_slots(self) -> int:
-        return self.booked_slots + self.available_slots
-
-    @property
-    def booked_pct(self) -> float | None:
-        return booked_pct(self.booked_slots, self.available_slots)
 
     def as_dict(self) -> dict[str, Any]:
         return {"booked_slots": self.booked_slots, "available_slots": self.available_slots,

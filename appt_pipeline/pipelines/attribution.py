@@ -386,12 +386,7 @@ async def backfill_attribution(
     totals = CallStats()
     for name, stats in clients.stats.items():
         report.api_by_provider[name] = stats.as_metadata()
-        totals.requests += stats.requests
-        totals.rate_limited += stats.rate_limited
-        totals.retries += stats.retries
-        totals.errors += stats.errors
-        totals.errors_by_kind.update(stats.errors_by_kind)
-        totals.limiter_wait_s += stats.limiter_wait_s
+        totals.add(stats)
     report.api = totals.as_metadata()
     report.duration_s = time.monotonic() - started
     log.info("workspace %s attribution: candidates=%d filled=%d failed=%d skipped=%d api_requests=%d dry_run=%s",

@@ -279,7 +279,7 @@ async def refresh_workspace_availability(
             await _fail(engine, report, result, UNEXPECTED, f"unexpected {type(exc).__name__}")
             continue
         finally:
-            _add(totals, stats)
+            totals.add(stats)
         result.requests, result.fetched = stats.requests, len(slots)
         try:
             await asyncio.to_thread(_store_success, engine, workspace_id, result.calendar, slots, minutes,
@@ -293,15 +293,6 @@ async def refresh_workspace_availability(
     report.api = totals.as_metadata()
     report.duration_s = time.monotonic() - started
     return report
-
-
-def _add(totals: CallStats, stats: CallStats) -> None:
-    totals.requests += stats.requests
-    totals.rate_limited += stats.rate_limited
-    totals.retries += stats.retries
-    totals.errors += stats.errors
-    totals.errors_by_kind.update(stats.errors_by_kind)
-    totals.limiter_wait_s += stats.limiter_wait_s
 
 
 def refresh_availability(

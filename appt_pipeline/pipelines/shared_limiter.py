@@ -34,7 +34,7 @@ from contextlib import asynccontextmanager, suppress
 
 import sqlalchemy as sa
 
-from appt_pipeline.providers.http import RateBudget, RateLimit
+from appt_pipeline.providers.http import RateBudget, RateLimit, default_safety_margin_s
 from appt_pipeline.store.rate_permits import account_key, ensure_permits, return_permit, take_permit
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,8 @@ class SharedAccountLimiter:
         self.name = self.key  # the hashed key: safe in logs
         self.max_requests = max_requests
         self.period_s = float(period_s)
-        self.safety_margin_s = max(0.001 * period_s, 0.02) if safety_margin_s is None else float(safety_margin_s)
+        self.safety_margin_s = (default_safety_margin_s(period_s) if safety_margin_s is None
+                                else float(safety_margin_s))
         self.lease_s = float(in_flight_lease_s) + self.window_s
         self.poll_max_s = float(poll_max_s)
         self._ready = False

@@ -146,6 +146,12 @@ class Secret:
         return bool(self._value)
 
 
+
+def default_safety_margin_s(period_s: float) -> float:
+    """How long past the provider's window a permit stays held after its answer, unless configured: 0.1 % of
+    the period, at least 20 ms (seconds) — the slack between the provider's clock and ours."""
+    return max(0.001 * period_s, 0.02)
+
 @dataclass
 class CallStats:
     """Per-run call counters for run metadata (SPEC §6; DESIGN "Materializations carry … API calls, 429s").
@@ -164,6 +170,15 @@ class CallStats:
     errors: int = 0
     errors_by_kind: Counter[str] = field(default_factory=Counter)
     limiter_wait_s: float = 0.0
+
+    def add(self, other: CallStats) -> None:
+        """Add ``other``'s counters to these (totals over several clients or calendars)."""
+        self.requests += other.requests
+        self.rate_limited += other.rate_limited
+        self.retries += other.retries
+        self.errors += other.errors
+        self.errors_by_kind.update(other.errors_by_kind)
+        self.limiter_wait_s += other.limiter_wait_s
 
     def as_metadata(self, prefix: str = "") -> dict[str, int | float]:
         """Flat JSON-able counters, e.g. ``{"api_requests": 12, "api_429s": 1, …}`` (``prefix`` prepended)."""
@@ -239,7 +254,8 @@ class AccountLimiter:
         self.max_requests = max_requests
         self.period_s = float(period_s)
         self.name = name
-        self.safety_margin_s = max(0.001 * period_s, 0.02) if safety_margin_s is None else float(safety_margin_s)
+        self.safety_margin_s = (default_safety_margin_s(period_s) if safety_margin_s is None
+                                else float(safety_margin_s))
         self._paused_until = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._semaphore: asyncio.Semaphore | None = None
